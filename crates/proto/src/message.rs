@@ -1,0 +1,181 @@
+//! Control messages. JSON inside control frames, so new optional fields can be added
+//! without a version bump; anything incompatible bumps [`crate::PROTOCOL_VERSION`].
+
+use serde::{Deserialize, Serialize};
+
+/// Used when a process spec carries no PATH, as Docker does.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    /// First message of each side. From the agent, `uptime_ms` is guest time since the
+    /// kernel started (CLOCK_BOOTTIME), which is how boot time is measured.
+    Hello {
+        version: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uptime_ms: Option<u64>,
+    },
+    /// Host -> agent: assemble the container's root filesystem. Answered by
+    /// `ContainerCreated` or `Error { stream: None, .. }`.
+    CreateContainer { config: ContainerConfig },
+    ContainerCreated,
+    /// Host -> agent: start a process in the container. `main` marks the container's
+    /// own process (there is one); others are `exec`s. Streams are numbered by the host,
+    /// per connection, and must be non-zero and unused.
+    Start {
+        stream: u32,
+        main: bool,
+        process: ProcessSpec,
+    },
+    /// Agent -> host: the process runs with this guest pid.
+    Started { stream: u32, pid: i32 },
+    /// Host -> agent: deliver a signal to the process of `stream`.
+    Signal { stream: u32, signal: i32 },
+    /// Host -> agent: terminal window size of `stream`.
+    Resize { stream: u32, rows: u16, cols: u16 },
+    /// Agent -> host: the process ended; its stdout and stderr were drained first.
+    Exited { stream: u32, status: ExitStatus },
+    /// Host -> agent: stop the container: `signal` to the main process, SIGKILL to
+    /// everything after `grace_ms`, then sync, unmount and power off.
+    Stop { signal: i32, grace_ms: u64 },
+    /// Agent -> host: the container is stopped and the filesystems are unmounted; the
+    /// VM powers off next.
+    PoweringOff,
+    /// Either side: a request failed (`stream` names the process if there is one).
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<u32>,
+        message: String,
+    },
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The status a shell (and Docker) reports: the exit code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Exited(c) => c,
+            Self::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// What the agent needs to build the container's root filesystem. Disks are named by
+/// their virtio-blk serial (device ID), which is stable where device order is not.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    pub id: String,
+    #[serde(default)]
+    pub hostname: String,
+    /// Read-only layer disks, bottom layer first.
+    pub layers: Vec<String>,
+    /// The writable layer's disk; `None` keeps the upper layer in guest memory.
+    #[serde(default)]
+    pub writable: Option<String>,
+    /// Mount the root filesystem read-only (`--read-only`).
+    #[serde(default)]
+    pub readonly_rootfs: bool,
+}
+
+/// The parts of an OCI runtime-spec `process` that the agent applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default = "root_dir")]
+    pub cwd: String,
+    #[serde(default)]
+    pub user: User,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// Run on a pseudo-terminal (`-t`); stdout and stderr are then one stream.
+    #[serde(default)]
+    pub terminal: bool,
+    /// Initial terminal size as (rows, cols).
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+    /// Keep stdin open for `Stdin` data frames; otherwise it is /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+fn root_dir() -> String {
+    "/".to_owned()
+}
+
+impl ProcessSpec {
+    pub fn new(args: Vec<String>) -> Self {
+        Self {
+            args,
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: root_dir(),
+            user: User::default(),
+            rlimits: Vec::new(),
+            no_new_privileges: false,
+            terminal: false,
+            console_size: None,
+            stdin: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+    #[serde(default)]
+    pub umask: Option<u32>,
+}
+
+/// An OCI rlimit: `kind` as in the spec ("RLIMIT_NOFILE").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(ExitStatus::Signaled(9).code(), 137);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let json = r#"{"type":"stop","signal":15,"grace_ms":10,"extra":1}"#;
+        assert!(serde_json::from_str::<Message>(json).is_err());
+        let json = r#"{"type":"stop","signal":15,"grace_ms":10}"#;
+        assert!(serde_json::from_str::<Message>(json).is_ok());
+    }
+
+    #[test]
+    fn wrong_types_are_refused() {
+        let json = r#"{"type":"signal","stream":"one","signal":15}"#;
+        assert!(serde_json::from_str::<Message>(json).is_err());
+        let json = r#"{"type":"signal","stream":-1,"signal":15}"#;
+        assert!(serde_json::from_str::<Message>(json).is_err());
+    }
+}
