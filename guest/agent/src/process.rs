@@ -1,0 +1,440 @@
+//! Starting a process inside the container: fork, enter the container's mount
+//! namespace, apply the OCI process spec, exec.
+//!
+//! The agent is multi-threaded, so the child may only make raw system calls between
+//! fork and exec: everything it needs (C strings, rlimits, candidate paths) is prepared
+//! before the fork, and failures travel back as an errno over a close-on-exec pipe.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc::Receiver;
+
+use skiff_proto::{ExitStatus, ProcessSpec, DEFAULT_PATH};
+
+use crate::reaper;
+use crate::sys::{check, cstring};
+
+/// A started process and the host-facing ends of its stdio.
+pub struct Spawned {
+    pub pid: i32,
+    pub exit: Receiver<ExitStatus>,
+    /// Write end of stdin (or the pty master), if stdin is open.
+    pub stdin: Option<File>,
+    pub stdout: File,
+    /// `None` with a terminal: stderr shares the pty.
+    pub stderr: Option<File>,
+    /// The pty master, kept for window-size changes.
+    pub pty: Option<File>,
+}
+
+#[derive(Debug)]
+pub enum SpawnError {
+    /// The command could not be executed; the code is what Docker reports (126/127).
+    Exec { message: String, code: i32 },
+    Setup(io::Error),
+}
+
+impl From<io::Error> for SpawnError {
+    fn from(e: io::Error) -> Self {
+        Self::Setup(e)
+    }
+}
+
+/// The failing step, sent with the errno from the child.
+#[repr(u8)]
+#[derive(Clone, Copy)]
+enum Step {
+    Setns = 1,
+    Cwd,
+    Rlimit,
+    Groups,
+    Gid,
+    Uid,
+    NoNewPrivs,
+    Stdio,
+    Exec,
+}
+
+impl Step {
+    fn name(b: u8) -> &'static str {
+        match b {
+            1 => "enter the container",
+            2 => "change to the working directory",
+            3 => "set rlimits",
+            4 => "set supplementary groups",
+            5 => "set gid",
+            6 => "set uid",
+            7 => "set no_new_privs",
+            8 => "set up stdio",
+            _ => "exec",
+        }
+    }
+}
+
+/// Everything the child needs, built before fork.
+struct Prepared {
+    // The C strings own the bytes; the pointer arrays (NULL-terminated) point into them.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    candidates: Vec<CString>,
+    cwd: CString,
+    cwd_prefixes: Vec<CString>,
+    rlimits: Vec<(libc::c_int, libc::rlimit)>,
+    groups: Vec<libc::gid_t>,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    umask: libc::mode_t,
+    no_new_privs: bool,
+}
+
+fn prepare(spec: &ProcessSpec) -> Result<Prepared, SpawnError> {
+    let arg0 = spec.args.first().ok_or_else(|| SpawnError::Exec {
+        message: "no command given".into(),
+        code: 127,
+    })?;
+    let argv = spec.args.iter().map(|a| cstring(a)).collect::<io::Result<Vec<_>>>()?;
+    let mut env: Vec<String> = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_owned();
+    let envp = env.iter().map(|e| cstring(e)).collect::<io::Result<Vec<_>>>()?;
+    let candidates = if arg0.contains('/') {
+        vec![cstring(arg0)?]
+    } else {
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| cstring(&format!("{}/{arg0}", d.trim_end_matches('/'))))
+            .collect::<io::Result<Vec<_>>>()?
+    };
+    if !spec.cwd.starts_with('/') {
+        return Err(SpawnError::Setup(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cwd {:?} is not absolute", spec.cwd),
+        )));
+    }
+    let mut cwd_prefixes = Vec::new();
+    let mut acc = String::new();
+    for part in spec.cwd.split('/').filter(|p| !p.is_empty()) {
+        acc.push('/');
+        acc.push_str(part);
+        cwd_prefixes.push(cstring(&acc)?);
+    }
+    let rlimits = spec
+        .rlimits
+        .iter()
+        .map(|r| {
+            let res = rlimit_resource(&r.kind).ok_or_else(|| {
+                SpawnError::Setup(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unknown rlimit {:?}", r.kind),
+                ))
+            })?;
+            Ok((
+                res,
+                libc::rlimit {
+                    rlim_cur: r.soft,
+                    rlim_max: r.hard,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, SpawnError>>()?;
+    let argv_ptrs = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp_ptrs = envp.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+    Ok(Prepared {
+        _argv: argv,
+        _envp: envp,
+        argv_ptrs,
+        envp_ptrs,
+        candidates,
+        cwd: cstring(&spec.cwd)?,
+        cwd_prefixes,
+        rlimits,
+        groups: spec.user.additional_gids.clone(),
+        uid: spec.user.uid,
+        gid: spec.user.gid,
+        umask: spec.user.umask.unwrap_or(0o022),
+        no_new_privs: spec.no_new_privileges,
+    })
+}
+
+fn rlimit_resource(kind: &str) -> Option<libc::c_int> {
+    #[allow(clippy::unnecessary_cast)] // the type differs between libc targets
+    let r = match kind {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    } as libc::c_int;
+    Some(r)
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just created by pipe2 and are owned only here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn open_dev_null() -> io::Result<OwnedFd> {
+    Ok(File::options().read(true).write(true).open("/dev/null")?.into())
+}
+
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+fn open_pty(size: Option<(u16, u16)>) -> io::Result<Pty> {
+    let (mut master, mut slave) = (0, 0);
+    let ws = size.map(|(rows, cols)| libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    });
+    let ws_ptr = ws.as_ref().map_or(std::ptr::null(), |w| w as *const libc::winsize);
+    // SAFETY: out-pointers are valid; name and termios may be null; ws_ptr is null or
+    // points to a live winsize.
+    check(unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), ws_ptr)
+    })?;
+    // SAFETY: openpty returned two fresh fds that we now own.
+    let pty = unsafe {
+        Pty {
+            master: OwnedFd::from_raw_fd(master),
+            slave: OwnedFd::from_raw_fd(slave),
+        }
+    };
+    for fd in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
+        // SAFETY: fd is valid; setting FD_CLOEXEC has no memory effects.
+        check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    }
+    Ok(pty)
+}
+
+pub fn set_window_size(pty: &File, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+    check(unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) }).map(drop)
+}
+
+/// Starts `spec` inside the mount namespace `mnt_ns`.
+pub fn spawn(spec: &ProcessSpec, mnt_ns: RawFd) -> Result<Spawned, SpawnError> {
+    let prep = prepare(spec)?;
+    let (err_r, err_w) = pipe()?;
+
+    // Child-side fds for 0, 1, 2 and host-side ends.
+    let (child_stdio, stdin, stdout, stderr, pty): ([OwnedFd; 3], _, _, _, _) = if spec.terminal {
+        let p = open_pty(spec.console_size)?;
+        let master = File::from(p.master);
+        let stdin = if spec.stdin { Some(master.try_clone()?) } else { None };
+        let out = master.try_clone()?;
+        let child = [p.slave.try_clone()?, p.slave.try_clone()?, p.slave];
+        (child, stdin, out, None, Some(master))
+    } else {
+        let (in_child, in_host) = if spec.stdin {
+            let (r, w) = pipe()?;
+            (r, Some(File::from(w)))
+        } else {
+            (open_dev_null()?, None)
+        };
+        let (out_r, out_w) = pipe()?;
+        let (errp_r, errp_w) = pipe()?;
+        (
+            [in_child, out_w, errp_w],
+            in_host,
+            File::from(out_r),
+            Some(File::from(errp_r)),
+            None,
+        )
+    };
+    let raw_stdio = [child_stdio[0].as_raw_fd(), child_stdio[1].as_raw_fd(), child_stdio[2].as_raw_fd()];
+    let err_w_raw = err_w.as_raw_fd();
+    let terminal = spec.terminal;
+
+    let (pid, (), exit) = reaper::spawn_tracked(|| {
+        // SAFETY: fork in a multi-threaded process; the child below only makes raw
+        // system calls on data prepared before the fork, then execs or _exits.
+        let pid = check(unsafe { libc::fork() })?;
+        if pid == 0 {
+            // SAFETY: we are the freshly forked child; see child_exec's contract.
+            unsafe { child_exec(&prep, mnt_ns, raw_stdio, err_w_raw, terminal) }
+        }
+        Ok((pid, ()))
+    })?;
+    drop(child_stdio);
+    drop(err_w);
+
+    let mut report = [0u8; 5];
+    let mut err_file = File::from(err_r);
+    let n = read_full(&mut err_file, &mut report)?;
+    if n == report.len() {
+        let [step, e0, e1, e2, e3] = report;
+        let errno = i32::from_ne_bytes([e0, e1, e2, e3]);
+        let err = io::Error::from_raw_os_error(errno);
+        let arg0 = spec.args.first().map(String::as_str).unwrap_or("");
+        // The child _exits right after reporting; the reaper collects it.
+        drop(exit);
+        return Err(if step == Step::Exec as u8 {
+            exec_error(arg0, errno, &err)
+        } else {
+            SpawnError::Exec {
+                message: format!("failed to {}: {err}", Step::name(step)),
+                code: 126,
+            }
+        });
+    }
+    Ok(Spawned {
+        pid,
+        exit,
+        stdin,
+        stdout,
+        stderr,
+        pty,
+    })
+}
+
+fn exec_error(arg0: &str, errno: i32, err: &io::Error) -> SpawnError {
+    if errno == libc::ENOENT {
+        let message = if arg0.contains('/') {
+            format!("exec: {arg0:?}: no such file or directory")
+        } else {
+            format!("exec: {arg0:?}: executable file not found in $PATH")
+        };
+        SpawnError::Exec { message, code: 127 }
+    } else {
+        SpawnError::Exec {
+            message: format!("exec: {arg0:?}: {err}"),
+            code: 126,
+        }
+    }
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(buf.get_mut(n..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The child between fork and exec. Never returns.
+///
+/// # Safety
+/// Must only be called in a freshly forked child of a multi-threaded process. It makes
+/// raw system calls only (no allocation, no locks) on the prepared data.
+unsafe fn child_exec(p: &Prepared, mnt_ns: RawFd, stdio: [RawFd; 3], err_w: RawFd, terminal: bool) -> ! {
+    // SAFETY: (whole body) raw syscalls on valid pointers from `p`, which the parent
+    // built before fork and which stay mapped in the child.
+    unsafe {
+        let fail = |step: Step| -> ! {
+            let errno = *libc::__errno_location();
+            let e = errno.to_ne_bytes();
+            let msg = [step as u8, e[0], e[1], e[2], e[3]];
+            libc::write(err_w, msg.as_ptr().cast(), msg.len());
+            libc::_exit(if matches!(step, Step::Exec) && errno == libc::ENOENT { 127 } else { 126 });
+        };
+
+        // Default signal state: the agent blocks SIGCHLD and Rust ignores SIGPIPE.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        libc::setsid();
+
+        if libc::setns(mnt_ns, libc::CLONE_NEWNS) != 0 {
+            fail(Step::Setns);
+        }
+        if libc::chdir(p.cwd.as_ptr()) != 0 {
+            // Docker creates a missing working directory.
+            for prefix in &p.cwd_prefixes {
+                libc::mkdir(prefix.as_ptr(), 0o755);
+            }
+            if libc::chdir(p.cwd.as_ptr()) != 0 {
+                fail(Step::Cwd);
+            }
+        }
+        for (res, lim) in &p.rlimits {
+            // The resource parameter is c_int on musl and c_uint on glibc.
+            #[allow(clippy::cast_sign_loss)]
+            if libc::setrlimit(*res as _, lim) != 0 {
+                fail(Step::Rlimit);
+            }
+        }
+        if libc::setgroups(p.groups.len(), p.groups.as_ptr()) != 0 {
+            fail(Step::Groups);
+        }
+        if libc::setgid(p.gid) != 0 {
+            fail(Step::Gid);
+        }
+        if libc::setuid(p.uid) != 0 {
+            fail(Step::Uid);
+        }
+        libc::umask(p.umask);
+        if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            fail(Step::NoNewPrivs);
+        }
+        for (target, fd) in stdio.iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+            if libc::dup2(*fd, target as libc::c_int) < 0 {
+                fail(Step::Stdio);
+            }
+        }
+        if terminal && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+            fail(Step::Stdio);
+        }
+        // Everything else the agent had open is close-on-exec already.
+
+        let mut last = libc::ENOENT;
+        let mut denied = false;
+        for cand in &p.candidates {
+            libc::execve(cand.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+            let e = *libc::__errno_location();
+            // As execvp: a permission problem beats "not found" on another PATH entry.
+            if e == libc::EACCES {
+                denied = true;
+            } else if e != libc::ENOENT {
+                last = e;
+            }
+        }
+        *libc::__errno_location() = if denied { libc::EACCES } else { last };
+        fail(Step::Exec)
+    }
+}
