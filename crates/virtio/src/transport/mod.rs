@@ -1,0 +1,5 @@
+//! Transports that expose device models to a guest.
+
+pub mod mmio;
+
+pub use mmio::{IrqTrigger, MmioTransport, MMIO_WINDOW_SIZE};
