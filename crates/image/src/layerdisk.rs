@@ -1,0 +1,151 @@
+//! Layer disks: each uncompressed layer (named by its diff_id) becomes one
+//! read-only erofs image that the microVM attaches as a virtio-blk disk. Every
+//! image containing the layer shares the file, on disk and in the page cache.
+//!
+//! Why erofs (`mkfs.erofs` 1.5, uncompressed) and not `mkfs.ext4 -d`: erofs is
+//! built for read-only images, needs no size guess up front, has no journal or
+//! free-space overhead, and measured here it was both faster to build and
+//! smaller (see `skiff-bench --bin image`, "layer conversion"; on a 150 MB tree
+//! of small and large files erofs took ~0.5x the time and ~0.9x the bytes of
+//! ext4). mkfs.erofs 1.5 reads a directory, not a tar, so the layer is first
+//! unpacked into a scratch directory (which also translates whiteouts).
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::digest::Hashing;
+use crate::error::{Error, IoContext, Result};
+use crate::lock::{FileLock, LockKind};
+use crate::store::{Compression, Layer, Store};
+use crate::unpack::{self, stream_error, UnpackStats};
+
+pub const SUFFIX: &str = ".erofs";
+
+pub fn disk_path(store: &Store, layer: &Layer) -> PathBuf {
+    store
+        .root()
+        .join("layers")
+        .join(format!("{}{SUFFIX}", layer.diff_id.hex()))
+}
+
+/// A decompressing reader for a layer blob.
+pub fn decompress<'a>(r: Box<dyn Read + 'a>, c: Compression) -> Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::None => r,
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, r))),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(r).ctx(|| "start zstd decoder".to_owned())?,
+        ),
+    })
+}
+
+/// The layer disk for `layer`, converting it now if nobody has yet.
+pub fn ensure(store: &Store, layer: &Layer) -> Result<PathBuf> {
+    let out = disk_path(store, layer);
+    if out.is_file() {
+        return Ok(out);
+    }
+    let lock_path = store
+        .root()
+        .join("layers")
+        .join(format!("{}.lock", layer.diff_id.hex()));
+    let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)?;
+    if out.is_file() {
+        return Ok(out);
+    }
+    let blob = store.open_blob(&layer.digest)?;
+    let c = Compression::from_media_type(&layer.media_type)?;
+    let t = std::time::Instant::now();
+    let stats = convert(store, Box::new(blob), c, &layer.diff_id, &out)?;
+    tracing::info!(
+        "converted layer {} ({} entries, {} bytes) in {:?}",
+        layer.diff_id.short(),
+        stats.entries,
+        stats.bytes,
+        t.elapsed()
+    );
+    let _ = fs::remove_file(&lock_path);
+    Ok(out)
+}
+
+/// Unpack a (compressed) layer stream, check its diff_id, and build the disk at
+/// `out`. Nothing is left behind on failure.
+pub fn convert(
+    store: &Store,
+    blob: Box<dyn Read + '_>,
+    c: Compression,
+    diff_id: &crate::Digest,
+    out: &Path,
+) -> Result<UnpackStats> {
+    let scratch = tempfile::tempdir_in(store.tmp_dir()).ctx(|| "scratch dir".to_owned())?;
+    let tree = scratch.path().join("root");
+    fs::create_dir(&tree).ctx(|| format!("mkdir {}", tree.display()))?;
+    let hashing = Hashing::new(decompress(blob, c)?);
+    let (stats, hashing) = unpack::unpack(hashing, &tree, &store.limits)?;
+    let (_, actual, _) = hashing.finish();
+    if actual != *diff_id {
+        return Err(Error::DigestMismatch {
+            expected: diff_id.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    let disk = scratch.path().join("disk");
+    mkfs_erofs(&tree, &disk)?;
+    fs::rename(&disk, out).ctx(|| format!("publish {}", out.display()))?;
+    crate::fsutil::fsync_dir(out.parent().unwrap_or(Path::new(".")))?;
+    Ok(stats)
+}
+
+/// Read a whole stream just to hash it (verifying a diff_id without unpacking).
+pub fn hash_stream(r: &mut dyn Read) -> Result<(crate::Digest, u64)> {
+    let mut h = Hashing::new(r);
+    std::io::copy(&mut h, &mut std::io::sink()).map_err(stream_error)?;
+    let (_, d, n) = h.finish();
+    Ok((d, n))
+}
+
+pub fn mkfs_erofs(tree: &Path, out: &Path) -> Result<()> {
+    let o = Command::new("mkfs.erofs")
+        .arg("--quiet")
+        .arg("-x1")
+        .arg(out)
+        .arg(tree)
+        .output()
+        .map_err(|e| Error::Tool {
+            tool: "mkfs.erofs",
+            detail: format!("{e} (install erofs-utils)"),
+        })?;
+    if !o.status.success() {
+        return Err(Error::Tool {
+            tool: "mkfs.erofs",
+            detail: String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        });
+    }
+    fs::File::open(out)
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("fsync {}", out.display()))
+}
+
+/// `mkfs.ext4 -d`, for comparison in the benchmark.
+pub fn mkfs_ext4(tree: &Path, out: &Path, size_bytes: u64) -> Result<()> {
+    let f = fs::File::create(out).ctx(|| format!("create {}", out.display()))?;
+    f.set_len(size_bytes).ctx(|| format!("size {}", out.display()))?;
+    let o = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0,root_owner=0:0", "-d"])
+        .arg(tree)
+        .arg(out)
+        .output()
+        .map_err(|e| Error::Tool {
+            tool: "mkfs.ext4",
+            detail: e.to_string(),
+        })?;
+    if !o.status.success() {
+        return Err(Error::Tool {
+            tool: "mkfs.ext4",
+            detail: String::from_utf8_lossy(&o.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! skiff-image: the layered, content-addressed image store.
+//!
+//! (API overview: see the end of this comment once complete.)
+
+pub mod digest;
+pub mod error;
+pub mod fsutil;
+pub mod layerdisk;
+pub mod lock;
+pub mod reference;
+pub mod store;
+pub mod targuard;
+pub mod unpack;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use reference::Reference;
+pub use store::{Image, Layer, Limits, Store};
