@@ -38,8 +38,11 @@ pub trait VirtioDevice: Send {
     /// Writes device-specific configuration space; ignored by read-only layouts.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Starts the device with the driver's queues.
-    fn activate(&mut self, mem: Arc<GuestMemoryMmap>, queues: Vec<Queue>)
-        -> Result<(), ActivateError>;
+    fn activate(
+        &mut self,
+        mem: Arc<GuestMemoryMmap>,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError>;
     /// Returns the device to its initial state (queues dropped).
     fn reset(&mut self);
     /// Handles a driver notification for queue `index`.

@@ -21,7 +21,11 @@ pub fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
 }
 
 /// Writes a chain of `(addr, len, writable)` buffers at descriptor index `first`.
-pub fn add_chain(mock: &MockSplitQueue<'_, GuestMemoryMmap>, first: u16, bufs: &[(u64, u32, bool)]) {
+pub fn add_chain(
+    mock: &MockSplitQueue<'_, GuestMemoryMmap>,
+    first: u16,
+    bufs: &[(u64, u32, bool)],
+) {
     let descs: Vec<RawDescriptor> = bufs
         .iter()
         .enumerate()

@@ -30,7 +30,13 @@ pub struct Block {
 impl Block {
     /// A block device serving `disk`.
     pub fn new(disk: Disk) -> Self {
-        Self { disk, acked_features: 0, mem: None, queue: None, broken: false }
+        Self {
+            disk,
+            acked_features: 0,
+            mem: None,
+            queue: None,
+            broken: false,
+        }
     }
 
     /// Features for a disk with the given read-only flag.
@@ -133,7 +139,9 @@ impl VirtioDevice for Block {
 /// Copies `config[offset..]` into `data`, zero-filling what lies beyond it.
 pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     data.fill(0);
-    let Ok(start) = usize::try_from(offset) else { return };
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
     if let Some(src) = config.get(start..) {
         let n = src.len().min(data.len());
         data[..n].copy_from_slice(&src[..n]);
@@ -209,7 +217,11 @@ mod tests {
         let mut d = disk(&fx, true);
         let mem = memory();
         header(&mem, 0, 2);
-        let len = run(&mut d, &mem, &[(HDR, 16, false), (DATA, 1024, true), (STATUS, 1, true)]);
+        let len = run(
+            &mut d,
+            &mem,
+            &[(HDR, 16, false), (DATA, 1024, true), (STATUS, 1, true)],
+        );
         assert_eq!(len, 1025);
         assert_eq!(status(&mem), STATUS_OK);
         let got = read_bytes(&mem, DATA, 1024);
@@ -224,10 +236,17 @@ mod tests {
         let mem = memory();
         mem.write_slice(&[0xab; 512], GuestAddress(DATA)).unwrap();
         header(&mem, 1, 7);
-        let len = run(&mut d, &mem, &[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]);
+        let len = run(
+            &mut d,
+            &mem,
+            &[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)],
+        );
         assert_eq!((len, status(&mem)), (1, STATUS_OK));
         let mut back = [0u8; 512];
-        std::fs::File::open(&fx.path).unwrap().read_exact_at(&mut back, 7 * 512).unwrap();
+        std::fs::File::open(&fx.path)
+            .unwrap()
+            .read_exact_at(&mut back, 7 * 512)
+            .unwrap();
         assert_eq!(back, [0xab; 512]);
 
         header(&mem, 4, 0);
@@ -241,10 +260,17 @@ mod tests {
         let mut d = disk(&fx, true);
         let mem = memory();
         header(&mem, 1, 0);
-        run(&mut d, &mem, &[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]);
+        run(
+            &mut d,
+            &mem,
+            &[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)],
+        );
         assert_eq!(status(&mem), STATUS_IOERR);
         let mut back = [0u8; 1];
-        std::fs::File::open(&fx.path).unwrap().read_exact_at(&mut back, 0).unwrap();
+        std::fs::File::open(&fx.path)
+            .unwrap()
+            .read_exact_at(&mut back, 0)
+            .unwrap();
         assert_eq!(back[0], 0);
         assert_ne!(Block::features_for(true) & VIRTIO_BLK_F_RO, 0);
     }
@@ -254,9 +280,19 @@ mod tests {
         let fx = image(8);
         let mut d = disk(&fx, false);
         let mem = memory();
-        for (sector, len) in [(8, 512), (7, 1024), (u64::MAX, 512), (u64::MAX / 512, 512), (0, 100)] {
+        for (sector, len) in [
+            (8, 512),
+            (7, 1024),
+            (u64::MAX, 512),
+            (u64::MAX / 512, 512),
+            (0, 100),
+        ] {
             header(&mem, 0, sector);
-            run(&mut d, &mem, &[(HDR, 16, false), (DATA, len, true), (STATUS, 1, true)]);
+            run(
+                &mut d,
+                &mem,
+                &[(HDR, 16, false), (DATA, len, true), (STATUS, 1, true)],
+            );
             assert_eq!(status(&mem), STATUS_IOERR, "sector {sector} len {len}");
         }
     }
@@ -267,7 +303,11 @@ mod tests {
         let mut d = disk(&fx, true);
         let mem = memory();
         header(&mem, 8, 0);
-        let len = run(&mut d, &mem, &[(HDR, 16, false), (DATA, 20, true), (STATUS, 1, true)]);
+        let len = run(
+            &mut d,
+            &mem,
+            &[(HDR, 16, false), (DATA, 20, true), (STATUS, 1, true)],
+        );
         assert_eq!(len, 21);
         assert_eq!(read_bytes(&mem, DATA, 20), b"skiff-serial-0123456");
         header(&mem, 99, 0);
@@ -291,7 +331,11 @@ mod tests {
             // huge length running past the end of memory
             &[(HDR, 16, false), (DATA, u32::MAX, true), (STATUS, 1, true)],
             // address that wraps around
-            &[(HDR, 16, false), (u64::MAX - 10, 512, true), (STATUS, 1, true)],
+            &[
+                (HDR, 16, false),
+                (u64::MAX - 10, 512, true),
+                (STATUS, 1, true),
+            ],
         ];
         for bufs in cases {
             header(&mem, 0, 0);
@@ -312,7 +356,10 @@ mod tests {
         let mock = MockSplitQueue::new(&mem, 16);
         // 0 -> 1 -> 0 -> ...: virtio-queue stops after queue-size descriptors.
         mock.add_desc_chains(
-            &[desc(HDR, 16, F_NEXT, 1), desc(DATA, 512, F_NEXT | F_WRITE, 0)],
+            &[
+                desc(HDR, 16, F_NEXT, 1),
+                desc(DATA, 512, F_NEXT | F_WRITE, 0),
+            ],
             0,
         )
         .unwrap();

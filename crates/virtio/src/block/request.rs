@@ -68,7 +68,10 @@ pub struct Disk {
 impl Disk {
     /// Opens the image described by `config`.
     pub fn open(config: &DiskConfig) -> Result<Self, DiskError> {
-        let err = |source| DiskError::Open { path: config.path.clone(), source };
+        let err = |source| DiskError::Open {
+            path: config.path.clone(),
+            source,
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(!config.read_only)
@@ -80,7 +83,12 @@ impl Disk {
             let n = s.len().min(SERIAL_LEN);
             serial[..n].copy_from_slice(&s.as_bytes()[..n]);
         }
-        Ok(Self { file, size, read_only: config.read_only, serial })
+        Ok(Self {
+            file,
+            size,
+            read_only: config.read_only,
+            serial,
+        })
     }
 
     /// Capacity in 512-byte sectors (a trailing partial sector is not exposed).
@@ -95,7 +103,11 @@ impl Disk {
 
     /// Executes the request in `chain`; returns the number of bytes written into the
     /// chain (the used length), status byte included.
-    pub fn execute(&mut self, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+    pub fn execute(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> u32 {
         let Ok(mut reader) = Reader::new(mem, chain.clone()) else {
             debug!("virtio-blk: readable part outside guest memory");
             return 0;
@@ -158,7 +170,7 @@ impl Disk {
 
     /// Byte range of `len` bytes at `sector`, if it lies inside the disk.
     fn range(&self, sector: u64, len: usize) -> Option<u64> {
-        if len as u64 % SECTOR_SIZE != 0 || len > MAX_REQUEST_BYTES {
+        if !(len as u64).is_multiple_of(SECTOR_SIZE) || len > MAX_REQUEST_BYTES {
             return None;
         }
         let start = sector.checked_mul(SECTOR_SIZE)?;

@@ -50,7 +50,10 @@ pub struct IrqTrigger {
 impl IrqTrigger {
     /// A trigger signalling `evt` (usually registered with KVM as an irqfd).
     pub fn new(evt: EventFd) -> Self {
-        Self { status: AtomicU32::new(0), evt }
+        Self {
+            status: AtomicU32::new(0),
+            evt,
+        }
     }
 
     /// A trigger with a fresh eventfd.
@@ -201,8 +204,11 @@ impl MmioTransport {
             self.device.read_config(offset - CONFIG_OFFSET, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
-            warn!("virtio-mmio: bad register read at {offset:#x} len {}", data.len());
+        if data.len() != 4 || !offset.is_multiple_of(4) {
+            warn!(
+                "virtio-mmio: bad register read at {offset:#x} len {}",
+                data.len()
+            );
             data.fill(0);
             return;
         }
@@ -246,10 +252,13 @@ impl MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            warn!("virtio-mmio: bad register write at {offset:#x} len {}", data.len());
+            warn!(
+                "virtio-mmio: bad register write at {offset:#x} len {}",
+                data.len()
+            );
             return;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             warn!("virtio-mmio: unaligned register write at {offset:#x}");
             return;
         }
@@ -261,7 +270,9 @@ impl MmioTransport {
                     return; // features are frozen once accepted
                 }
                 match self.driver_features_sel {
-                    0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(v),
+                    0 => {
+                        self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(v)
+                    }
                     1 => {
                         self.driver_features =
                             (self.driver_features & 0xffff_ffff) | (u64::from(v) << 32)
@@ -314,7 +325,10 @@ impl MmioTransport {
         }
         // The driver may only add bits (virtio 1.2, 2.1.2), except through reset.
         if v & self.status != self.status {
-            warn!("virtio-mmio: driver cleared status bits ({:#x} -> {v:#x})", self.status);
+            warn!(
+                "virtio-mmio: driver cleared status bits ({:#x} -> {v:#x})",
+                self.status
+            );
             self.status |= status::FAILED;
             return;
         }

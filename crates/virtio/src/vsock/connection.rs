@@ -11,6 +11,11 @@ use super::packet::PacketHeader;
 /// Bytes of guest data the host side buffers per connection (advertised as buf_alloc).
 pub const BUF_ALLOC: u32 = 256 * 1024;
 
+/// The guest sent more than the buffer space it was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("guest overran its vsock credit")]
+pub struct CreditOverrun;
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
@@ -101,9 +106,9 @@ impl Connection {
 
     /// Queues guest data for the host stream. `Err` if the guest overran the credit we
     /// granted (the connection must be reset).
-    pub fn push_guest_data(&mut self, data: &[u8]) -> Result<(), ()> {
+    pub fn push_guest_data(&mut self, data: &[u8]) -> Result<(), CreditOverrun> {
         if self.to_host.len() + data.len() > BUF_ALLOC as usize {
-            return Err(());
+            return Err(CreditOverrun);
         }
         self.to_host.extend(data);
         Ok(())
@@ -171,5 +176,37 @@ impl Connection {
             events |= libc::EPOLLOUT as u32;
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_cannot_overrun_granted_buffer() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(a, ConnState::Established, 1);
+        conn.push_guest_data(&vec![0u8; BUF_ALLOC as usize])
+            .unwrap();
+        assert!(conn.push_guest_data(&[0]).is_err());
+    }
+
+    #[test]
+    fn lying_fwd_cnt_gives_no_credit() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(a, ConnState::Established, 1);
+        conn.update_peer_credit(&PacketHeader {
+            buf_alloc: 100,
+            fwd_cnt: 50,
+            ..Default::default()
+        });
+        assert_eq!(conn.peer_credit(), 0);
+        conn.update_peer_credit(&PacketHeader {
+            buf_alloc: 100,
+            fwd_cnt: 0,
+            ..Default::default()
+        });
+        assert_eq!(conn.peer_credit(), 100);
     }
 }

@@ -122,7 +122,12 @@ pub struct Vsock {
 impl Vsock {
     /// A device for the guest behind `muxer`.
     pub fn new(muxer: VsockMuxer) -> Self {
-        Self { muxer, mem: None, queues: Vec::new(), broken: false }
+        Self {
+            muxer,
+            mem: None,
+            queues: Vec::new(),
+            broken: false,
+        }
     }
 
     /// The host side.
@@ -130,11 +135,20 @@ impl Vsock {
         &self.muxer
     }
 
-    fn run(&mut self, f: impl FnOnce(&mut VsockMuxer, &mut [Queue], &GuestMemoryMmap) -> Result<bool, virtio_queue::Error>) -> bool {
+    fn run(
+        &mut self,
+        f: impl FnOnce(
+            &mut VsockMuxer,
+            &mut [Queue],
+            &GuestMemoryMmap,
+        ) -> Result<bool, virtio_queue::Error>,
+    ) -> bool {
         if self.broken || self.queues.len() < 2 {
             return false;
         }
-        let Some(mem) = self.mem.as_ref() else { return false };
+        let Some(mem) = self.mem.as_ref() else {
+            return false;
+        };
         match f(&mut self.muxer, &mut self.queues, mem) {
             Ok(interrupt) => interrupt,
             Err(e) => {
@@ -171,7 +185,10 @@ impl VirtioDevice for Vsock {
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
         if queues.len() != QUEUE_SIZES.len() {
-            return Err(ActivateError::QueueCount { expected: QUEUE_SIZES.len(), got: queues.len() });
+            return Err(ActivateError::QueueCount {
+                expected: QUEUE_SIZES.len(),
+                got: queues.len(),
+            });
         }
         self.queues = queues;
         self.mem = Some(mem);
@@ -213,5 +230,352 @@ impl VirtioDevice for Vsock {
 
     fn is_broken(&self) -> bool {
         self.broken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::test_utils::*;
+    use crate::vsock::packet::{op, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
+    use crate::vsock::HOST_CID;
+
+    const CID: u64 = 3;
+
+    struct Guest<'a> {
+        mem: &'a GuestMemoryMmap,
+        rx: MockSplitQueue<'a, GuestMemoryMmap>,
+        tx: MockSplitQueue<'a, GuestMemoryMmap>,
+        rxq: Queue,
+        txq: Queue,
+        rx_next: u16,
+        tx_next: u16,
+        rx_seen: u16,
+        rx_bufs: HashMap<u32, u64>,
+        next_buf: u64,
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    impl<'a> Guest<'a> {
+        fn new(mem: &'a GuestMemoryMmap) -> Self {
+            let rx = MockSplitQueue::create(mem, GuestAddress(0), 64);
+            let tx = MockSplitQueue::create(mem, GuestAddress(0x8000), 64);
+            let rxq = rx.create_queue().unwrap();
+            let txq = tx.create_queue().unwrap();
+            Self {
+                mem,
+                rx,
+                tx,
+                rxq,
+                txq,
+                rx_next: 0,
+                tx_next: 0,
+                rx_seen: 0,
+                rx_bufs: HashMap::new(),
+                next_buf: 0x10_0000,
+            }
+        }
+
+        fn buf(&mut self, len: u64) -> u64 {
+            let addr = self.next_buf;
+            self.next_buf += len.max(4096);
+            addr
+        }
+
+        fn post_rx(&mut self, count: usize, len: u32) {
+            for _ in 0..count {
+                let addr = self.buf(u64::from(len));
+                add_chain(&self.rx, self.rx_next, &[(addr, len, true)]);
+                self.rx_bufs.insert(u32::from(self.rx_next), addr);
+                self.rx_next += 1;
+            }
+        }
+
+        fn send_raw(&mut self, m: &mut VsockMuxer, bytes: &[u8], chain_len: u32) {
+            let addr = self.buf(bytes.len() as u64);
+            self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
+            add_chain(&self.tx, self.tx_next, &[(addr, chain_len, false)]);
+            self.tx_next += 1;
+            process_tx(m, &mut self.txq, self.mem).unwrap();
+            fill_rx(m, &mut self.rxq, self.mem).unwrap();
+        }
+
+        fn send(
+            &mut self,
+            m: &mut VsockMuxer,
+            op: u16,
+            ports: (u32, u32),
+            flags: u32,
+            data: &[u8],
+            buf_alloc: u32,
+            fwd_cnt: u32,
+        ) {
+            let hdr = PacketHeader {
+                src_cid: CID,
+                dst_cid: HOST_CID,
+                src_port: ports.0,
+                dst_port: ports.1,
+                len: data.len() as u32,
+                kind: TYPE_STREAM,
+                op,
+                flags,
+                buf_alloc,
+                fwd_cnt,
+            };
+            let mut bytes = hdr.encode().to_vec();
+            bytes.extend_from_slice(data);
+            let len = bytes.len() as u32;
+            self.send_raw(m, &bytes, len);
+        }
+
+        fn host_events(&mut self, m: &mut VsockMuxer) {
+            m.set_rx_starved(false);
+            m.process_host_events();
+            fill_rx(m, &mut self.rxq, self.mem).unwrap();
+        }
+
+        fn recv(&mut self) -> Vec<(PacketHeader, Vec<u8>)> {
+            let mut out = Vec::new();
+            while self.rx_seen < used_idx(&self.rx) {
+                let (id, len) = used(&self.rx, usize::from(self.rx_seen));
+                self.rx_seen += 1;
+                let addr = self.rx_bufs[&id];
+                let bytes = read_bytes(self.mem, addr, len as usize);
+                if bytes.len() < HEADER_LEN {
+                    out.push((PacketHeader::default(), bytes));
+                    continue;
+                }
+                let mut raw = [0u8; HEADER_LEN];
+                raw.copy_from_slice(&bytes[..HEADER_LEN]);
+                out.push((PacketHeader::decode(&raw), bytes[HEADER_LEN..].to_vec()));
+            }
+            out
+        }
+    }
+
+    fn muxer() -> (tempfile::TempDir, PathBuf, VsockMuxer) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let m = VsockMuxer::new(CID, &path).unwrap();
+        (dir, path, m)
+    }
+
+    fn ops(pkts: &[(PacketHeader, Vec<u8>)]) -> Vec<u16> {
+        pkts.iter().map(|(h, _)| h.op).collect()
+    }
+
+    #[test]
+    fn guest_initiated_stream_carries_data_both_ways() {
+        let (_dir, path, mut m) = muxer();
+        let listener = UnixListener::bind(format!("{}_1234", path.display())).unwrap();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(8, 4096);
+        g.send(&mut m, op::REQUEST, (5000, 1234), 0, b"", 65536, 0);
+        let pkts = g.recv();
+        assert_eq!(ops(&pkts), [op::RESPONSE]);
+        assert_eq!(
+            (pkts[0].0.src_port, pkts[0].0.dst_port, pkts[0].0.dst_cid),
+            (1234, 5000, CID)
+        );
+        let (mut host, _) = listener.accept().unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+
+        g.send(&mut m, op::RW, (5000, 1234), 0, b"hello", 65536, 0);
+        let mut got = [0u8; 5];
+        host.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+
+        host.write_all(b"world").unwrap();
+        g.host_events(&mut m);
+        let pkts = g.recv();
+        let rw: Vec<_> = pkts.iter().filter(|(h, _)| h.op == op::RW).collect();
+        assert_eq!(rw.len(), 1);
+        assert_eq!(rw[0].1, b"world");
+
+        g.send(
+            &mut m,
+            op::SHUTDOWN,
+            (5000, 1234),
+            SHUTDOWN_RCV | SHUTDOWN_SEND,
+            b"",
+            65536,
+            5,
+        );
+        assert!(ops(&g.recv()).contains(&op::RST));
+        assert_eq!(m.connection_count(), 0);
+        let mut rest = Vec::new();
+        host.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn host_initiated_connect_handshake() {
+        let (_dir, path, mut m) = muxer();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(8, 4096);
+        let mut host = UnixStream::connect(&path).unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        host.write_all(b"CONNECT 77\n").unwrap();
+        g.host_events(&mut m);
+        let pkts = g.recv();
+        assert_eq!(ops(&pkts), [op::REQUEST]);
+        let local = pkts[0].0.src_port;
+        assert_eq!(pkts[0].0.dst_port, 77);
+
+        g.send(&mut m, op::RESPONSE, (77, local), 0, b"", 65536, 0);
+        let mut line = [0u8; 14];
+        host.read_exact(&mut line).unwrap();
+        assert_eq!(std::str::from_utf8(&line).unwrap(), format!("OK {local}\n"));
+
+        host.write_all(b"ping").unwrap();
+        g.host_events(&mut m);
+        let pkts = g.recv();
+        assert_eq!(ops(&pkts), [op::RW]);
+        assert_eq!(pkts[0].1, b"ping");
+    }
+
+    #[test]
+    fn bad_connect_line_is_dropped() {
+        let (_dir, path, mut m) = muxer();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(2, 4096);
+        let mut host = UnixStream::connect(&path).unwrap();
+        host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        host.write_all(b"CONNECT nope\n").unwrap();
+        g.host_events(&mut m);
+        assert!(g.recv().is_empty());
+        let mut rest = Vec::new();
+        host.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn connect_to_missing_listener_is_reset() {
+        let (_dir, _path, mut m) = muxer();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(2, 4096);
+        g.send(&mut m, op::REQUEST, (5000, 9), 0, b"", 65536, 0);
+        assert_eq!(ops(&g.recv()), [op::RST]);
+        assert_eq!(m.connection_count(), 0);
+    }
+
+    #[test]
+    fn host_data_respects_guest_credit() {
+        let (_dir, path, mut m) = muxer();
+        let listener = UnixListener::bind(format!("{}_80", path.display())).unwrap();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(8, 4096);
+        g.send(&mut m, op::REQUEST, (6000, 80), 0, b"", 4, 0);
+        assert_eq!(ops(&g.recv()), [op::RESPONSE]);
+        let (mut host, _) = listener.accept().unwrap();
+        host.write_all(b"0123456789").unwrap();
+        g.host_events(&mut m);
+        let pkts = g.recv();
+        assert_eq!(ops(&pkts), [op::RW]);
+        assert_eq!(pkts[0].1, b"0123");
+        // No credit left: nothing more, however often the host side is polled.
+        for _ in 0..10 {
+            g.host_events(&mut m);
+        }
+        assert!(g.recv().is_empty());
+        g.send(&mut m, op::CREDIT_UPDATE, (6000, 80), 0, b"", 4, 4);
+        g.host_events(&mut m);
+        let pkts = g.recv();
+        assert_eq!(ops(&pkts), [op::RW]);
+        assert_eq!(pkts[0].1, b"4567");
+    }
+
+    #[test]
+    fn credit_request_gets_update() {
+        let (_dir, path, mut m) = muxer();
+        let _listener = UnixListener::bind(format!("{}_81", path.display())).unwrap();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(4, 4096);
+        g.send(&mut m, op::REQUEST, (6000, 81), 0, b"", 4096, 0);
+        g.send(&mut m, op::CREDIT_REQUEST, (6000, 81), 0, b"", 4096, 0);
+        let pkts = g.recv();
+        assert_eq!(ops(&pkts), [op::RESPONSE, op::CREDIT_UPDATE]);
+        assert_eq!(pkts[1].0.buf_alloc, crate::vsock::connection::BUF_ALLOC);
+    }
+
+    #[test]
+    fn malformed_tx_packets_are_dropped() {
+        let (_dir, path, mut m) = muxer();
+        let _listener = UnixListener::bind(format!("{}_82", path.display())).unwrap();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(8, 4096);
+        // Short header.
+        g.send_raw(&mut m, &[1, 2, 3], 3);
+        // Length field larger than the buffer / than MAX_PAYLOAD.
+        let mut hdr = PacketHeader {
+            src_cid: CID,
+            dst_cid: HOST_CID,
+            src_port: 1,
+            dst_port: 82,
+            len: 1 << 30,
+            kind: TYPE_STREAM,
+            op: op::REQUEST,
+            ..Default::default()
+        };
+        g.send_raw(&mut m, &hdr.encode(), HEADER_LEN as u32);
+        // Spoofed source CID.
+        hdr.len = 0;
+        hdr.src_cid = 7;
+        g.send_raw(&mut m, &hdr.encode(), HEADER_LEN as u32);
+        // Zero-length and out-of-memory descriptors.
+        g.send_raw(&mut m, &[], 0);
+        let outside = MEM_SIZE as u64 * 2;
+        add_chain(&g.tx, g.tx_next, &[(outside, 44, false)]);
+        process_tx(&mut m, &mut g.txq, &mem).unwrap();
+        assert!(g.recv().is_empty());
+        assert_eq!(m.connection_count(), 0);
+        assert_eq!(used_idx(&g.tx), 5);
+        // Unsupported socket type: refused.
+        hdr.src_cid = CID;
+        hdr.kind = 2;
+        let bytes = hdr.encode();
+        g.send_raw(&mut m, &bytes, HEADER_LEN as u32);
+        assert_eq!(ops(&g.recv()), [op::RST]);
+    }
+
+    #[test]
+    fn tiny_rx_buffer_is_returned_empty_and_packet_waits() {
+        let (_dir, _path, mut m) = muxer();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(1, 8);
+        g.send(&mut m, op::REQUEST, (5000, 9), 0, b"", 65536, 0);
+        let pkts = g.recv();
+        assert_eq!(pkts.len(), 1);
+        assert!(pkts[0].1.is_empty() && pkts[0].0 == PacketHeader::default());
+        g.post_rx(1, 4096);
+        fill_rx(&mut m, &mut g.rxq, &mem).unwrap();
+        assert_eq!(ops(&g.recv()), [op::RST]);
+    }
+
+    #[test]
+    fn data_for_unknown_connection_is_reset() {
+        let (_dir, _path, mut m) = muxer();
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(2, 4096);
+        g.send(&mut m, op::RW, (5000, 1), 0, b"x", 65536, 0);
+        assert_eq!(ops(&g.recv()), [op::RST]);
     }
 }

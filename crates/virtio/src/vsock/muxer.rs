@@ -145,7 +145,9 @@ impl VsockMuxer {
 
     fn refresh_interest(&mut self, key: ConnKey) {
         let starved = self.rx_starved;
-        let Some(conn) = self.conns.get_mut(&key) else { return };
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
         let want = conn.desired_interest(starved);
         if want == conn.registered {
             return;
@@ -266,7 +268,9 @@ impl VsockMuxer {
     }
 
     fn guest_shutdown(&mut self, key: ConnKey, flags: u32) {
-        let Some(conn) = self.conns.get_mut(&key) else { return };
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
         if flags & SHUTDOWN_RCV != 0 {
             // The guest will not read anymore: deliver what it sent and close.
             let _ = conn.flush_to_host();
@@ -291,7 +295,10 @@ impl VsockMuxer {
             return;
         }
         if conn.push_guest_data(data).is_err() {
-            warn!("vsock: guest overran its credit on port {}, resetting", key.0);
+            warn!(
+                "vsock: guest overran its credit on port {}, resetting",
+                key.0
+            );
             self.reset(key);
             return;
         }
@@ -303,7 +310,9 @@ impl VsockMuxer {
     }
 
     fn maybe_credit_update(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(&key) else { return };
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
         if conn.needs_credit_update() && !conn.credit_update_queued {
             conn.credit_update_queued = true;
             self.push_control(key, op::CREDIT_UPDATE, 0);
@@ -370,17 +379,28 @@ impl VsockMuxer {
                     return;
                 }
             };
-            if self.accepts.len() >= MAX_PENDING_ACCEPTS || stream.set_nonblocking(true).is_err()
-            {
+            if self.accepts.len() >= MAX_PENDING_ACCEPTS || stream.set_nonblocking(true).is_err() {
                 continue; // dropped: the client sees EOF
             }
             let token = self.token();
             let event = EpollEvent::new(EventSet::IN, token);
-            if self.epoll.ctl(ControlOperation::Add, stream.as_raw_fd(), event).is_err() {
+            if self
+                .epoll
+                .ctl(ControlOperation::Add, stream.as_raw_fd(), event)
+                .is_err()
+            {
                 continue;
             }
             self.owners.insert(token, Owner::Accept);
-            self.accepts.insert(token, PendingAccept { stream, line: Vec::new() });
+            self.accepts.insert(
+                token,
+                PendingAccept {
+                    stream,
+                    line: Vec::new(),
+                },
+            );
+            // Clients usually send their CONNECT line right away.
+            self.read_connect_line(token);
         }
     }
 
@@ -396,7 +416,9 @@ impl VsockMuxer {
     }
 
     fn read_connect_line(&mut self, token: u64) {
-        let Some(pending) = self.accepts.get_mut(&token) else { return };
+        let Some(pending) = self.accepts.get_mut(&token) else {
+            return;
+        };
         // Byte by byte: whatever follows the line belongs to the guest.
         let mut byte = [0u8; 1];
         let complete = loop {
@@ -417,7 +439,9 @@ impl VsockMuxer {
                 Err(_) => break false,
             }
         };
-        let Some(pending) = self.drop_accept(token) else { return };
+        let Some(pending) = self.drop_accept(token) else {
+            return;
+        };
         let port = complete.then(|| parse_connect(&pending.line)).flatten();
         let Some(port) = port else {
             debug!("vsock: bad CONNECT line from host client");
@@ -426,10 +450,15 @@ impl VsockMuxer {
         if self.conns.len() >= MAX_CONNECTIONS {
             return;
         }
-        let Some(local_port) = self.allocate_local_port(port) else { return };
+        let Some(local_port) = self.allocate_local_port(port) else {
+            return;
+        };
         let key = (local_port, port);
         let token = self.token();
-        self.conns.insert(key, Connection::new(pending.stream, ConnState::AwaitingResponse, token));
+        self.conns.insert(
+            key,
+            Connection::new(pending.stream, ConnState::AwaitingResponse, token),
+        );
         self.owners.insert(token, Owner::Conn(key));
         self.push_control(key, op::REQUEST, 0);
     }
@@ -447,18 +476,28 @@ impl VsockMuxer {
 
     /// The next packet for the guest, with its payload (at most `max_payload` bytes) in
     /// `payload`. `None` when there is nothing to send.
-    pub fn next_packet(&mut self, max_payload: usize, payload: &mut Vec<u8>) -> Option<PacketHeader> {
+    pub fn next_packet(
+        &mut self,
+        max_payload: usize,
+        payload: &mut Vec<u8>,
+    ) -> Option<PacketHeader> {
         payload.clear();
         if let Some((key, op, flags)) = self.control.pop_front() {
             let (buf_alloc, fwd_cnt) = match self.conns.get_mut(&key) {
                 Some(conn) => conn.credit_for_packet(),
                 None => (0, 0),
             };
-            let buf_alloc = if op == op::RST { 0 } else { buf_alloc.max(BUF_ALLOC) };
+            let buf_alloc = if op == op::RST {
+                0
+            } else {
+                buf_alloc.max(BUF_ALLOC)
+            };
             return Some(self.header(key, op, flags, 0, buf_alloc, fwd_cnt));
         }
         while let Some(key) = self.ready.pop_front() {
-            let Some(conn) = self.conns.get_mut(&key) else { continue };
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
             if conn.state != ConnState::Established || conn.host_eof {
                 continue;
             }
@@ -481,14 +520,29 @@ impl VsockMuxer {
                     conn.host_eof = true;
                     let (buf_alloc, fwd_cnt) = conn.credit_for_packet();
                     self.refresh_interest(key);
-                    return Some(self.header(key, op::SHUTDOWN, SHUTDOWN_SEND | SHUTDOWN_RCV, 0, buf_alloc, fwd_cnt));
+                    return Some(self.header(
+                        key,
+                        op::SHUTDOWN,
+                        SHUTDOWN_SEND | SHUTDOWN_RCV,
+                        0,
+                        buf_alloc,
+                        fwd_cnt,
+                    ));
                 }
             }
         }
         None
     }
 
-    fn header(&self, key: ConnKey, op: u16, flags: u32, len: u32, buf_alloc: u32, fwd_cnt: u32) -> PacketHeader {
+    fn header(
+        &self,
+        key: ConnKey,
+        op: u16,
+        flags: u32,
+        len: u32,
+        buf_alloc: u32,
+        fwd_cnt: u32,
+    ) -> PacketHeader {
         PacketHeader {
             src_cid: HOST_CID,
             dst_cid: self.guest_cid,
