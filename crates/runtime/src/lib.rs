@@ -1,1 +1,22 @@
-//! MicroVM runtime.
+//! skiff-runtime: boots a container's microVM and talks to its guest agent.
+//!
+//! The data path: [`artifacts`] finds the guest kernel and initramfs; [`hypervisor`]
+//! picks a backend (skiff's own VMM where the host's KVM boots Linux, QEMU otherwise)
+//! and launches it with the layer disks, the writable disk and a vsock device;
+//! [`MicroVm::boot`] waits for the agent to dial in and hands back an [`AgentConn`]
+//! over which the container is created, its processes run and their stdio flows.
+
+pub mod agent;
+pub mod artifacts;
+mod error;
+pub mod hypervisor;
+mod microvm;
+pub mod spec;
+mod tools;
+pub mod writable;
+
+pub use agent::{AgentConn, AgentSender, Event, StartOutcome};
+pub use artifacts::GuestArtifacts;
+pub use error::{Error, Result};
+pub use hypervisor::{Disk, HypervisorKind, Selection};
+pub use microvm::{BootTimings, MicroVm, VmConfig};

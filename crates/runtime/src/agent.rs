@@ -1,0 +1,251 @@
+//! The host end of the agent protocol: one connection, requests out, events in.
+//!
+//! Reading is single-threaded (the owner of [`AgentConn`] pulls [`Event`]s); writing is
+//! shared through [`AgentSender`] so a stdin pump or a signal forwarder can run beside
+//! the reader.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use skiff_proto::{
+    read_frame, write_frame, ContainerConfig, DataKind, ExitStatus, Frame, Message, ProcessSpec, PROTOCOL_VERSION,
+};
+
+use crate::{Error, Result};
+
+/// Something the agent told us.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Stdout { stream: u32, bytes: Vec<u8> },
+    Stderr { stream: u32, bytes: Vec<u8> },
+    Exited { stream: u32, status: ExitStatus },
+    Error { stream: Option<u32>, message: String },
+    /// The container is stopped and unmounted; the VM powers off next.
+    PoweringOff,
+}
+
+/// How a `Start` request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartOutcome {
+    Running { pid: i32 },
+    /// The command could not be executed; the agent already sent the reason on the
+    /// stream's stderr (buffered as an event) and this status (126 or 127).
+    Failed { status: ExitStatus },
+}
+
+#[derive(Clone)]
+pub struct AgentSender(Arc<Mutex<UnixStream>>);
+
+impl AgentSender {
+    fn send(&self, frame: &Frame) -> Result<()> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(&mut *s, frame).map_err(Error::from)
+    }
+
+    pub fn control(&self, msg: Message) -> Result<()> {
+        self.send(&Frame::Control(msg))
+    }
+
+    /// Stdin data for `stream`; an empty chunk closes the process's stdin.
+    pub fn stdin(&self, stream: u32, bytes: Vec<u8>) -> Result<()> {
+        self.send(&Frame::Data {
+            kind: DataKind::Stdin,
+            stream,
+            bytes,
+        })
+    }
+
+    pub fn signal(&self, stream: u32, signal: i32) -> Result<()> {
+        self.control(Message::Signal { stream, signal })
+    }
+
+    pub fn resize(&self, stream: u32, rows: u16, cols: u16) -> Result<()> {
+        self.control(Message::Resize { stream, rows, cols })
+    }
+
+    /// Asks the agent to stop the container: `signal`, then SIGKILL after `grace`.
+    pub fn stop(&self, signal: i32, grace: Duration) -> Result<()> {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.control(Message::Stop { signal, grace_ms })
+    }
+
+    /// Closes our side so the agent sees the hang-up.
+    pub fn hang_up(&self) {
+        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+pub struct AgentConn {
+    reader: UnixStream,
+    sender: AgentSender,
+    pending: VecDeque<Event>,
+    /// Guest time since boot when the agent said hello.
+    pub guest_uptime_ms: Option<u64>,
+}
+
+impl AgentConn {
+    /// Completes the hello exchange on a fresh connection. The agent speaks first.
+    pub fn handshake(stream: UnixStream, timeout: Duration) -> Result<Self> {
+        stream.set_read_timeout(Some(timeout)).map_err(Error::io("agent socket"))?;
+        let mut reader = stream.try_clone().map_err(Error::io("agent socket"))?;
+        let uptime = match read_frame(&mut reader)? {
+            Some(Frame::Control(Message::Hello { version, uptime_ms })) if version == PROTOCOL_VERSION => uptime_ms,
+            Some(Frame::Control(Message::Hello { version, .. })) => {
+                return Err(Error::Protocol(format!(
+                    "the agent speaks protocol version {version}, skiff speaks {PROTOCOL_VERSION}; rebuild the initramfs"
+                )))
+            }
+            Some(other) => return Err(Error::Protocol(format!("expected hello, got {other:?}"))),
+            None => return Err(Error::Protocol("the agent closed the connection before hello".into())),
+        };
+        reader.set_read_timeout(None).map_err(Error::io("agent socket"))?;
+        let conn = Self {
+            reader,
+            sender: AgentSender(Arc::new(Mutex::new(stream))),
+            pending: VecDeque::new(),
+            guest_uptime_ms: uptime,
+        };
+        conn.sender.control(Message::Hello {
+            version: PROTOCOL_VERSION,
+            uptime_ms: None,
+        })?;
+        Ok(conn)
+    }
+
+    /// Opens a new connection to a running VM's agent through the vsock device's UNIX
+    /// socket (`CONNECT <port>` / `OK <port>`).
+    pub fn connect(vsock_uds: &Path, port: u32, timeout: Duration) -> Result<Self> {
+        let mut stream = UnixStream::connect(vsock_uds).map_err(Error::io(format!("connect {}", vsock_uds.display())))?;
+        stream.set_read_timeout(Some(timeout)).map_err(Error::io("vsock socket"))?;
+        stream
+            .write_all(format!("CONNECT {port}\n").as_bytes())
+            .map_err(Error::io("vsock handshake"))?;
+        // Read the reply a byte at a time so no protocol bytes are swallowed.
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.len() < 64 {
+            match std::io::Read::read(&mut stream, &mut byte) {
+                Ok(0) => break,
+                Ok(_) if byte[0] == b'\n' => break,
+                Ok(_) => line.push(byte[0]),
+                Err(e) => return Err(Error::io("vsock handshake")(e)),
+            }
+        }
+        let line = String::from_utf8_lossy(&line);
+        if !line.starts_with("OK ") {
+            return Err(Error::Protocol(format!(
+                "vsock port {port}: the VM answered {line:?} instead of OK (is the agent running?)"
+            )));
+        }
+        Self::handshake(stream, timeout)
+    }
+
+    pub fn sender(&self) -> AgentSender {
+        self.sender.clone()
+    }
+
+    /// The next event, or `None` when the agent closed the connection.
+    pub fn next_event(&mut self) -> Result<Option<Event>> {
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(Some(e));
+        }
+        loop {
+            let Some(frame) = read_frame(&mut self.reader)? else {
+                return Ok(None);
+            };
+            let event = match frame {
+                Frame::Data {
+                    kind: DataKind::Stdout,
+                    stream,
+                    bytes,
+                } => Event::Stdout { stream, bytes },
+                Frame::Data {
+                    kind: DataKind::Stderr,
+                    stream,
+                    bytes,
+                } => Event::Stderr { stream, bytes },
+                Frame::Data { kind: DataKind::Stdin, .. } => {
+                    return Err(Error::Protocol("the agent sent stdin data".into()))
+                }
+                Frame::Control(Message::Exited { stream, status }) => Event::Exited { stream, status },
+                Frame::Control(Message::Error { stream, message }) => Event::Error { stream, message },
+                Frame::Control(Message::PoweringOff) => Event::PoweringOff,
+                Frame::Control(Message::Started { .. } | Message::ContainerCreated) => {
+                    return Err(Error::Protocol("unsolicited reply from the agent".into()))
+                }
+                Frame::Control(other) => {
+                    return Err(Error::Protocol(format!("unexpected message from the agent: {other:?}")))
+                }
+            };
+            return Ok(Some(event));
+        }
+    }
+
+    /// Reads until a reply arrives; events in between are kept for `next_event`.
+    fn await_reply<T>(&mut self, mut pick: impl FnMut(&Frame) -> Option<Result<T>>) -> Result<T> {
+        loop {
+            let frame = read_frame(&mut self.reader)?
+                .ok_or_else(|| Error::Protocol("the agent closed the connection".into()))?;
+            if let Some(result) = pick(&frame) {
+                return result;
+            }
+            match frame {
+                Frame::Data {
+                    kind: DataKind::Stdout,
+                    stream,
+                    bytes,
+                } => self.pending.push_back(Event::Stdout { stream, bytes }),
+                Frame::Data {
+                    kind: DataKind::Stderr,
+                    stream,
+                    bytes,
+                } => self.pending.push_back(Event::Stderr { stream, bytes }),
+                Frame::Control(Message::Exited { stream, status }) => {
+                    self.pending.push_back(Event::Exited { stream, status })
+                }
+                Frame::Control(Message::Error { stream, message }) => {
+                    self.pending.push_back(Event::Error { stream, message })
+                }
+                Frame::Control(Message::PoweringOff) => self.pending.push_back(Event::PoweringOff),
+                other => return Err(Error::Protocol(format!("unexpected frame from the agent: {other:?}"))),
+            }
+        }
+    }
+
+    /// Assembles the container's root filesystem in the guest.
+    pub fn create_container(&mut self, config: &ContainerConfig) -> Result<()> {
+        self.sender.control(Message::CreateContainer { config: config.clone() })?;
+        self.await_reply(|f| match f {
+            Frame::Control(Message::ContainerCreated) => Some(Ok(())),
+            Frame::Control(Message::Error { stream: None, message }) => Some(Err(Error::Agent(message.clone()))),
+            _ => None,
+        })
+    }
+
+    /// Starts a process (the container's `main` one, or an exec) on `stream`.
+    pub fn start(&mut self, stream: u32, main: bool, process: &ProcessSpec) -> Result<StartOutcome> {
+        self.sender.control(Message::Start {
+            stream,
+            main,
+            process: process.clone(),
+        })?;
+        self.await_reply(|f| match f {
+            Frame::Control(Message::Started { stream: s, pid }) if *s == stream => {
+                Some(Ok(StartOutcome::Running { pid: *pid }))
+            }
+            Frame::Control(Message::Exited { stream: s, status }) if *s == stream => {
+                Some(Ok(StartOutcome::Failed { status: *status }))
+            }
+            Frame::Control(Message::Error { stream: Some(s), message }) if *s == stream => {
+                Some(Err(Error::Agent(message.clone())))
+            }
+            _ => None,
+        })
+    }
+}
+

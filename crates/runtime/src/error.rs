@@ -1,0 +1,75 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong between "run this" and the guest agent answering.
+/// Each message is one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} not found (looked in {looked}); {hint}")]
+    MissingArtifact {
+        what: &'static str,
+        looked: String,
+        hint: &'static str,
+    },
+    #[error("{tool} not found (looked in {looked}); {hint}")]
+    MissingTool {
+        tool: &'static str,
+        looked: String,
+        hint: &'static str,
+    },
+    #[error("no hypervisor backend can run here: {0}")]
+    NoBackend(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("could not start {what}: {source}")]
+    Launch {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the guest agent did not come up within {after:?}{}", console_suffix(.console_tail))]
+    BootTimeout {
+        after: Duration,
+        console_tail: Vec<String>,
+    },
+    #[error("the microVM exited ({status}) before its agent came up{}", console_suffix(.console_tail))]
+    VmExitedEarly {
+        status: String,
+        console_tail: Vec<String>,
+    },
+    #[error("agent protocol error: {0}")]
+    Protocol(String),
+    #[error("the guest agent reported: {0}")]
+    Agent(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Disk { path: PathBuf, message: String },
+}
+
+fn console_suffix(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::from(" (the console printed nothing)")
+    } else {
+        format!("; last console lines:\n  {}", lines.join("\n  "))
+    }
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+impl From<skiff_proto::FrameError> for Error {
+    fn from(e: skiff_proto::FrameError) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}

@@ -1,0 +1,226 @@
+//! Hypervisor backends and the choice between them.
+//!
+//! `vmm` is skiff's own KVM VMM; it is the default where the host's KVM can boot a
+//! stock Linux guest (hardware virtualization). `qemu` is Debian's qemu-system-x86 with
+//! `-M microvm`, KVM-accelerated where that works and TCG (emulation) otherwise. Both
+//! boot the same kernel, initramfs and agent and speak the same protocol.
+
+mod qemu;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::artifacts::GuestArtifacts;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypervisorKind {
+    Vmm,
+    Qemu,
+}
+
+impl fmt::Display for HypervisorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Vmm => "vmm",
+            Self::Qemu => "qemu",
+        })
+    }
+}
+
+impl FromStr for HypervisorKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "vmm" => Ok(Self::Vmm),
+            "qemu" => Ok(Self::Qemu),
+            other => Err(format!("unknown hypervisor {other:?} (expected vmm or qemu)")),
+        }
+    }
+}
+
+/// What this host's /dev/kvm can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvmState {
+    /// No usable /dev/kvm; the reason says why.
+    Unavailable(String),
+    /// KVM backed by PVM (software virtualization): tiny purpose-built guests run, a
+    /// stock Linux kernel does not boot.
+    Pvm,
+    /// Hardware-backed KVM (VT-x/AMD-V).
+    Hardware,
+}
+
+pub fn kvm_state() -> KvmState {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        return KvmState::Unavailable(format!("/dev/kvm: {e}"));
+    }
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        KvmState::Pvm
+    } else {
+        KvmState::Hardware
+    }
+}
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// The chosen backend and, for `skiff info`, why.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub kind: HypervisorKind,
+    pub accel: Accel,
+    pub reason: String,
+}
+
+/// Picks the backend: `requested` if it can run here, else the best available.
+pub fn select(requested: Option<HypervisorKind>) -> Result<Selection> {
+    let kvm = kvm_state();
+    let vmm = crate::tools::find_program("skiff-vmm", "SKIFF_VMM");
+    let qemu = qemu::find_qemu();
+    let kvm_note = match &kvm {
+        KvmState::Hardware => "KVM is hardware-backed".to_owned(),
+        KvmState::Pvm => "KVM here is PVM (kvm_pvm loaded), which cannot boot a stock Linux guest".to_owned(),
+        KvmState::Unavailable(why) => format!("KVM is unavailable ({why})"),
+    };
+    let qemu_selection = |why: String| -> Result<Selection> {
+        match &qemu {
+            Ok(_) if kvm == KvmState::Hardware => Ok(Selection {
+                kind: HypervisorKind::Qemu,
+                accel: Accel::Kvm,
+                reason: format!("{why}; QEMU with KVM acceleration"),
+            }),
+            Ok(_) => Ok(Selection {
+                kind: HypervisorKind::Qemu,
+                accel: Accel::Tcg,
+                reason: format!("{why}; QEMU with TCG (software emulation, slower)"),
+            }),
+            Err(looked) => Err(Error::NoBackend(format!(
+                "{why}, and qemu-system-x86_64 was not found ({looked}); install it with `apt-get install qemu-system-x86`"
+            ))),
+        }
+    };
+    match requested {
+        Some(HypervisorKind::Qemu) => qemu_selection("--hypervisor qemu".to_owned()),
+        Some(HypervisorKind::Vmm) => Err(Error::NoBackend(match (&kvm, &vmm) {
+            (KvmState::Hardware, Ok(_)) => {
+                "the vmm backend is not wired into this build yet; use --hypervisor qemu".to_owned()
+            }
+            (_, Err(looked)) => format!("--hypervisor vmm: skiff-vmm not found ({looked})"),
+            _ => format!("--hypervisor vmm needs hardware-backed KVM: {kvm_note}"),
+        })),
+        None => qemu_selection(kvm_note),
+    }
+}
+
+/// A disk attached as virtio-blk, found by the agent through its serial.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub readonly: bool,
+    /// virtio-blk device ID (at most 20 bytes).
+    pub serial: String,
+}
+
+/// Everything a backend needs to start one microVM.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec<'a> {
+    pub artifacts: &'a GuestArtifacts,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub disks: &'a [Disk],
+    pub cmdline_extra: &'a str,
+    /// The vsock device's host-side UNIX socket (`CONNECT <port>` convention).
+    pub vsock_uds: &'a Path,
+    pub console_log: &'a Path,
+    /// Private scratch directory for backend sockets and logs.
+    pub work_dir: &'a Path,
+    /// Kill the VM if the launching thread's process dies (CLI use).
+    pub die_with_parent: bool,
+}
+
+/// A running microVM's host processes.
+pub trait VmProcess: Send {
+    /// The process callers treat as the VM (QEMU or skiff-vmm).
+    fn pid(&self) -> u32;
+    /// `Some(description)` once the VM has exited.
+    fn try_wait(&mut self) -> io::Result<Option<String>>;
+    /// Kills every host process of this VM and reaps them.
+    fn kill(&mut self);
+}
+
+pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn VmProcess>> {
+    validate_disks(spec.disks)?;
+    match selection.kind {
+        HypervisorKind::Qemu => Ok(Box::new(qemu::QemuVm::launch(selection.accel, spec)?)),
+        HypervisorKind::Vmm => Err(Error::NoBackend("the vmm backend is not wired into this build yet".into())),
+    }
+}
+
+fn validate_disks(disks: &[Disk]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for d in disks {
+        if d.serial.is_empty() || d.serial.len() > 20 || !d.serial.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(Error::Config(format!(
+                "disk serial {:?} must be 1-20 characters of [A-Za-z0-9_-]",
+                d.serial
+            )));
+        }
+        if !seen.insert(&d.serial) {
+            return Err(Error::Config(format!("two disks share the serial {:?}", d.serial)));
+        }
+        let meta = std::fs::metadata(&d.path).map_err(|e| Error::Disk {
+            path: d.path.clone(),
+            message: e.to_string(),
+        })?;
+        if !meta.is_file() && !std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()) {
+            return Err(Error::Disk {
+                path: d.path.clone(),
+                message: "not a regular file or block device".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Sets PR_SET_PDEATHSIG in a child about to exec (used through `pre_exec`).
+pub(crate) fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only; async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse() {
+        assert_eq!("qemu".parse::<HypervisorKind>().unwrap(), HypervisorKind::Qemu);
+        assert_eq!("vmm".parse::<HypervisorKind>().unwrap(), HypervisorKind::Vmm);
+        assert!("firecracker".parse::<HypervisorKind>().is_err());
+    }
+
+    #[test]
+    fn bad_disks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("d.img");
+        std::fs::write(&f, b"").unwrap();
+        let disk = |serial: &str, path: &Path| Disk { path: path.to_path_buf(), readonly: true, serial: serial.into() };
+        assert!(validate_disks(&[disk("layer0", &f)]).is_ok());
+        assert!(validate_disks(&[disk("", &f)]).is_err());
+        assert!(validate_disks(&[disk("a,b", &f)]).is_err());
+        assert!(validate_disks(&[disk("x".repeat(21).as_str(), &f)]).is_err());
+        assert!(validate_disks(&[disk("a", &f), disk("a", &f)]).is_err());
+        assert!(validate_disks(&[disk("a", &dir.path().join("missing"))]).is_err());
+        assert!(validate_disks(&[disk("a", dir.path())]).is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! Finding host programs (QEMU, the vsock device backend) in a predictable order.
+
+use std::path::{Path, PathBuf};
+
+/// Looks for `name` in `$env_var` (a full path), then beside the running executable,
+/// then in skiff's tool cache, then on PATH. Returns the path or the places looked in.
+pub fn find_program(name: &str, env_var: &str) -> Result<PathBuf, String> {
+    let mut looked = Vec::new();
+    if let Some(p) = std::env::var_os(env_var) {
+        let p = PathBuf::from(p);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+        looked.push(format!("${env_var}={}", p.display()));
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        dirs.push(dir);
+    }
+    dirs.push(crate::artifacts::cache_dir().join("tools/bin"));
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    for dir in &dirs {
+        let p = dir.join(name);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+    }
+    looked.push(format!("beside skiff, {}, $PATH", crate::artifacts::cache_dir().join("tools/bin").display()));
+    Err(looked.join(", "))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
