@@ -1,0 +1,122 @@
+//! Helpers shared by the integration tests: tar construction with raw names
+//! (the tar crate's builder refuses hostile paths, which we need to produce).
+#![allow(dead_code)]
+
+use std::io::Write;
+
+pub enum E<'a> {
+    File(&'a str, &'a [u8]),
+    FileMode(&'a str, &'a [u8], u32, u64, u64),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+    Char(&'a str, u32, u32),
+    Fifo(&'a str),
+    /// A file with a PAX xattr.
+    Xattr(&'a str, &'a str, &'a [u8]),
+}
+
+fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    let n = name.as_bytes();
+    h.as_old_mut().name[..n.len()].copy_from_slice(n);
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h
+}
+
+pub fn tar_of(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        match e {
+            E::File(p, data) => {
+                let mut h = raw_header(p, tar::EntryType::Regular, data.len() as u64);
+                h.set_cksum();
+                b.append(&h, *data).unwrap();
+            }
+            E::FileMode(p, data, mode, uid, gid) => {
+                let mut h = raw_header(p, tar::EntryType::Regular, data.len() as u64);
+                h.set_mode(*mode);
+                h.set_uid(*uid);
+                h.set_gid(*gid);
+                h.set_cksum();
+                b.append(&h, *data).unwrap();
+            }
+            E::Dir(p) => {
+                let mut h = raw_header(p, tar::EntryType::Directory, 0);
+                h.set_mode(0o755);
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            }
+            E::Symlink(p, t) | E::Hardlink(p, t) => {
+                let kind = if matches!(e, E::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                };
+                let mut h = raw_header(p, kind, 0);
+                let t = t.as_bytes();
+                h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            }
+            E::Char(p, ma, mi) => {
+                let mut h = raw_header(p, tar::EntryType::Char, 0);
+                h.set_device_major(*ma).unwrap();
+                h.set_device_minor(*mi).unwrap();
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            }
+            E::Fifo(p) => {
+                let mut h = raw_header(p, tar::EntryType::Fifo, 0);
+                h.set_cksum();
+                b.append(&h, &[][..]).unwrap();
+            }
+            E::Xattr(p, k, v) => {
+                b.append_pax_extensions([(format!("SCHILY.xattr.{k}").as_str(), *v)])
+                    .unwrap();
+                let mut h = raw_header(p, tar::EntryType::Regular, 1);
+                h.set_cksum();
+                b.append(&h, &b"x"[..]).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Tests that need a tool CI installs: skip with a message, or fail under
+/// SKIFF_REQUIRE_ALL=1.
+pub fn require(what: &str, ok: bool) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("SKIFF_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("SKIFF_REQUIRE_ALL=1 but {what} is missing");
+    }
+    eprintln!("SKIPPED: {what} is missing");
+    false
+}
+
+pub fn have_tool(name: &str) -> bool {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
