@@ -1,1 +1,87 @@
-fn main() {}
+//! `skiff`: the command line. It parses and reports; the runtime crates act.
+
+mod info;
+mod signals;
+mod terminal;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// skiff's own failures, as Docker reports them.
+pub const EXIT_SKIFF_ERROR: u8 = 125;
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "Containers, each in its own microVM")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct GlobalOpts {
+    /// Hypervisor backend: vmm (skiff's own, needs hardware KVM) or qemu. Default: the
+    /// best one this host can run (see `skiff info`).
+    #[arg(long, global = true, env = "SKIFF_HYPERVISOR")]
+    pub hypervisor: Option<skiff_runtime::HypervisorKind>,
+    /// Guest kernel (bzImage). Default: $SKIFF_KERNEL or the installed guest.
+    #[arg(long, global = true)]
+    pub kernel: Option<PathBuf>,
+    /// Guest initramfs. Default: $SKIFF_INITRAMFS or the installed guest.
+    #[arg(long, global = true)]
+    pub initramfs: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, global = true, env = "SKIFF_LOG", default_value = "warn")]
+    pub log_level: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Low-level microVM commands (layer disks in, a process out).
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
+    /// Show the hypervisor backend this host uses and why, and the guest artifacts.
+    Info(info::InfoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global.log_level);
+    let result = match cli.command {
+        Command::Vm(cmd) => vm::run(cmd, &cli.global),
+        Command::Info(args) => info::run(&args, &cli.global),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("skiff: {}", one_line(&e));
+            ExitCode::from(EXIT_SKIFF_ERROR)
+        }
+    }
+}
+
+/// The error and its causes on one line (console tails keep their own lines).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

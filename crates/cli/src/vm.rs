@@ -1,0 +1,267 @@
+//! `skiff vm run`: the microVM slice end to end. Layer disks and a writable disk in,
+//! one process run inside the VM, its stdio relayed and its exit status returned.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec, DEFAULT_PATH};
+use skiff_runtime::{hypervisor, writable, AgentSender, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig};
+
+use crate::{signals, terminal, GlobalOpts};
+
+const MAIN_STREAM: u32 = 1;
+
+#[derive(clap::Subcommand)]
+pub enum VmCommand {
+    /// Boot a microVM from layer disks and run one command in it.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// A read-only layer disk (erofs or ext4 image); repeat, bottom layer first.
+    #[arg(long = "layer", value_name = "IMAGE", required = true)]
+    layers: Vec<PathBuf>,
+    /// The writable layer disk (ext4). Created with --rw-size if it does not exist.
+    /// Without it, writes live in guest memory and vanish with the VM.
+    #[arg(long = "rw", value_name = "IMAGE")]
+    writable: Option<PathBuf>,
+    /// Size of a writable disk that --rw creates.
+    #[arg(long, default_value = "1G")]
+    rw_size: String,
+    /// Keep stdin open and send it to the process.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long, default_value = "/")]
+    workdir: String,
+    /// UID[:GID] to run as.
+    #[arg(short, long, default_value = "0:0")]
+    user: String,
+    /// Container hostname.
+    #[arg(long, default_value = "skiff")]
+    hostname: String,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Guest memory (e.g. 256M, 1G).
+    #[arg(short, long, default_value = "256M")]
+    memory: String,
+    /// Virtual CPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Seconds the guest agent may take to come up.
+    #[arg(long, default_value_t = 30.0)]
+    boot_timeout: f64,
+    /// Extra guest kernel command-line arguments.
+    #[arg(long, default_value = "")]
+    kernel_args: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub fn run(cmd: VmCommand, global: &GlobalOpts) -> Result<u8> {
+    match cmd {
+        VmCommand::Run(args) => run_vm(&args, global),
+    }
+}
+
+fn build_process(args: &RunArgs) -> Result<ProcessSpec> {
+    let mut env = vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={}", args.hostname)];
+    for e in &args.env {
+        let entry = match e.split_once('=') {
+            Some((k, _)) if k.is_empty() => bail!("invalid environment variable {e:?}: empty name"),
+            Some(_) => e.clone(),
+            None => match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => continue,
+            },
+        };
+        let key = entry.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(entry);
+    }
+    if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    if !args.workdir.starts_with('/') {
+        bail!("--workdir {:?} must be an absolute path", args.workdir);
+    }
+    let mut p = ProcessSpec::new(args.command.clone());
+    p.env = env;
+    p.cwd = args.workdir.clone();
+    p.user = skiff_runtime::spec::parse_numeric_user(&args.user)?;
+    p.terminal = args.tty;
+    p.stdin = args.interactive;
+    p.console_size = if args.tty { terminal::window_size(1) } else { None };
+    Ok(p)
+}
+
+fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
+    signals::block().context("block signals")?;
+    let process = build_process(args)?;
+    let memory = writable::parse_size(&args.memory)?;
+    let memory_mib = u32::try_from(memory >> 20).ok().filter(|m| *m >= 64).context("--memory must be at least 64M")?;
+    if args.cpus == 0 || args.cpus > 64 {
+        bail!("--cpus must be between 1 and 64");
+    }
+    if !(args.boot_timeout.is_finite() && args.boot_timeout > 0.0) {
+        bail!("--boot-timeout must be a positive number of seconds");
+    }
+    let artifacts = GuestArtifacts::locate(global.kernel.as_deref(), global.initramfs.as_deref())?;
+    let selection = hypervisor::select(global.hypervisor)?;
+    tracing::info!(backend = %selection.kind, reason = %selection.reason, "hypervisor");
+
+    let mut disks: Vec<Disk> = args
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, path)| Disk {
+            path: path.clone(),
+            readonly: true,
+            serial: format!("layer{i}"),
+        })
+        .collect();
+    if let Some(rw) = &args.writable {
+        if !rw.exists() {
+            writable::create(rw, writable::parse_size(&args.rw_size)?)?;
+        }
+        disks.push(Disk {
+            path: rw.clone(),
+            readonly: false,
+            serial: "rw".into(),
+        });
+    }
+    let mut config = VmConfig::new(artifacts, selection);
+    config.memory_mib = memory_mib;
+    config.vcpus = args.cpus;
+    config.disks = disks;
+    config.cmdline_extra = args.kernel_args.clone();
+    config.boot_timeout = Duration::from_secs_f64(args.boot_timeout);
+    config.die_with_parent = true;
+
+    // Signals that arrive before the process runs are delivered once it does.
+    let target: Arc<Mutex<Option<AgentSender>>> = Arc::default();
+    let early: Arc<Mutex<Vec<i32>>> = Arc::default();
+    {
+        let (target, early) = (Arc::clone(&target), Arc::clone(&early));
+        let tty = args.tty;
+        signals::spawn_forwarder(move |sig| {
+            let guard = target.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.as_ref() {
+                Some(sender) if sig == libc::SIGWINCH => {
+                    if let (true, Some((rows, cols))) = (tty, terminal::window_size(1)) {
+                        let _ = sender.resize(MAIN_STREAM, rows, cols);
+                    }
+                }
+                Some(sender) => {
+                    let _ = sender.signal(MAIN_STREAM, sig);
+                }
+                None if sig != libc::SIGWINCH => early.lock().unwrap_or_else(|p| p.into_inner()).push(sig),
+                None => {}
+            }
+        });
+    }
+
+    let (mut vm, mut agent) = MicroVm::boot(&config)?;
+    agent
+        .create_container(&ContainerConfig {
+            id: "vm-run".into(),
+            hostname: args.hostname.clone(),
+            layers: (0..args.layers.len()).map(|i| format!("layer{i}")).collect(),
+            writable: args.writable.as_ref().map(|_| "rw".into()),
+            readonly_rootfs: args.read_only,
+        })
+        .context("create the container")?;
+
+    let _raw = if args.tty && terminal::is_tty(0) {
+        Some(terminal::RawMode::enable().context("put the terminal in raw mode")?)
+    } else {
+        None
+    };
+    let outcome = agent.start(MAIN_STREAM, true, &process).context("start the process")?;
+    let sender = agent.sender();
+    *target.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+    for sig in std::mem::take(&mut *early.lock().unwrap_or_else(|p| p.into_inner())) {
+        let _ = sender.signal(MAIN_STREAM, sig);
+    }
+    let mut status = match outcome {
+        StartOutcome::Failed { status } => Some(status),
+        StartOutcome::Running { .. } => {
+            if args.interactive {
+                spawn_stdin_pump(sender.clone());
+            }
+            None
+        }
+    };
+
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let mut powered_off = false;
+    while let Some(event) = agent.next_event()? {
+        match event {
+            Event::Stdout { bytes, .. } => {
+                let _ = stdout.write_all(&bytes).and_then(|()| stdout.flush());
+            }
+            Event::Stderr { bytes, .. } => {
+                let _ = stderr.write_all(&bytes).and_then(|()| stderr.flush());
+            }
+            Event::Exited { stream, status: s } if stream == MAIN_STREAM => status = Some(s),
+            Event::Exited { .. } => {}
+            Event::Error { message, .. } => eprintln!("skiff: guest agent: {message}"),
+            Event::PoweringOff => {
+                powered_off = true;
+                break;
+            }
+        }
+    }
+    sender.hang_up();
+    drop(_raw);
+    if vm.wait(Duration::from_secs(10))?.is_none() {
+        tracing::warn!("the VM did not power off in time; killing it");
+        vm.kill();
+    }
+    match status {
+        Some(s) => Ok(exit_code(s)),
+        None => {
+            let tail = vm.console_tail(10).join("\n  ");
+            bail!(
+                "the microVM stopped without reporting the process's exit status (powered off: {powered_off}); last console lines:\n  {tail}"
+            )
+        }
+    }
+}
+
+fn exit_code(s: ExitStatus) -> u8 {
+    u8::try_from(s.code().clamp(0, 255)).unwrap_or(255)
+}
+
+fn spawn_stdin_pump(sender: AgentSender) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = sender.stdin(MAIN_STREAM, Vec::new());
+                    return;
+                }
+                Ok(n) => {
+                    if sender.stdin(MAIN_STREAM, buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
