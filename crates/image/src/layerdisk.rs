@@ -58,7 +58,11 @@ pub fn ensure(store: &Store, layer: &Layer) -> Result<PathBuf> {
     let blob = store.open_blob(&layer.digest)?;
     let c = Compression::from_media_type(&layer.media_type)?;
     let t = std::time::Instant::now();
-    let stats = convert(store, Box::new(blob), c, &layer.diff_id, &out)?;
+    let r = convert(store, Box::new(blob), c, &layer.diff_id, &out);
+    // Losing the race on a removed lock file only means converting twice; the
+    // rename makes the result the same.
+    let _ = fs::remove_file(&lock_path);
+    let stats = r?;
     tracing::info!(
         "converted layer {} ({} entries, {} bytes) in {:?}",
         layer.diff_id.short(),
@@ -66,7 +70,6 @@ pub fn ensure(store: &Store, layer: &Layer) -> Result<PathBuf> {
         stats.bytes,
         t.elapsed()
     );
-    let _ = fs::remove_file(&lock_path);
     Ok(out)
 }
 

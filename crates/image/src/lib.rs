@@ -2,11 +2,15 @@
 //!
 //! (API overview: see the end of this comment once complete.)
 
+pub mod archive;
+pub mod busybox;
+pub mod commit;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
 pub mod layerdisk;
 pub mod lock;
+pub mod manifest;
 pub mod reference;
 pub mod store;
 pub mod targuard;

@@ -434,6 +434,66 @@ impl Store {
         self.load_image(&g.state, manifest_digest)
     }
 
+    /// Build and record a new image from a config document and stored layer
+    /// blobs (import, commit, the busybox starter, legacy docker archives).
+    pub fn create_image(
+        &self,
+        config: &serde_json::Value,
+        layers: &[crate::manifest::NewLayer],
+        tags: &[Reference],
+    ) -> Result<Image> {
+        let config_bytes = serde_json::to_vec(config).map_err(|e| malformed("image config", e))?;
+        let config_digest = self.put_blob(&config_bytes)?;
+        let manifest =
+            crate::manifest::build_manifest(&config_digest, config_bytes.len() as u64, layers);
+        let manifest_digest = self.put_blob(&manifest)?;
+        let r = self.commit_image(&manifest_digest, tags, None);
+        if r.is_err() {
+            let mut written = vec![config_digest, manifest_digest];
+            written.extend(layers.iter().map(|l| l.digest.clone()));
+            self.discard_unreferenced(&written)?;
+        }
+        r
+    }
+
+    /// After a failed import: delete blobs this operation wrote that no
+    /// recorded image uses (so a refused layer leaves nothing behind).
+    pub fn discard_unreferenced(&self, written: &[Digest]) -> Result<()> {
+        let g = self.lock_state()?;
+        let mut live = BTreeSet::new();
+        for m in g.state.images.keys() {
+            live.insert(m.clone());
+            if let Ok(i) = self.load_image(&g.state, m) {
+                live.insert(i.id.clone());
+                live.extend(i.layers.iter().map(|l| l.digest.clone()));
+            } else {
+                return Ok(());
+            }
+        }
+        for d in written.iter().filter(|d| !live.contains(*d)) {
+            fsutil::remove_any(&self.blob_path(d))?;
+        }
+        Ok(())
+    }
+
+    /// Move a file we own (under the store's tmp dir) into the blob store
+    /// after verifying its digest: no copy.
+    pub fn adopt_file(&self, path: &Path, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let mut f = fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
+        let (d, n) = crate::layerdisk::hash_stream(&mut f)?;
+        if let Some(e) = expected {
+            if *e != d {
+                return Err(Error::DigestMismatch { expected: e.to_string(), actual: d.to_string() });
+            }
+        }
+        if !self.has_blob(&d) {
+            f.sync_all().ctx(|| format!("fsync {}", path.display()))?;
+            fs::rename(path, self.blob_path(&d)).ctx(|| format!("adopt {}", path.display()))?;
+            fsutil::fsync_dir(&self.root.join("blobs/sha256"))?;
+        }
+        Ok((d, n))
+    }
+
     /// Point `target` (a name, tag added if missing) at an existing image.
     pub fn tag(&self, source: &str, target: &str) -> Result<Reference> {
         let target = Reference::parse(target)?;
