@@ -28,6 +28,8 @@ pub struct VmConfig {
     /// How long the agent may take to dial in after the VMM starts.
     pub boot_timeout: Duration,
     pub die_with_parent: bool,
+    /// Parent of the VM's scratch directory (default: the system temp dir).
+    pub scratch_parent: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -41,6 +43,7 @@ impl VmConfig {
             cmdline_extra: String::new(),
             boot_timeout: Duration::from_secs(30),
             die_with_parent: false,
+            scratch_parent: None,
         }
     }
 }
@@ -69,9 +72,10 @@ impl MicroVm {
     /// is killed and the scratch directory removed before returning.
     pub fn boot(config: &VmConfig) -> Result<(Self, AgentConn)> {
         let t0 = Instant::now();
+        let parent = config.scratch_parent.clone().unwrap_or_else(std::env::temp_dir);
         let work_dir = tempfile::Builder::new()
             .prefix("skiff-vm-")
-            .tempdir()
+            .tempdir_in(parent)
             .map_err(Error::io("create the VM's scratch directory"))?;
         let vsock_uds = work_dir.path().join("vsock.sock");
         let console_log = work_dir.path().join("console.log");
