@@ -1,0 +1,270 @@
+//! Wires a microVM from a [`VmConfig`]: memory, kernel and boot state, devices with
+//! their irqfds and ioeventfds, vCPUs; then runs it until the guest ends.
+
+use std::fs::OpenOptions;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use linux_loader::loader::Cmdline;
+use skiff_virtio::block::{Block, Disk, DiskError};
+use skiff_virtio::transport::mmio::QUEUE_NOTIFY_OFFSET;
+use skiff_virtio::transport::{IrqTrigger, MmioTransport, MMIO_WINDOW_SIZE};
+use skiff_virtio::vsock::{Vsock, VsockMuxer};
+use skiff_virtio::VirtioDevice;
+use tracing::{info, warn};
+use vm_memory::GuestAddress;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::boot::{self, BootError};
+use crate::arch::layout::{
+    CMDLINE_MAX, MAX_VIRTIO_DEVICES, SERIAL_IRQ, VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE,
+};
+use crate::arch::{mptable, paging};
+use crate::devices::{BootTimer, ConsoleOut, Devices, IrqLine, MmioSlot, SerialConsole, I8042};
+use crate::event_loop::EventLoop;
+use crate::exit::GuestExit;
+use crate::vmm_config::{ConsoleConfig, VmConfig, MAX_VCPUS};
+use crate::vstate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::vcpu::Vcpu;
+use crate::vstate::vm::{Vm, VmError};
+use crate::GuestMemoryMmap;
+
+/// Why a microVM could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error("vsock socket {path}: {source}")]
+    Vsock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("console {path}: {source}")]
+    Console {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BuildError {
+    move |source| BuildError::Io { what, source }
+}
+
+/// A built microVM, ready to run.
+pub struct Microvm {
+    _vm: Vm,
+    _mem: Arc<GuestMemoryMmap>,
+    vcpus: Vec<Vcpu>,
+    devices: Arc<Devices>,
+    event_loop: EventLoop,
+    exit_rx: mpsc::Receiver<GuestExit>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Why the guest stopped.
+    pub exit: GuestExit,
+    /// Status byte the guest wrote to the status port, if any.
+    pub reported_status: Option<u8>,
+}
+
+impl RunOutcome {
+    /// Exit status for the VMM process (see [`crate::exit`]).
+    pub fn exit_code(&self) -> i32 {
+        self.exit.exit_code(self.reported_status)
+    }
+}
+
+fn console_out(config: &ConsoleConfig) -> Result<ConsoleOut, BuildError> {
+    Ok(match config {
+        ConsoleConfig::Stdout => Box::new(std::io::stdout()),
+        ConsoleConfig::Off => Box::new(std::io::sink()),
+        ConsoleConfig::File(path) => Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| BuildError::Console {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+        ),
+    })
+}
+
+fn validate(config: &VmConfig) -> Result<(), BuildError> {
+    if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+        return Err(BuildError::Config(format!(
+            "--cpus must be 1..={MAX_VCPUS}"
+        )));
+    }
+    let devices = config.disks.len() + usize::from(config.vsock.is_some());
+    if devices > MAX_VIRTIO_DEVICES {
+        return Err(BuildError::Config(format!(
+            "at most {MAX_VIRTIO_DEVICES} devices"
+        )));
+    }
+    if let Some(v) = &config.vsock {
+        if v.guest_cid < 3 || v.guest_cid > u64::from(u32::MAX) {
+            return Err(BuildError::Config(
+                "--guest-cid must be 3..=4294967295".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the microVM described by `config`; `start` is when the VMM process started.
+pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
+    validate(config)?;
+    let mem = Arc::new(create_guest_memory(config.memory_mib)?);
+    let vm = Vm::new(&mem)?;
+
+    let kernel = boot::load_kernel(&mem, &config.kernel)?;
+    let initramfs = match &config.initramfs {
+        Some(path) => Some(boot::load_initramfs(&mem, path, kernel.end)?),
+        None => None,
+    };
+    paging::write_boot_tables(&mem).map_err(BootError::from)?;
+    mptable::write_mptable(&mem, config.vcpus).map_err(BootError::from)?;
+
+    let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| BootError::Cmdline(e.to_string()))?;
+    if !config.cmdline.trim().is_empty() {
+        cmdline
+            .insert_str(config.cmdline.trim())
+            .map_err(|e| BootError::Cmdline(e.to_string()))?;
+    }
+
+    let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for disk in &config.disks {
+        models.push(Box::new(Block::new(Disk::open(disk)?)));
+    }
+    if let Some(v) = &config.vsock {
+        let muxer =
+            VsockMuxer::new(v.guest_cid, &v.uds_path).map_err(|source| BuildError::Vsock {
+                path: v.uds_path.display().to_string(),
+                source,
+            })?;
+        models.push(Box::new(Vsock::new(muxer)));
+    }
+
+    let mut slots = Vec::new();
+    let mut ioeventfd_ok = true;
+    for (i, model) in models.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW_SIZE;
+        let irq = VIRTIO_IRQ_BASE + u32::try_from(i).unwrap_or(0);
+        let trigger = Arc::new(IrqTrigger::with_new_eventfd().map_err(io_err("eventfd"))?);
+        vm.register_irqfd(trigger.eventfd(), irq)?;
+        let transport =
+            MmioTransport::new(model, mem.clone(), trigger).map_err(io_err("eventfd"))?;
+        for (q, evt) in transport.queue_events().iter().enumerate() {
+            let datamatch = u32::try_from(q).unwrap_or(u32::MAX);
+            if let Err(e) = vm.register_mmio_ioeventfd(evt, base + QUEUE_NOTIFY_OFFSET, datamatch) {
+                // The transport forwards notifications itself; only slower.
+                if ioeventfd_ok {
+                    warn!("ioeventfd unavailable, notifications go through VM exits: {e}");
+                }
+                ioeventfd_ok = false;
+            }
+        }
+        cmdline
+            .add_virtio_mmio_device(MMIO_WINDOW_SIZE, GuestAddress(base), irq, None)
+            .map_err(|e| BootError::Cmdline(e.to_string()))?;
+        slots.push(MmioSlot {
+            base,
+            irq,
+            transport: Arc::new(Mutex::new(transport)),
+        });
+    }
+
+    let cmdline_len = boot::write_cmdline(&mem, &cmdline)?;
+    boot::write_zero_page(&mem, &kernel, cmdline_len, initramfs)?;
+
+    let serial_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    vm.register_irqfd(&serial_evt, SERIAL_IRQ)?;
+    let serial = SerialConsole::new(IrqLine(serial_evt), console_out(&config.console)?);
+
+    let event_loop = EventLoop::new(slots.iter().map(|s| s.transport.clone()).collect())
+        .map_err(io_err("device event loop"))?;
+    let (exit_tx, exit_rx) = mpsc::channel();
+    let devices = Arc::new(Devices::new(
+        serial,
+        I8042::default(),
+        BootTimer::new(start, config.report_boot_time),
+        slots,
+        exit_tx,
+    ));
+
+    let vcpus = (0..config.vcpus)
+        .map(|id| Vcpu::new(&vm, id, config.vcpus, kernel.entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    info!(
+        "microVM built in {} us: entry {:#x}, {} MiB, {} vCPUs",
+        start.elapsed().as_micros(),
+        kernel.entry,
+        config.memory_mib,
+        config.vcpus
+    );
+    Ok(Microvm {
+        _vm: vm,
+        _mem: mem,
+        vcpus,
+        devices,
+        event_loop,
+        exit_rx,
+    })
+}
+
+impl Microvm {
+    /// Starts the device thread and the vCPUs and waits until the guest ends. The vCPU
+    /// threads are not joined: the caller is expected to exit the process.
+    pub fn run(self) -> Result<RunOutcome, BuildError> {
+        let Microvm {
+            _vm,
+            _mem,
+            vcpus,
+            devices,
+            event_loop,
+            exit_rx,
+        } = self;
+        std::thread::Builder::new()
+            .name("skiff-devices".into())
+            .spawn(move || event_loop.run())
+            .map_err(io_err("spawn device thread"))?;
+        for vcpu in vcpus {
+            let devices = devices.clone();
+            std::thread::Builder::new()
+                .name("skiff-vcpu".into())
+                .spawn(move || vcpu.run(devices))
+                .map_err(io_err("spawn vCPU thread"))?;
+        }
+        let exit = exit_rx
+            .recv()
+            .unwrap_or_else(|_| GuestExit::Crash("all vCPUs stopped".into()));
+        devices.flush_console();
+        // Keep VM and memory mapped until here: vCPUs may still be running.
+        drop((_vm, _mem));
+        Ok(RunOutcome {
+            exit,
+            reported_status: devices.reported_status(),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! Plain configuration of a microVM, independent of how it was given (CLI, runtime).
+
+use std::path::PathBuf;
+
+pub use skiff_virtio::block::DiskConfig;
+
+/// Default kernel command line when none is given.
+pub const DEFAULT_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd";
+/// Most vCPUs (bounded by the MP table fitting in the EBDA).
+pub const MAX_VCPUS: u8 = 32;
+
+/// Where guest console (COM1) output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleConfig {
+    /// The VMM's stdout.
+    Stdout,
+    /// Appended to a file (created if missing).
+    File(PathBuf),
+    /// Discarded.
+    Off,
+}
+
+/// A vsock device with the UNIX-socket host side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// Guest context ID (3 or more).
+    pub guest_cid: u64,
+    /// Host UNIX socket path `U`; guest connections to port P go to `U_P`.
+    pub uds_path: PathBuf,
+}
+
+/// Everything needed to build and boot one microVM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// ELF vmlinux (or test guest ELF) or bzImage.
+    pub kernel: PathBuf,
+    /// Optional initramfs (cpio, possibly compressed).
+    pub initramfs: Option<PathBuf>,
+    /// Kernel command line; virtio-mmio devices are appended to it.
+    pub cmdline: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
+    pub disks: Vec<DiskConfig>,
+    /// Optional vsock device.
+    pub vsock: Option<VsockConfig>,
+    /// Console destination.
+    pub console: ConsoleConfig,
+    /// Print the boot-timer result on stderr.
+    pub report_boot_time: bool,
+}
+
+/// Parses `PATH[,ro][,id=SERIAL]`.
+pub fn parse_disk_spec(spec: &str) -> Result<DiskConfig, String> {
+    let mut parts = spec.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or("disk: empty path")?;
+    let mut disk = DiskConfig {
+        path: PathBuf::from(path),
+        read_only: false,
+        serial: None,
+    };
+    for opt in parts {
+        match opt {
+            "ro" => disk.read_only = true,
+            "rw" => disk.read_only = false,
+            _ => match opt.strip_prefix("id=") {
+                Some(id) if !id.is_empty() && id.len() <= 20 && id.is_ascii() => {
+                    disk.serial = Some(id.to_string())
+                }
+                Some(_) => return Err(format!("disk {path}: id must be 1..=20 ASCII characters")),
+                None => {
+                    return Err(format!(
+                        "disk {path}: unknown option `{opt}` (ro, rw, id=SERIAL)"
+                    ))
+                }
+            },
+        }
+    }
+    Ok(disk)
+}
+
+/// Parses `stdout`, `off` or a file path.
+pub fn parse_console(spec: &str) -> ConsoleConfig {
+    match spec {
+        "stdout" | "-" => ConsoleConfig::Stdout,
+        "off" | "none" => ConsoleConfig::Off,
+        path => ConsoleConfig::File(PathBuf::from(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_specs() {
+        let d = parse_disk_spec("/a/b.img,ro,id=layer0").unwrap();
+        assert_eq!(d.path, PathBuf::from("/a/b.img"));
+        assert!(d.read_only);
+        assert_eq!(d.serial.as_deref(), Some("layer0"));
+        assert!(!parse_disk_spec("x.img").unwrap().read_only);
+        assert!(parse_disk_spec("").is_err());
+        assert!(parse_disk_spec("x,bogus").is_err());
+        assert!(parse_disk_spec("x,id=").is_err());
+        assert!(parse_disk_spec("x,id=123456789012345678901").is_err());
+    }
+
+    #[test]
+    fn console_specs() {
+        assert_eq!(parse_console("stdout"), ConsoleConfig::Stdout);
+        assert_eq!(parse_console("off"), ConsoleConfig::Off);
+        assert_eq!(
+            parse_console("/tmp/c"),
+            ConsoleConfig::File("/tmp/c".into())
+        );
+    }
+}
