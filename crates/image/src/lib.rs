@@ -3,6 +3,7 @@
 //! (API overview: see the end of this comment once complete.)
 
 pub mod archive;
+pub mod auth;
 pub mod busybox;
 pub mod commit;
 pub mod digest;
@@ -12,9 +13,11 @@ pub mod layerdisk;
 pub mod lock;
 pub mod manifest;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod targuard;
 pub mod unpack;
+pub mod usage;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
