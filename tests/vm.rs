@@ -1,6 +1,8 @@
 //! The microVM slice end to end: real guest kernel, real agent, QEMU (TCG here) or the
 //! project's VMM, driven through `skiff vm run` and through the runtime library.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -8,20 +10,28 @@ use std::time::{Duration, Instant};
 
 use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec};
 use skiff_runtime::{hypervisor, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig};
-use skiff_tests::{busybox_layer, prerequisite, processes_mentioning, skiff_bin, vm_ready, whiteout_layer};
+use skiff_tests::{
+    busybox_layer, prerequisite, processes_mentioning, skiff_bin, vm_ready, whiteout_layer,
+};
 
 fn ready(test: &str) -> Option<PathBuf> {
     if !prerequisite(test, vm_ready()) {
         return None;
     }
     let layer = busybox_layer();
-    prerequisite(test, layer.as_ref().map(drop).map_err(Clone::clone)).then(|| layer.ok()).flatten()
+    prerequisite(test, layer.as_ref().map(drop).map_err(Clone::clone))
+        .then(|| layer.ok())
+        .flatten()
 }
 
 fn skiff(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(skiff_bin())
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -52,24 +62,52 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn exit_codes_are_passed_through() {
-    let Some(base) = ready("exit_codes_are_passed_through") else { return };
+    let Some(base) = ready("exit_codes_are_passed_through") else {
+        return;
+    };
     let out = vm_run(&[&base], &[], &["true"], None);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let out = vm_run(&[&base], &[], &["sh", "-c", "exit 3"], None);
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     let out = vm_run(&[&base], &[], &["sh", "-c", "kill -9 $$"], None);
-    assert_eq!(out.status.code(), Some(137), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "stderr: {}",
+        text(&out.stderr)
+    );
     let out = vm_run(&[&base], &[], &["no-such-command"], None);
-    assert_eq!(out.status.code(), Some(127), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("executable file not found"), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(127),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("executable file not found"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = vm_run(&[&base], &[], &["/etc/passwd"], None);
-    assert_eq!(out.status.code(), Some(126), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "stderr: {}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn stdout_and_stderr_are_kept_apart() {
-    let Some(base) = ready("stdout_and_stderr_are_kept_apart") else { return };
-    let out = vm_run(&[&base], &[], &["sh", "-c", "echo out; echo err >&2; echo out2"], None);
+    let Some(base) = ready("stdout_and_stderr_are_kept_apart") else {
+        return;
+    };
+    let out = vm_run(
+        &[&base],
+        &[],
+        &["sh", "-c", "echo out; echo err >&2; echo out2"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout), "out\nout2\n");
     assert_eq!(text(&out.stderr), "err\n");
@@ -77,11 +115,21 @@ fn stdout_and_stderr_are_kept_apart() {
 
 #[test]
 fn stdin_is_piped_in() {
-    let Some(base) = ready("stdin_is_piped_in") else { return };
+    let Some(base) = ready("stdin_is_piped_in") else {
+        return;
+    };
     let input: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let out = vm_run(&[&base], &["-i"], &["sh", "-c", "wc -c; echo done"], Some(&input));
+    let out = vm_run(
+        &[&base],
+        &["-i"],
+        &["sh", "-c", "wc -c; echo done"],
+        Some(&input),
+    );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["200000", "done"]);
+    assert_eq!(
+        text(&out.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["200000", "done"]
+    );
     // Without -i stdin is /dev/null.
     let out = vm_run(&[&base], &[], &["cat"], Some(b"ignored"));
     assert_eq!(text(&out.stdout), "");
@@ -89,20 +137,40 @@ fn stdin_is_piped_in() {
 
 #[test]
 fn env_cwd_user_and_hostname_are_applied() {
-    let Some(base) = ready("env_cwd_user_and_hostname_are_applied") else { return };
+    let Some(base) = ready("env_cwd_user_and_hostname_are_applied") else {
+        return;
+    };
     let out = vm_run(
         &[&base],
-        &["-e", "FOO=bar baz", "-w", "/home/user/new", "-u", "1000:1000", "--hostname", "boat"],
-        &["sh", "-c", "echo \"$FOO\"; pwd; id -u; id -g; hostname; umask"],
+        &[
+            "-e",
+            "FOO=bar baz",
+            "-w",
+            "/home/user/new",
+            "-u",
+            "1000:1000",
+            "--hostname",
+            "boat",
+        ],
+        &[
+            "sh",
+            "-c",
+            "echo \"$FOO\"; pwd; id -u; id -g; hostname; umask",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "bar baz\n/home/user/new\n1000\n1000\nboat\n0022\n");
+    assert_eq!(
+        text(&out.stdout),
+        "bar baz\n/home/user/new\n1000\n1000\nboat\n0022\n"
+    );
 }
 
 #[test]
 fn writable_layer_survives_a_reboot() {
-    let Some(base) = ready("writable_layer_survives_a_reboot") else { return };
+    let Some(base) = ready("writable_layer_survives_a_reboot") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let rw = dir.path().join("rw.img");
     let rw_s = rw.display().to_string();
@@ -116,55 +184,92 @@ fn writable_layer_survives_a_reboot() {
     let out = vm_run(
         &[&base],
         &["--rw", &rw_s],
-        &["sh", "-c", "cat /root/note; test -e /etc/lowerfile || echo deleted"],
+        &[
+            "sh",
+            "-c",
+            "cat /root/note; test -e /etc/lowerfile || echo deleted",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "persisted\ndeleted\n");
     // The same layers without that writable disk: the image itself never changed.
-    let out = vm_run(&[&base], &[], &["sh", "-c", "cat /root/note; cat /etc/lowerfile"], None);
+    let out = vm_run(
+        &[&base],
+        &[],
+        &["sh", "-c", "cat /root/note; cat /etc/lowerfile"],
+        None,
+    );
     assert_eq!(text(&out.stdout), "from the lower layer\n");
 }
 
 #[test]
 fn whiteout_in_upper_layer_hides_lower_file() {
-    let Some(base) = ready("whiteout_in_upper_layer_hides_lower_file") else { return };
+    let Some(base) = ready("whiteout_in_upper_layer_hides_lower_file") else {
+        return;
+    };
     let upper = whiteout_layer();
-    if !prerequisite("whiteout_in_upper_layer_hides_lower_file", upper.as_ref().map(drop).map_err(Clone::clone)) {
+    if !prerequisite(
+        "whiteout_in_upper_layer_hides_lower_file",
+        upper.as_ref().map(drop).map_err(Clone::clone),
+    ) {
         return;
     }
     let upper = upper.unwrap();
     let out = vm_run(
         &[&base, &upper],
         &[],
-        &["sh", "-c", "cat /etc/topfile /etc/lowerfile; test -e /etc/hideme && echo visible || echo hidden"],
+        &[
+            "sh",
+            "-c",
+            "cat /etc/topfile /etc/lowerfile; test -e /etc/hideme && echo visible || echo hidden",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "from the upper layer\nfrom the lower layer\nhidden\n");
+    assert_eq!(
+        text(&out.stdout),
+        "from the upper layer\nfrom the lower layer\nhidden\n"
+    );
 }
 
 #[test]
 fn terminal_mode_gives_a_tty() {
-    let Some(base) = ready("terminal_mode_gives_a_tty") else { return };
+    let Some(base) = ready("terminal_mode_gives_a_tty") else {
+        return;
+    };
     let out = vm_run(
         &[&base],
         &["-t"],
-        &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo to-stderr >&2"],
+        &[
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo to-stderr >&2",
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     // With a terminal, stderr shares the pty and arrives on stdout (CRLF from the tty).
-    assert_eq!(text(&out.stdout).replace("\r\n", "\n"), "is-a-tty\nto-stderr\n");
+    assert_eq!(
+        text(&out.stdout).replace("\r\n", "\n"),
+        "is-a-tty\nto-stderr\n"
+    );
 }
 
 #[test]
 fn sigterm_reaches_the_process() {
-    let Some(base) = ready("sigterm_reaches_the_process") else { return };
+    let Some(base) = ready("sigterm_reaches_the_process") else {
+        return;
+    };
     let mut child = Command::new(skiff_bin())
         .args(["vm", "run", "--layer"])
         .arg(&base)
-        .args(["--", "sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -182,13 +287,21 @@ fn sigterm_reaches_the_process() {
     assert_eq!(status.code(), Some(42));
 }
 
-fn boot_library_vm(test: &str, boot_timeout: Duration, scratch: Option<PathBuf>) -> Option<skiff_runtime::Result<(MicroVm, skiff_runtime::AgentConn)>> {
+fn boot_library_vm(
+    test: &str,
+    boot_timeout: Duration,
+    scratch: Option<PathBuf>,
+) -> Option<skiff_runtime::Result<(MicroVm, skiff_runtime::AgentConn)>> {
     let base = ready(test)?;
     let mut config = VmConfig::new(
         GuestArtifacts::locate(None, None).unwrap(),
         hypervisor::select(None).unwrap(),
     );
-    config.disks = vec![Disk { path: base, readonly: true, serial: "layer0".into() }];
+    config.disks = vec![Disk {
+        path: base,
+        readonly: true,
+        serial: "layer0".into(),
+    }];
     config.boot_timeout = boot_timeout;
     config.scratch_parent = scratch;
     Some(MicroVm::boot(&config))
@@ -198,7 +311,11 @@ fn boot_library_vm(test: &str, boot_timeout: Duration, scratch: Option<PathBuf>)
 fn collect(agent: &mut skiff_runtime::AgentConn, stream: u32) -> (String, String, ExitStatus) {
     let (mut out, mut err) = (String::new(), String::new());
     loop {
-        match agent.next_event().unwrap().expect("connection closed before exit") {
+        match agent
+            .next_event()
+            .unwrap()
+            .expect("connection closed before exit")
+        {
             Event::Stdout { stream: s, bytes } if s == stream => out.push_str(&text(&bytes)),
             Event::Stderr { stream: s, bytes } if s == stream => err.push_str(&text(&bytes)),
             Event::Exited { stream: s, status } if s == stream => return (out, err, status),
@@ -209,7 +326,11 @@ fn collect(agent: &mut skiff_runtime::AgentConn, stream: u32) -> (String, String
 
 #[test]
 fn exec_into_a_running_container_and_stop_it() {
-    let Some(boot) = boot_library_vm("exec_into_a_running_container_and_stop_it", Duration::from_secs(60), None) else {
+    let Some(boot) = boot_library_vm(
+        "exec_into_a_running_container_and_stop_it",
+        Duration::from_secs(60),
+        None,
+    ) else {
         return;
     };
     let (mut vm, mut agent) = boot.unwrap();
@@ -221,58 +342,99 @@ fn exec_into_a_running_container_and_stop_it() {
             ..ContainerConfig::default()
         })
         .unwrap();
-    let main = ProcessSpec::new(vec!["sh".into(), "-c".into(), "echo main > /tmp/from-main; exec sleep 600".into()]);
-    assert!(matches!(agent.start(1, true, &main).unwrap(), StartOutcome::Running { .. }));
+    let main = ProcessSpec::new(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo main > /tmp/from-main; exec sleep 600".into(),
+    ]);
+    assert!(matches!(
+        agent.start(1, true, &main).unwrap(),
+        StartOutcome::Running { .. }
+    ));
     // A second main process is refused.
     assert!(agent.start(2, true, &main).is_err());
 
     // A second connection, as another client would open it.
     let mut exec_conn = vm.connect().unwrap();
-    let mut spec = ProcessSpec::new(vec!["sh".into(), "-c".into(), "sleep 0.2; cat /tmp/from-main; hostname; echo e >&2; exit 5".into()]);
+    let mut spec = ProcessSpec::new(vec![
+        "sh".into(),
+        "-c".into(),
+        "sleep 0.2; cat /tmp/from-main; hostname; echo e >&2; exit 5".into(),
+    ]);
     spec.env.push("X=1".into());
-    assert!(matches!(exec_conn.start(7, false, &spec).unwrap(), StartOutcome::Running { .. }));
+    assert!(matches!(
+        exec_conn.start(7, false, &spec).unwrap(),
+        StartOutcome::Running { .. }
+    ));
     let (out, err, status) = collect(&mut exec_conn, 7);
-    assert_eq!((out.as_str(), err.as_str(), status), ("main\nexec-test\n", "e\n", ExitStatus::Exited(5)));
+    assert_eq!(
+        (out.as_str(), err.as_str(), status),
+        ("main\nexec-test\n", "e\n", ExitStatus::Exited(5))
+    );
 
     let missing = ProcessSpec::new(vec!["nope".into()]);
     assert_eq!(
         exec_conn.start(8, false, &missing).unwrap(),
-        StartOutcome::Failed { status: ExitStatus::Exited(127) }
+        StartOutcome::Failed {
+            status: ExitStatus::Exited(127)
+        }
     );
 
     // A client that breaks the protocol is disconnected; the container is unaffected.
     {
         use std::io::Read;
         let mut raw = std::os::unix::net::UnixStream::connect(vm.vsock_uds()).unwrap();
-        raw.write_all(format!("CONNECT {}\n", skiff_proto::AGENT_PORT).as_bytes()).unwrap();
+        raw.write_all(format!("CONNECT {}\n", skiff_proto::AGENT_PORT).as_bytes())
+            .unwrap();
         raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         raw.write_all(&[0xff; 64]).unwrap();
         let mut sink = Vec::new();
         let _ = raw.read_to_end(&mut sink); // ends: the agent closed the connection
     }
     let again = ProcessSpec::new(vec!["true".into()]);
-    assert!(matches!(exec_conn.start(9, false, &again).unwrap(), StartOutcome::Running { .. }));
+    assert!(matches!(
+        exec_conn.start(9, false, &again).unwrap(),
+        StartOutcome::Running { .. }
+    ));
     assert_eq!(collect(&mut exec_conn, 9).2, ExitStatus::Exited(0));
 
     // Stop: SIGTERM reaches `sleep`, which dies of it; then the VM powers off.
-    agent.sender().stop(libc::SIGTERM, Duration::from_secs(10)).unwrap();
+    agent
+        .sender()
+        .stop(libc::SIGTERM, Duration::from_secs(10))
+        .unwrap();
     let (_, _, status) = collect(&mut agent, 1);
     assert_eq!(status, ExitStatus::Signaled(libc::SIGTERM));
     assert_eq!(agent.next_event().unwrap(), Some(Event::PoweringOff));
     agent.sender().hang_up();
-    assert!(vm.wait(Duration::from_secs(20)).unwrap().is_some(), "VM did not power off");
+    assert!(
+        vm.wait(Duration::from_secs(20)).unwrap().is_some(),
+        "VM did not power off"
+    );
 }
 
 #[test]
 fn stop_escalates_to_sigkill_after_the_grace_period() {
-    let Some(boot) = boot_library_vm("stop_escalates_to_sigkill_after_the_grace_period", Duration::from_secs(60), None) else {
+    let Some(boot) = boot_library_vm(
+        "stop_escalates_to_sigkill_after_the_grace_period",
+        Duration::from_secs(60),
+        None,
+    ) else {
         return;
     };
     let (mut vm, mut agent) = boot.unwrap();
     agent
-        .create_container(&ContainerConfig { id: "t".into(), layers: vec!["layer0".into()], ..Default::default() })
+        .create_container(&ContainerConfig {
+            id: "t".into(),
+            layers: vec!["layer0".into()],
+            ..Default::default()
+        })
         .unwrap();
-    let main = ProcessSpec::new(vec!["sh".into(), "-c".into(), "trap '' TERM; echo armed; while :; do sleep 0.05; done".into()]);
+    let main = ProcessSpec::new(vec![
+        "sh".into(),
+        "-c".into(),
+        "trap '' TERM; echo armed; while :; do sleep 0.05; done".into(),
+    ]);
     agent.start(1, true, &main).unwrap();
     // Wait until the trap is installed.
     loop {
@@ -283,10 +445,16 @@ fn stop_escalates_to_sigkill_after_the_grace_period() {
         }
     }
     let t = Instant::now();
-    agent.sender().stop(libc::SIGTERM, Duration::from_millis(500)).unwrap();
+    agent
+        .sender()
+        .stop(libc::SIGTERM, Duration::from_millis(500))
+        .unwrap();
     let (_, _, status) = collect(&mut agent, 1);
     assert_eq!(status, ExitStatus::Signaled(libc::SIGKILL));
-    assert!(t.elapsed() >= Duration::from_millis(500), "killed before the grace period ended");
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "killed before the grace period ended"
+    );
     agent.sender().hang_up();
     assert!(vm.wait(Duration::from_secs(20)).unwrap().is_some());
 }
@@ -294,10 +462,16 @@ fn stop_escalates_to_sigkill_after_the_grace_period() {
 #[test]
 fn boot_timeout_cleans_up_everything() {
     let scratch = tempfile::tempdir().unwrap();
-    let Some(boot) = boot_library_vm("boot_timeout_cleans_up_everything", Duration::from_millis(300), Some(scratch.path().to_path_buf())) else {
+    let Some(boot) = boot_library_vm(
+        "boot_timeout_cleans_up_everything",
+        Duration::from_millis(300),
+        Some(scratch.path().to_path_buf()),
+    ) else {
         return;
     };
-    let err = boot.err().expect("a guest cannot boot in 300 ms under emulation");
+    let err = boot
+        .err()
+        .expect("a guest cannot boot in 300 ms under emulation");
     let msg = err.to_string();
     assert!(msg.contains("did not come up within"), "{msg}");
     // No scratch directory, no QEMU, no vsock backend left behind.
@@ -309,24 +483,82 @@ fn boot_timeout_cleans_up_everything() {
 
 #[test]
 fn missing_kernel_is_one_clear_line() {
-    let out = skiff(&["vm", "run", "--kernel", "/nonexistent/bzImage", "--layer", "/dev/null", "--", "true"], None);
+    let out = skiff(
+        &[
+            "vm",
+            "run",
+            "--kernel",
+            "/nonexistent/bzImage",
+            "--layer",
+            "/dev/null",
+            "--",
+            "true",
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(125));
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("guest kernel not found") && err.contains("/nonexistent/bzImage") && err.contains("setup"), "{err}");
+    assert!(
+        err.contains("guest kernel not found")
+            && err.contains("/nonexistent/bzImage")
+            && err.contains("setup"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_flags_are_refused_before_booting() {
     for args in [
-        vec!["vm", "run", "--layer", "/dev/null", "--memory", "12Q", "--", "true"],
-        vec!["vm", "run", "--layer", "/dev/null", "--cpus", "0", "--", "true"],
-        vec!["vm", "run", "--layer", "/dev/null", "-w", "relative", "--", "true"],
-        vec!["vm", "run", "--layer", "/dev/null", "-u", "root", "--", "true"],
+        vec![
+            "vm",
+            "run",
+            "--layer",
+            "/dev/null",
+            "--memory",
+            "12Q",
+            "--",
+            "true",
+        ],
+        vec![
+            "vm",
+            "run",
+            "--layer",
+            "/dev/null",
+            "--cpus",
+            "0",
+            "--",
+            "true",
+        ],
+        vec![
+            "vm",
+            "run",
+            "--layer",
+            "/dev/null",
+            "-w",
+            "relative",
+            "--",
+            "true",
+        ],
+        vec![
+            "vm",
+            "run",
+            "--layer",
+            "/dev/null",
+            "-u",
+            "root",
+            "--",
+            "true",
+        ],
         vec!["vm", "run", "--layer", "/nonexistent.img", "--", "true"],
     ] {
         let out = skiff(&args, None);
         assert_ne!(out.status.code(), Some(0), "{args:?}");
-        assert_eq!(text(&out.stderr).lines().count(), 1, "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stderr).lines().count(),
+            1,
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
     }
 }

@@ -21,7 +21,10 @@ pub fn prerequisite(test: &str, ok: Result<(), String>) -> bool {
     match ok {
         Ok(()) => true,
         Err(why) => {
-            assert!(!require_all(), "{test} cannot run but SKIFF_REQUIRE_ALL=1: {why}");
+            assert!(
+                !require_all(),
+                "{test} cannot run but SKIFF_REQUIRE_ALL=1: {why}"
+            );
             eprintln!("SKIP {test}: {why}");
             false
         }
@@ -32,7 +35,10 @@ pub fn prerequisite(test: &str, ok: Result<(), String>) -> bool {
 fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The `skiff` binary built alongside the tests (or `$SKIFF_BIN`).
@@ -46,7 +52,10 @@ pub fn skiff_bin() -> PathBuf {
 /// Can this machine boot a skiff microVM? (guest artifacts, a backend, the skiff binary)
 pub fn vm_ready() -> Result<(), String> {
     if !skiff_bin().is_file() {
-        return Err(format!("{} is not built (run `cargo build -p skiff-cli`)", skiff_bin().display()));
+        return Err(format!(
+            "{} is not built (run `cargo build -p skiff-cli`)",
+            skiff_bin().display()
+        ));
     }
     skiff_runtime::GuestArtifacts::locate(None, None).map_err(|e| e.to_string())?;
     skiff_runtime::hypervisor::select(None).map_err(|e| e.to_string())?;
@@ -64,12 +73,18 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
 /// Builds an erofs image from `fill(dir)` once per fixture name, atomically.
-fn erofs_fixture(name: &str, fill: impl FnOnce(&Path) -> Result<(), String>) -> Result<PathBuf, String> {
+fn erofs_fixture(
+    name: &str,
+    fill: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
     let out = fixtures_dir().join(format!("{name}.erofs"));
     if out.is_file() {
         return Ok(out);
@@ -79,8 +94,11 @@ fn erofs_fixture(name: &str, fill: impl FnOnce(&Path) -> Result<(), String>) -> 
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     fill(&root)?;
     let tmp = staging.path().join("image");
-    run(Command::new("mkfs.erofs").arg("--quiet").arg(&tmp).arg(&root))
-        .map_err(|e| format!("{e} (install erofs-utils)"))?;
+    run(Command::new("mkfs.erofs")
+        .arg("--quiet")
+        .arg(&tmp)
+        .arg(&root))
+    .map_err(|e| format!("{e} (install erofs-utils)"))?;
     std::fs::rename(&tmp, &out).map_err(|e| e.to_string())?;
     Ok(out)
 }
@@ -96,18 +114,34 @@ pub fn busybox_layer() -> Result<PathBuf, String> {
                 if !bb.is_file() {
                     return Err("/bin/busybox missing (install busybox-static)".into());
                 }
-                for d in ["bin", "etc", "tmp", "root", "proc", "sys", "dev", "home/user"] {
+                for d in [
+                    "bin",
+                    "etc",
+                    "tmp",
+                    "root",
+                    "proc",
+                    "sys",
+                    "dev",
+                    "home/user",
+                ] {
                     std::fs::create_dir_all(root.join(d)).map_err(|e| e.to_string())?;
                 }
                 std::fs::copy(bb, root.join("bin/busybox")).map_err(|e| e.to_string())?;
-                let list = Command::new(bb).arg("--list").output().map_err(|e| e.to_string())?;
+                let list = Command::new(bb)
+                    .arg("--list")
+                    .output()
+                    .map_err(|e| e.to_string())?;
                 for applet in String::from_utf8_lossy(&list.stdout).lines() {
                     if applet != "busybox" && !applet.contains('/') {
-                        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+                        let _ =
+                            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
                     }
                 }
                 let files = [
-                    ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n"),
+                    (
+                        "etc/passwd",
+                        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+                    ),
                     ("etc/group", "root:x:0:\nuser:x:1000:\n"),
                     ("etc/lowerfile", "from the lower layer\n"),
                     ("etc/hideme", "must be hidden by the upper layer\n"),
@@ -115,8 +149,11 @@ pub fn busybox_layer() -> Result<PathBuf, String> {
                 for (p, content) in files {
                     std::fs::write(root.join(p), content).map_err(|e| e.to_string())?;
                 }
-                std::fs::set_permissions(root.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777))
-                    .map_err(|e| e.to_string())
+                std::fs::set_permissions(
+                    root.join("tmp"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+                )
+                .map_err(|e| e.to_string())
             })
         })
         .clone()
@@ -130,9 +167,12 @@ pub fn whiteout_layer() -> Result<PathBuf, String> {
         .get_or_init(|| {
             erofs_fixture("whiteout-upper", |root| {
                 std::fs::create_dir_all(root.join("etc")).map_err(|e| e.to_string())?;
-                std::fs::write(root.join("etc/topfile"), "from the upper layer\n").map_err(|e| e.to_string())?;
-                run(Command::new("mknod").arg(root.join("etc/hideme")).args(["c", "0", "0"]))
-                    .map_err(|e| format!("{e} (whiteouts need root)"))
+                std::fs::write(root.join("etc/topfile"), "from the upper layer\n")
+                    .map_err(|e| e.to_string())?;
+                run(Command::new("mknod")
+                    .arg(root.join("etc/hideme"))
+                    .args(["c", "0", "0"]))
+                .map_err(|e| format!("{e} (whiteouts need root)"))
             })
         })
         .clone()
@@ -147,7 +187,9 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline).contains(needle).then_some(pid)
+            String::from_utf8_lossy(&cmdline)
+                .contains(needle)
+                .then_some(pid)
         })
         .collect()
 }

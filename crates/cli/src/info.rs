@@ -28,7 +28,11 @@ struct Info {
 
 pub fn run(args: &InfoArgs, global: &GlobalOpts) -> Result<u8> {
     let (hv, accel, reason) = match hypervisor::select(global.hypervisor) {
-        Ok(s) => (Some(s.kind.to_string()), Some(format!("{:?}", s.accel).to_lowercase()), s.reason),
+        Ok(s) => (
+            Some(s.kind.to_string()),
+            Some(format!("{:?}", s.accel).to_lowercase()),
+            s.reason,
+        ),
         Err(e) => (None, None, e.to_string()),
     };
     let kvm = match hypervisor::kvm_state() {
@@ -39,7 +43,7 @@ pub fn run(args: &InfoArgs, global: &GlobalOpts) -> Result<u8> {
     let (kernel, initramfs, guest_error) =
         match GuestArtifacts::locate(global.kernel.as_deref(), global.initramfs.as_deref()) {
             Ok(a) => (
-                Some(a.bzimage.display().to_string()),
+                Some(a.kernel.display().to_string()),
                 Some(a.initramfs.display().to_string()),
                 None,
             ),

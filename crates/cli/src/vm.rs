@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec, DEFAULT_PATH};
-use skiff_runtime::{hypervisor, writable, AgentSender, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig};
+use skiff_runtime::{
+    hypervisor, writable, AgentSender, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig,
+};
 
 use crate::{signals, terminal, GlobalOpts};
 
@@ -77,7 +79,10 @@ pub fn run(cmd: VmCommand, global: &GlobalOpts) -> Result<u8> {
 }
 
 fn build_process(args: &RunArgs) -> Result<ProcessSpec> {
-    let mut env = vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={}", args.hostname)];
+    let mut env = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={}", args.hostname),
+    ];
     for e in &args.env {
         let entry = match e.split_once('=') {
             Some((k, _)) if k.is_empty() => bail!("invalid environment variable {e:?}: empty name"),
@@ -103,7 +108,11 @@ fn build_process(args: &RunArgs) -> Result<ProcessSpec> {
     p.user = skiff_runtime::spec::parse_numeric_user(&args.user)?;
     p.terminal = args.tty;
     p.stdin = args.interactive;
-    p.console_size = if args.tty { terminal::window_size(1) } else { None };
+    p.console_size = if args.tty {
+        terminal::window_size(1)
+    } else {
+        None
+    };
     Ok(p)
 }
 
@@ -111,7 +120,10 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
     signals::block().context("block signals")?;
     let process = build_process(args)?;
     let memory = writable::parse_size(&args.memory)?;
-    let memory_mib = u32::try_from(memory >> 20).ok().filter(|m| *m >= 64).context("--memory must be at least 64M")?;
+    let memory_mib = u32::try_from(memory >> 20)
+        .ok()
+        .filter(|m| *m >= 64)
+        .context("--memory must be at least 64M")?;
     if args.cpus == 0 || args.cpus > 64 {
         bail!("--cpus must be between 1 and 64");
     }
@@ -167,7 +179,9 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
                 Some(sender) => {
                     let _ = sender.signal(MAIN_STREAM, sig);
                 }
-                None if sig != libc::SIGWINCH => early.lock().unwrap_or_else(|p| p.into_inner()).push(sig),
+                None if sig != libc::SIGWINCH => {
+                    early.lock().unwrap_or_else(|p| p.into_inner()).push(sig)
+                }
                 None => {}
             }
         });
@@ -178,7 +192,9 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
         .create_container(&ContainerConfig {
             id: "vm-run".into(),
             hostname: args.hostname.clone(),
-            layers: (0..args.layers.len()).map(|i| format!("layer{i}")).collect(),
+            layers: (0..args.layers.len())
+                .map(|i| format!("layer{i}"))
+                .collect(),
             writable: args.writable.as_ref().map(|_| "rw".into()),
             readonly_rootfs: args.read_only,
         })
@@ -189,7 +205,9 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
     } else {
         None
     };
-    let outcome = agent.start(MAIN_STREAM, true, &process).context("start the process")?;
+    let outcome = agent
+        .start(MAIN_STREAM, true, &process)
+        .context("start the process")?;
     let sender = agent.sender();
     *target.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
     for sig in std::mem::take(&mut *early.lock().unwrap_or_else(|p| p.into_inner())) {

@@ -18,7 +18,9 @@ pub enum Message {
     },
     /// Host -> agent: assemble the container's root filesystem. Answered by
     /// `ContainerCreated` or `Error { stream: None, .. }`.
-    CreateContainer { config: ContainerConfig },
+    CreateContainer {
+        config: ContainerConfig,
+    },
     ContainerCreated,
     /// Host -> agent: start a process in the container. `main` marks the container's
     /// own process (there is one); others are `exec`s. Streams are numbered by the host,
@@ -29,16 +31,32 @@ pub enum Message {
         process: ProcessSpec,
     },
     /// Agent -> host: the process runs with this guest pid.
-    Started { stream: u32, pid: i32 },
+    Started {
+        stream: u32,
+        pid: i32,
+    },
     /// Host -> agent: deliver a signal to the process of `stream`.
-    Signal { stream: u32, signal: i32 },
+    Signal {
+        stream: u32,
+        signal: i32,
+    },
     /// Host -> agent: terminal window size of `stream`.
-    Resize { stream: u32, rows: u16, cols: u16 },
+    Resize {
+        stream: u32,
+        rows: u16,
+        cols: u16,
+    },
     /// Agent -> host: the process ended; its stdout and stderr were drained first.
-    Exited { stream: u32, status: ExitStatus },
+    Exited {
+        stream: u32,
+        status: ExitStatus,
+    },
     /// Host -> agent: stop the container: `signal` to the main process, SIGKILL to
     /// everything after `grace_ms`, then sync, unmount and power off.
-    Stop { signal: i32, grace_ms: u64 },
+    Stop {
+        signal: i32,
+        grace_ms: u64,
+    },
     /// Agent -> host: the container is stopped and the filesystems are unmounted; the
     /// VM powers off next.
     PoweringOff,

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_proto::{
-    read_frame, write_frame, ContainerConfig, DataKind, ExitStatus, Frame, Message, ProcessSpec, PROTOCOL_VERSION,
+    read_frame, write_frame, ContainerConfig, DataKind, ExitStatus, Frame, Message, ProcessSpec,
+    PROTOCOL_VERSION,
 };
 
 use crate::{Error, Result};
@@ -20,10 +21,22 @@ use crate::{Error, Result};
 /// Something the agent told us.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Stdout { stream: u32, bytes: Vec<u8> },
-    Stderr { stream: u32, bytes: Vec<u8> },
-    Exited { stream: u32, status: ExitStatus },
-    Error { stream: Option<u32>, message: String },
+    Stdout {
+        stream: u32,
+        bytes: Vec<u8>,
+    },
+    Stderr {
+        stream: u32,
+        bytes: Vec<u8>,
+    },
+    Exited {
+        stream: u32,
+        status: ExitStatus,
+    },
+    Error {
+        stream: Option<u32>,
+        message: String,
+    },
     /// The container is stopped and unmounted; the VM powers off next.
     PoweringOff,
 }
@@ -31,10 +44,14 @@ pub enum Event {
 /// How a `Start` request ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartOutcome {
-    Running { pid: i32 },
+    Running {
+        pid: i32,
+    },
     /// The command could not be executed; the agent already sent the reason on the
     /// stream's stderr (buffered as an event) and this status (126 or 127).
-    Failed { status: ExitStatus },
+    Failed {
+        status: ExitStatus,
+    },
 }
 
 #[derive(Clone)]
@@ -91,7 +108,9 @@ pub struct AgentConn {
 impl AgentConn {
     /// Completes the hello exchange on a fresh connection. The agent speaks first.
     pub fn handshake(stream: UnixStream, timeout: Duration) -> Result<Self> {
-        stream.set_read_timeout(Some(timeout)).map_err(Error::io("agent socket"))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(Error::io("agent socket"))?;
         let mut reader = stream.try_clone().map_err(Error::io("agent socket"))?;
         let uptime = match read_frame(&mut reader)? {
             Some(Frame::Control(Message::Hello { version, uptime_ms })) if version == PROTOCOL_VERSION => uptime_ms,
@@ -103,7 +122,9 @@ impl AgentConn {
             Some(other) => return Err(Error::Protocol(format!("expected hello, got {other:?}"))),
             None => return Err(Error::Protocol("the agent closed the connection before hello".into())),
         };
-        reader.set_read_timeout(None).map_err(Error::io("agent socket"))?;
+        reader
+            .set_read_timeout(None)
+            .map_err(Error::io("agent socket"))?;
         let conn = Self {
             reader,
             sender: AgentSender(Arc::new(Mutex::new(stream))),
@@ -120,8 +141,11 @@ impl AgentConn {
     /// Opens a new connection to a running VM's agent through the vsock device's UNIX
     /// socket (`CONNECT <port>` / `OK <port>`).
     pub fn connect(vsock_uds: &Path, port: u32, timeout: Duration) -> Result<Self> {
-        let mut stream = UnixStream::connect(vsock_uds).map_err(Error::io(format!("connect {}", vsock_uds.display())))?;
-        stream.set_read_timeout(Some(timeout)).map_err(Error::io("vsock socket"))?;
+        let mut stream = UnixStream::connect(vsock_uds)
+            .map_err(Error::io(format!("connect {}", vsock_uds.display())))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(Error::io("vsock socket"))?;
         stream
             .write_all(format!("CONNECT {port}\n").as_bytes())
             .map_err(Error::io("vsock handshake"))?;
@@ -154,36 +178,37 @@ impl AgentConn {
         if let Some(e) = self.pending.pop_front() {
             return Ok(Some(e));
         }
-        loop {
-            let Some(frame) = read_frame(&mut self.reader)? else {
-                return Ok(None);
-            };
-            let event = match frame {
-                Frame::Data {
-                    kind: DataKind::Stdout,
-                    stream,
-                    bytes,
-                } => Event::Stdout { stream, bytes },
-                Frame::Data {
-                    kind: DataKind::Stderr,
-                    stream,
-                    bytes,
-                } => Event::Stderr { stream, bytes },
-                Frame::Data { kind: DataKind::Stdin, .. } => {
-                    return Err(Error::Protocol("the agent sent stdin data".into()))
-                }
-                Frame::Control(Message::Exited { stream, status }) => Event::Exited { stream, status },
-                Frame::Control(Message::Error { stream, message }) => Event::Error { stream, message },
-                Frame::Control(Message::PoweringOff) => Event::PoweringOff,
-                Frame::Control(Message::Started { .. } | Message::ContainerCreated) => {
-                    return Err(Error::Protocol("unsolicited reply from the agent".into()))
-                }
-                Frame::Control(other) => {
-                    return Err(Error::Protocol(format!("unexpected message from the agent: {other:?}")))
-                }
-            };
-            return Ok(Some(event));
-        }
+        let Some(frame) = read_frame(&mut self.reader)? else {
+            return Ok(None);
+        };
+        let event = match frame {
+            Frame::Data {
+                kind: DataKind::Stdout,
+                stream,
+                bytes,
+            } => Event::Stdout { stream, bytes },
+            Frame::Data {
+                kind: DataKind::Stderr,
+                stream,
+                bytes,
+            } => Event::Stderr { stream, bytes },
+            Frame::Data {
+                kind: DataKind::Stdin,
+                ..
+            } => return Err(Error::Protocol("the agent sent stdin data".into())),
+            Frame::Control(Message::Exited { stream, status }) => Event::Exited { stream, status },
+            Frame::Control(Message::Error { stream, message }) => Event::Error { stream, message },
+            Frame::Control(Message::PoweringOff) => Event::PoweringOff,
+            Frame::Control(Message::Started { .. } | Message::ContainerCreated) => {
+                return Err(Error::Protocol("unsolicited reply from the agent".into()))
+            }
+            Frame::Control(other) => {
+                return Err(Error::Protocol(format!(
+                    "unexpected message from the agent: {other:?}"
+                )))
+            }
+        };
+        Ok(Some(event))
     }
 
     /// Reads until a reply arrives; events in between are kept for `next_event`.
@@ -212,23 +237,37 @@ impl AgentConn {
                     self.pending.push_back(Event::Error { stream, message })
                 }
                 Frame::Control(Message::PoweringOff) => self.pending.push_back(Event::PoweringOff),
-                other => return Err(Error::Protocol(format!("unexpected frame from the agent: {other:?}"))),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected frame from the agent: {other:?}"
+                    )))
+                }
             }
         }
     }
 
     /// Assembles the container's root filesystem in the guest.
     pub fn create_container(&mut self, config: &ContainerConfig) -> Result<()> {
-        self.sender.control(Message::CreateContainer { config: config.clone() })?;
+        self.sender.control(Message::CreateContainer {
+            config: config.clone(),
+        })?;
         self.await_reply(|f| match f {
             Frame::Control(Message::ContainerCreated) => Some(Ok(())),
-            Frame::Control(Message::Error { stream: None, message }) => Some(Err(Error::Agent(message.clone()))),
+            Frame::Control(Message::Error {
+                stream: None,
+                message,
+            }) => Some(Err(Error::Agent(message.clone()))),
             _ => None,
         })
     }
 
     /// Starts a process (the container's `main` one, or an exec) on `stream`.
-    pub fn start(&mut self, stream: u32, main: bool, process: &ProcessSpec) -> Result<StartOutcome> {
+    pub fn start(
+        &mut self,
+        stream: u32,
+        main: bool,
+        process: &ProcessSpec,
+    ) -> Result<StartOutcome> {
         self.sender.control(Message::Start {
             stream,
             main,
@@ -241,11 +280,11 @@ impl AgentConn {
             Frame::Control(Message::Exited { stream: s, status }) if *s == stream => {
                 Some(Ok(StartOutcome::Failed { status: *status }))
             }
-            Frame::Control(Message::Error { stream: Some(s), message }) if *s == stream => {
-                Some(Err(Error::Agent(message.clone())))
-            }
+            Frame::Control(Message::Error {
+                stream: Some(s),
+                message,
+            }) if *s == stream => Some(Err(Error::Agent(message.clone()))),
             _ => None,
         })
     }
 }
-

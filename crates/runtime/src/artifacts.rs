@@ -32,45 +32,51 @@ pub fn cache_dir() -> PathBuf {
         .join("skiff")
 }
 
-const SETUP_HINT: &str = "build it with `scripts/setup.sh` (or point SKIFF_KERNEL/SKIFF_INITRAMFS at one)";
+const SETUP_HINT: &str =
+    "build it with `scripts/setup.sh` (or point SKIFF_KERNEL/SKIFF_INITRAMFS at one)";
 
 #[derive(Debug, Clone)]
 pub struct GuestArtifacts {
-    /// bzImage: what QEMU boots.
-    pub bzimage: PathBuf,
-    /// Uncompressed ELF kernel: what skiff's own VMM loads fastest (may be absent).
-    pub vmlinux: Option<PathBuf>,
+    /// The kernel to boot: the uncompressed ELF `vmlinux` where there is one (QEMU
+    /// enters it through its PVH note and skiff's VMM loads it directly, skipping the
+    /// decompressor, which is slow under emulation), else a bzImage.
+    pub kernel: PathBuf,
     pub initramfs: PathBuf,
 }
 
 impl GuestArtifacts {
     /// Finds the artifacts: explicit paths first, then `$SKIFF_KERNEL` /
-    /// `$SKIFF_INITRAMFS`, then [`guest_dir`].
+    /// `$SKIFF_INITRAMFS`, then [`guest_dir`] (`vmlinux`, else `bzImage`).
     pub fn locate(kernel: Option<&Path>, initramfs: Option<&Path>) -> Result<Self> {
         let dir = guest_dir();
-        let kernel = pick(kernel, "SKIFF_KERNEL", &dir.join("bzImage")).map_err(|looked| Error::MissingArtifact {
-            what: "guest kernel",
-            looked,
-            hint: SETUP_HINT,
-        })?;
-        let initramfs =
-            pick(initramfs, "SKIFF_INITRAMFS", &dir.join("initramfs.cpio")).map_err(|looked| Error::MissingArtifact {
-                what: "guest initramfs",
+        let default_kernel = [dir.join("vmlinux"), dir.join("bzImage")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| dir.join("vmlinux"));
+        let kernel = pick(kernel, "SKIFF_KERNEL", &default_kernel).map_err(|looked| {
+            Error::MissingArtifact {
+                what: "guest kernel",
                 looked,
                 hint: SETUP_HINT,
+            }
+        })?;
+        let initramfs =
+            pick(initramfs, "SKIFF_INITRAMFS", &dir.join("initramfs.cpio")).map_err(|looked| {
+                Error::MissingArtifact {
+                    what: "guest initramfs",
+                    looked,
+                    hint: SETUP_HINT,
+                }
             })?;
-        let vmlinux = [kernel.with_file_name("vmlinux"), dir.join("vmlinux")]
-            .into_iter()
-            .find(|p| p.is_file());
-        Ok(Self {
-            bzimage: kernel,
-            vmlinux,
-            initramfs,
-        })
+        Ok(Self { kernel, initramfs })
     }
 }
 
-fn pick(explicit: Option<&Path>, env: &str, default: &Path) -> std::result::Result<PathBuf, String> {
+fn pick(
+    explicit: Option<&Path>,
+    env: &str,
+    default: &Path,
+) -> std::result::Result<PathBuf, String> {
     let candidate = explicit
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(env).map(PathBuf::from))
@@ -89,7 +95,9 @@ mod tests {
     #[test]
     fn missing_kernel_names_the_path_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
-        let err = GuestArtifacts::locate(Some(&dir.path().join("nope")), Some(&dir.path().join("x"))).unwrap_err();
+        let err =
+            GuestArtifacts::locate(Some(&dir.path().join("nope")), Some(&dir.path().join("x")))
+                .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("guest kernel not found"), "{msg}");
         assert!(msg.contains("nope"), "{msg}");
@@ -105,8 +113,7 @@ mod tests {
         std::fs::write(&k, b"k").unwrap();
         std::fs::write(&i, b"i").unwrap();
         let a = GuestArtifacts::locate(Some(&k), Some(&i)).unwrap();
-        assert_eq!(a.bzimage, k);
+        assert_eq!(a.kernel, k);
         assert_eq!(a.initramfs, i);
-        assert!(a.vmlinux.is_none());
     }
 }

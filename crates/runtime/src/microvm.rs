@@ -72,7 +72,10 @@ impl MicroVm {
     /// is killed and the scratch directory removed before returning.
     pub fn boot(config: &VmConfig) -> Result<(Self, AgentConn)> {
         let t0 = Instant::now();
-        let parent = config.scratch_parent.clone().unwrap_or_else(std::env::temp_dir);
+        let parent = config
+            .scratch_parent
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         let work_dir = tempfile::Builder::new()
             .prefix("skiff-vm-")
             .tempdir_in(parent)
@@ -80,8 +83,11 @@ impl MicroVm {
         let vsock_uds = work_dir.path().join("vsock.sock");
         let console_log = work_dir.path().join("console.log");
         let ready_path = PathBuf::from(format!("{}_{READY_PORT}", vsock_uds.display()));
-        let ready = UnixListener::bind(&ready_path).map_err(Error::io(format!("listen on {}", ready_path.display())))?;
-        ready.set_nonblocking(true).map_err(Error::io("agent listener"))?;
+        let ready = UnixListener::bind(&ready_path)
+            .map_err(Error::io(format!("listen on {}", ready_path.display())))?;
+        ready
+            .set_nonblocking(true)
+            .map_err(Error::io("agent listener"))?;
 
         let spec = LaunchSpec {
             artifacts: &config.artifacts,
@@ -123,7 +129,9 @@ impl MicroVm {
         loop {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    stream.set_nonblocking(false).map_err(Error::io("agent socket"))?;
+                    stream
+                        .set_nonblocking(false)
+                        .map_err(Error::io("agent socket"))?;
                     return Ok(stream);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -170,7 +178,11 @@ impl MicroVm {
     pub fn wait(&mut self, timeout: Duration) -> Result<Option<String>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.process.try_wait().map_err(Error::io("wait for the VM"))? {
+            if let Some(status) = self
+                .process
+                .try_wait()
+                .map_err(Error::io("wait for the VM"))?
+            {
                 return Ok(Some(status));
             }
             if Instant::now() >= deadline {
@@ -202,8 +214,15 @@ fn console_tail(path: &Path, n: usize) -> Vec<String> {
         return Vec::new();
     };
     let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| (*l).to_owned()).collect()
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
 }
 
 fn poll_readable(fd: i32, timeout: Duration) {

@@ -14,7 +14,9 @@ pub fn process_from_oci(p: &oci_spec::runtime::Process) -> Result<ProcessSpec> {
     }
     let cwd = p.cwd().to_string_lossy().into_owned();
     if !cwd.starts_with('/') {
-        return Err(Error::Config(format!("process.cwd {cwd:?} must be an absolute path")));
+        return Err(Error::Config(format!(
+            "process.cwd {cwd:?} must be an absolute path"
+        )));
     }
     let u = p.user();
     let rlimits = p
@@ -84,7 +86,15 @@ mod tests {
             .args(vec!["/bin/sh".to_string(), "-c".into(), "true".into()])
             .env(vec!["A=1".to_string()])
             .cwd("/work")
-            .user(UserBuilder::default().uid(1000u32).gid(100u32).additional_gids(vec![5u32]).umask(0o077u32).build().unwrap())
+            .user(
+                UserBuilder::default()
+                    .uid(1000u32)
+                    .gid(100u32)
+                    .additional_gids(vec![5u32])
+                    .umask(0o077u32)
+                    .build()
+                    .unwrap(),
+            )
             .rlimits(vec![PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
                 .soft(1024u64)
@@ -106,9 +116,16 @@ mod tests {
 
     #[test]
     fn bad_processes_are_refused() {
-        let p = ProcessBuilder::default().args(Vec::<String>::new()).build().unwrap();
+        let p = ProcessBuilder::default()
+            .args(Vec::<String>::new())
+            .build()
+            .unwrap();
         assert!(process_from_oci(&p).is_err());
-        let p = ProcessBuilder::default().args(vec!["x".to_string()]).cwd("rel").build().unwrap();
+        let p = ProcessBuilder::default()
+            .args(vec!["x".to_string()])
+            .cwd("rel")
+            .build()
+            .unwrap();
         assert!(process_from_oci(&p).is_err());
     }
 

@@ -14,7 +14,10 @@ pub fn find_program(name: &str, env_var: &str) -> Result<PathBuf, String> {
         looked.push(format!("${env_var}={}", p.display()));
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(dir);
     }
     dirs.push(crate::artifacts::cache_dir().join("tools/bin"));
@@ -27,11 +30,15 @@ pub fn find_program(name: &str, env_var: &str) -> Result<PathBuf, String> {
             return Ok(p);
         }
     }
-    looked.push(format!("beside skiff, {}, $PATH", crate::artifacts::cache_dir().join("tools/bin").display()));
+    looked.push(format!(
+        "beside skiff, {}, $PATH",
+        crate::artifacts::cache_dir().join("tools/bin").display()
+    ));
     Err(looked.join(", "))
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

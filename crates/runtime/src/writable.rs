@@ -22,12 +22,21 @@ pub fn create(path: &Path, size_bytes: u64) -> Result<()> {
         });
     }
     let tmp = path.with_extension("partial");
-    let file = std::fs::File::create(&tmp).map_err(Error::io(format!("create {}", tmp.display())))?;
-    file.set_len(size_bytes).map_err(Error::io(format!("size {}", tmp.display())))?;
+    let file =
+        std::fs::File::create(&tmp).map_err(Error::io(format!("create {}", tmp.display())))?;
+    file.set_len(size_bytes)
+        .map_err(Error::io(format!("size {}", tmp.display())))?;
     drop(file);
     // lazy init keeps creation fast; the journal makes the layer crash-safe in the guest.
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", "-L", "skiff-rw"])
+        .args([
+            "-q",
+            "-F",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1",
+            "-L",
+            "skiff-rw",
+        ])
         .arg(&tmp)
         .output();
     let result = match out {
@@ -36,7 +45,10 @@ pub fn create(path: &Path, size_bytes: u64) -> Result<()> {
         }
         Ok(o) => Err(Error::Disk {
             path: path.to_path_buf(),
-            message: format!("mkfs.ext4 failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+            message: format!(
+                "mkfs.ext4 failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
         }),
         Err(e) => Err(Error::MissingTool {
             tool: "mkfs.ext4",
@@ -61,14 +73,21 @@ pub fn parse_size(s: &str) -> Result<u64> {
                 'm' => 1 << 20,
                 'g' => 1 << 30,
                 't' => 1 << 40,
-                _ => return Err(Error::Config(format!("invalid size {s:?}: unknown unit {c:?}"))),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "invalid size {s:?}: unknown unit {c:?}"
+                    )))
+                }
             };
             (&s[..i], m)
         }
         _ => (s, 1),
     };
-    let n: u64 = num.parse().map_err(|_| Error::Config(format!("invalid size {s:?}")))?;
-    n.checked_mul(mult).ok_or_else(|| Error::Config(format!("size {s:?} is too large")))
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::Config(format!("invalid size {s:?}")))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| Error::Config(format!("size {s:?} is too large")))
 }
 
 #[cfg(test)]
@@ -99,7 +118,10 @@ mod tests {
     fn create_makes_an_ext4_image() {
         if Command::new("mkfs.ext4").arg("-V").output().is_err() {
             eprintln!("SKIP create_makes_an_ext4_image: mkfs.ext4 is not installed");
-            assert!(std::env::var_os("SKIFF_REQUIRE_ALL").is_none(), "mkfs.ext4 required");
+            assert!(
+                std::env::var_os("SKIFF_REQUIRE_ALL").is_none(),
+                "mkfs.ext4 required"
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();

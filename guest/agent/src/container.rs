@@ -33,12 +33,17 @@ fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
 
 pub fn create(config: &ContainerConfig) -> io::Result<()> {
     if with(|s| s.namespace.is_some()) {
-        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "the container is already created"));
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the container is already created",
+        ));
     }
     if !config.hostname.is_empty() {
         // SAFETY: pointer and length describe the hostname's bytes.
-        let ret = unsafe { libc::sethostname(config.hostname.as_ptr().cast(), config.hostname.len()) };
-        crate::sys::check(ret).map_err(|e| io::Error::new(e.kind(), format!("set hostname: {e}")))?;
+        let ret =
+            unsafe { libc::sethostname(config.hostname.as_ptr().cast(), config.hostname.len()) };
+        crate::sys::check(ret)
+            .map_err(|e| io::Error::new(e.kind(), format!("set hostname: {e}")))?;
     }
     let mounted = rootfs::assemble(config)?;
     let ns = rootfs::enter_namespace(&mounted.rootfs)?;
@@ -51,15 +56,22 @@ pub fn create(config: &ContainerConfig) -> io::Result<()> {
 
 /// The container's mount namespace, for `setns` in new processes.
 pub fn namespace() -> io::Result<Arc<OwnedFd>> {
-    with(|s| s.namespace.clone())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the container has not been created"))
+    with(|s| s.namespace.clone()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "the container has not been created",
+        )
+    })
 }
 
 /// Reserves the main-process slot; there is exactly one per container.
 pub fn claim_main() -> io::Result<()> {
     with(|s| {
         if s.main_claimed {
-            Err(io::Error::new(io::ErrorKind::AlreadyExists, "the container's process was already started"))
+            Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the container's process was already started",
+            ))
         } else {
             s.main_claimed = true;
             Ok(())
@@ -99,7 +111,10 @@ pub fn stop(signal: i32, grace: Duration) {
     };
     // SAFETY: plain kill(2); an invalid signal is reported as EINVAL and handled below.
     if unsafe { libc::kill(pid, signal) } != 0 {
-        crate::log!("stop: signal {signal} to {pid}: {}", io::Error::last_os_error());
+        crate::log!(
+            "stop: signal {signal} to {pid}: {}",
+            io::Error::last_os_error()
+        );
     }
     std::thread::spawn(move || {
         let deadline = Instant::now() + grace;

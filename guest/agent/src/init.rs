@@ -19,9 +19,27 @@ pub fn prepare_guest() -> io::Result<()> {
         return leave_initramfs_root();
     }
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
-    mount_once("proc", "/proc", "proc", nosuid_nodev | libc::MS_NOEXEC, None)?;
-    mount_once("sysfs", "/sys", "sysfs", nosuid_nodev | libc::MS_NOEXEC, None)?;
-    mount_once("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, Some("mode=0755"))?;
+    mount_once(
+        "proc",
+        "/proc",
+        "proc",
+        nosuid_nodev | libc::MS_NOEXEC,
+        None,
+    )?;
+    mount_once(
+        "sysfs",
+        "/sys",
+        "sysfs",
+        nosuid_nodev | libc::MS_NOEXEC,
+        None,
+    )?;
+    mount_once(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        libc::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
     mount_once(
         "devpts",
         "/dev/pts",

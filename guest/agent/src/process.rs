@@ -32,7 +32,10 @@ pub struct Spawned {
 #[derive(Debug)]
 pub enum SpawnError {
     /// The command could not be executed; the code is what Docker reports (126/127).
-    Exec { message: String, code: i32 },
+    Exec {
+        message: String,
+        code: i32,
+    },
     Setup(io::Error),
 }
 
@@ -96,7 +99,11 @@ fn prepare(spec: &ProcessSpec) -> Result<Prepared, SpawnError> {
         message: "no command given".into(),
         code: 127,
     })?;
-    let argv = spec.args.iter().map(|a| cstring(a)).collect::<io::Result<Vec<_>>>()?;
+    let argv = spec
+        .args
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<io::Result<Vec<_>>>()?;
     let mut env: Vec<String> = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(format!("PATH={DEFAULT_PATH}"));
@@ -106,7 +113,10 @@ fn prepare(spec: &ProcessSpec) -> Result<Prepared, SpawnError> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_owned();
-    let envp = env.iter().map(|e| cstring(e)).collect::<io::Result<Vec<_>>>()?;
+    let envp = env
+        .iter()
+        .map(|e| cstring(e))
+        .collect::<io::Result<Vec<_>>>()?;
     let candidates = if arg0.contains('/') {
         vec![cstring(arg0)?]
     } else {
@@ -147,8 +157,16 @@ fn prepare(spec: &ProcessSpec) -> Result<Prepared, SpawnError> {
             ))
         })
         .collect::<Result<Vec<_>, SpawnError>>()?;
-    let argv_ptrs = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-    let envp_ptrs = envp.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+    let argv_ptrs = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp_ptrs = envp
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
     Ok(Prepared {
         _argv: argv,
         _envp: envp,
@@ -199,7 +217,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 fn open_dev_null() -> io::Result<OwnedFd> {
-    Ok(File::options().read(true).write(true).open("/dev/null")?.into())
+    Ok(File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?
+        .into())
 }
 
 struct Pty {
@@ -215,11 +237,19 @@ fn open_pty(size: Option<(u16, u16)>) -> io::Result<Pty> {
         ws_xpixel: 0,
         ws_ypixel: 0,
     });
-    let ws_ptr = ws.as_ref().map_or(std::ptr::null(), |w| w as *const libc::winsize);
+    let ws_ptr = ws
+        .as_ref()
+        .map_or(std::ptr::null(), |w| w as *const libc::winsize);
     // SAFETY: out-pointers are valid; name and termios may be null; ws_ptr is null or
     // points to a live winsize.
     check(unsafe {
-        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), ws_ptr)
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            ws_ptr,
+        )
     })?;
     // SAFETY: openpty returned two fresh fds that we now own.
     let pty = unsafe {
@@ -255,7 +285,11 @@ pub fn spawn(spec: &ProcessSpec, mnt_ns: RawFd) -> Result<Spawned, SpawnError> {
     let (child_stdio, stdin, stdout, stderr, pty): ([OwnedFd; 3], _, _, _, _) = if spec.terminal {
         let p = open_pty(spec.console_size)?;
         let master = File::from(p.master);
-        let stdin = if spec.stdin { Some(master.try_clone()?) } else { None };
+        let stdin = if spec.stdin {
+            Some(master.try_clone()?)
+        } else {
+            None
+        };
         let out = master.try_clone()?;
         let child = [p.slave.try_clone()?, p.slave.try_clone()?, p.slave];
         (child, stdin, out, None, Some(master))
@@ -276,7 +310,11 @@ pub fn spawn(spec: &ProcessSpec, mnt_ns: RawFd) -> Result<Spawned, SpawnError> {
             None,
         )
     };
-    let raw_stdio = [child_stdio[0].as_raw_fd(), child_stdio[1].as_raw_fd(), child_stdio[2].as_raw_fd()];
+    let raw_stdio = [
+        child_stdio[0].as_raw_fd(),
+        child_stdio[1].as_raw_fd(),
+        child_stdio[2].as_raw_fd(),
+    ];
     let err_w_raw = err_w.as_raw_fd();
     let terminal = spec.terminal;
 
@@ -356,7 +394,13 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// # Safety
 /// Must only be called in a freshly forked child of a multi-threaded process. It makes
 /// raw system calls only (no allocation, no locks) on the prepared data.
-unsafe fn child_exec(p: &Prepared, mnt_ns: RawFd, stdio: [RawFd; 3], err_w: RawFd, terminal: bool) -> ! {
+unsafe fn child_exec(
+    p: &Prepared,
+    mnt_ns: RawFd,
+    stdio: [RawFd; 3],
+    err_w: RawFd,
+    terminal: bool,
+) -> ! {
     // SAFETY: (whole body) raw syscalls on valid pointers from `p`, which the parent
     // built before fork and which stay mapped in the child.
     unsafe {
@@ -365,7 +409,11 @@ unsafe fn child_exec(p: &Prepared, mnt_ns: RawFd, stdio: [RawFd; 3], err_w: RawF
             let e = errno.to_ne_bytes();
             let msg = [step as u8, e[0], e[1], e[2], e[3]];
             libc::write(err_w, msg.as_ptr().cast(), msg.len());
-            libc::_exit(if matches!(step, Step::Exec) && errno == libc::ENOENT { 127 } else { 126 });
+            libc::_exit(if matches!(step, Step::Exec) && errno == libc::ENOENT {
+                127
+            } else {
+                126
+            });
         };
 
         // Default signal state: the agent blocks SIGCHLD and Rust ignores SIGPIPE.

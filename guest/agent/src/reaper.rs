@@ -32,7 +32,11 @@ pub fn start() -> io::Result<()> {
     let fd = unsafe {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
-        check(libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
+        check(libc::pthread_sigmask(
+            libc::SIG_BLOCK,
+            &set,
+            std::ptr::null_mut(),
+        ))?;
         check(libc::signalfd(-1, &set, libc::SFD_CLOEXEC))?
     };
     std::thread::spawn(move || loop {
@@ -40,7 +44,10 @@ pub fn start() -> io::Result<()> {
         // SAFETY: info is a writable buffer of the size signalfd requires.
         let n = unsafe { libc::read(fd, info.as_mut_ptr().cast(), info.len()) };
         if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            crate::log!("reaper: signalfd read failed: {}", io::Error::last_os_error());
+            crate::log!(
+                "reaper: signalfd read failed: {}",
+                io::Error::last_os_error()
+            );
             return;
         }
         reap_all();

@@ -41,12 +41,16 @@ fn disk_by_serial(serial: &str) -> io::Result<PathBuf> {
 fn mount_readonly(dev: &Path, target: &Path) -> io::Result<()> {
     let src = dev.to_string_lossy();
     let flags = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID;
-    mount(&src, target, "erofs", flags, None).or_else(|_| mount(&src, target, "ext4", flags, Some("noload")))
+    mount(&src, target, "erofs", flags, None)
+        .or_else(|_| mount(&src, target, "ext4", flags, Some("noload")))
 }
 
 pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
     if config.layers.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "an image needs at least one layer"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an image needs at least one layer",
+        ));
     }
     let mut mounts = Vec::new();
     let mut lowers = Vec::new();
@@ -63,9 +67,21 @@ pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
     match &config.writable {
         Some(serial) => {
             let dev = disk_by_serial(serial)?;
-            mount(&dev.to_string_lossy(), writable, "ext4", libc::MS_NODEV | libc::MS_NOSUID, None)?;
+            mount(
+                &dev.to_string_lossy(),
+                writable,
+                "ext4",
+                libc::MS_NODEV | libc::MS_NOSUID,
+                None,
+            )?;
         }
-        None => mount("writable", writable, "tmpfs", libc::MS_NODEV | libc::MS_NOSUID, Some("mode=0755"))?,
+        None => mount(
+            "writable",
+            writable,
+            "tmpfs",
+            libc::MS_NODEV | libc::MS_NOSUID,
+            Some("mode=0755"),
+        )?,
     }
     mounts.push(writable.to_path_buf());
     let upper = writable.join("upper");
@@ -87,7 +103,11 @@ pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
         upper.display(),
         work.display()
     );
-    let flags = if config.readonly_rootfs { libc::MS_RDONLY } else { 0 };
+    let flags = if config.readonly_rootfs {
+        libc::MS_RDONLY
+    } else {
+        0
+    };
     mount("overlay", &rootfs, "overlay", flags, Some(&opts))?;
     mounts.push(rootfs.clone());
     Ok(Mounted { rootfs, mounts })
@@ -125,8 +145,20 @@ fn build_namespace(rootfs: &Path) -> io::Result<OwnedFd> {
     check(unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) })?;
     let ns = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt")?);
     // Nothing mounted in the container propagates back to the agent.
-    mount("none", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, None)?;
-    mount(&rootfs.to_string_lossy(), rootfs, "", libc::MS_BIND | libc::MS_REC, None)?;
+    mount(
+        "none",
+        Path::new("/"),
+        "",
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    mount(
+        &rootfs.to_string_lossy(),
+        rootfs,
+        "",
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
     mount_container_pseudo_fs(rootfs)?;
 
     sys::chdir(&cpath(rootfs)?)?;
@@ -134,7 +166,8 @@ fn build_namespace(rootfs: &Path) -> io::Result<OwnedFd> {
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
     // leaves the container's rootfs as the only root.
     // SAFETY: both arguments are valid NUL-terminated paths.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } as libc::c_int)?;
+    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    check(libc::c_int::try_from(ret).unwrap_or(-1))?;
     umount(Path::new("."), libc::MNT_DETACH)?;
     sys::chdir(&cstring("/")?)?;
     Ok(ns)
@@ -153,13 +186,25 @@ fn mount_container_pseudo_fs(root: &Path) -> io::Result<()> {
     }
     let sys_dir = root.join("sys");
     if ensure_dir(&sys_dir) {
-        mount("sysfs", &sys_dir, "sysfs", nosuid_nodev_noexec | libc::MS_RDONLY, None)?;
+        mount(
+            "sysfs",
+            &sys_dir,
+            "sysfs",
+            nosuid_nodev_noexec | libc::MS_RDONLY,
+            None,
+        )?;
     }
     let dev = root.join("dev");
     if !ensure_dir(&dev) {
         return Ok(());
     }
-    mount("tmpfs", &dev, "tmpfs", libc::MS_NOSUID, Some("mode=0755,size=65536k"))?;
+    mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID,
+        Some("mode=0755,size=65536k"),
+    )?;
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -170,7 +215,13 @@ fn mount_container_pseudo_fs(root: &Path) -> io::Result<()> {
     ] {
         let p = cpath(&dev.join(name))?;
         // SAFETY: p is a valid path; makedev is a pure computation.
-        check(unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) })?;
+        check(unsafe {
+            libc::mknod(
+                p.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        })?;
         // SAFETY: as above; mknod's mode is filtered by the umask, so set it explicitly.
         check(unsafe { libc::chmod(p.as_ptr(), 0o666) })?;
     }
@@ -194,7 +245,13 @@ fn mount_container_pseudo_fs(root: &Path) -> io::Result<()> {
     )?;
     let shm = dev.join("shm");
     std::fs::create_dir_all(&shm)?;
-    mount("shm", &shm, "tmpfs", nosuid_nodev_noexec, Some("mode=1777,size=65536k"))?;
+    mount(
+        "shm",
+        &shm,
+        "tmpfs",
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    )?;
     let mq = dev.join("mqueue");
     std::fs::create_dir_all(&mq)?;
     if let Err(e) = mount("mqueue", &mq, "mqueue", nosuid_nodev_noexec, None) {
@@ -202,4 +259,3 @@ fn mount_container_pseudo_fs(root: &Path) -> io::Result<()> {
     }
     Ok(())
 }
-

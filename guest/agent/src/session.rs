@@ -10,7 +10,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use skiff_proto::{read_frame, write_frame, DataKind, ExitStatus, Frame, Message, ProcessSpec, PROTOCOL_VERSION};
+use skiff_proto::{
+    read_frame, write_frame, DataKind, ExitStatus, Frame, Message, ProcessSpec, PROTOCOL_VERSION,
+};
 
 use crate::process::{self, SpawnError, Spawned};
 use crate::vsock::Stream;
@@ -90,7 +92,10 @@ pub fn serve(conn: Stream) {
     let mut reader = conn;
     if let Err(msg) = session.run(&mut reader) {
         log!("session: {msg}");
-        session.writer.control(Message::Error { stream: None, message: msg });
+        session.writer.control(Message::Error {
+            stream: None,
+            message: msg,
+        });
     }
     reader.shutdown();
     session.hangup.set();
@@ -103,9 +108,12 @@ impl Session {
             uptime_ms: Some(crate::sys::uptime_ms()),
         });
         match read_frame(conn).map_err(|e| e.to_string())? {
-            Some(Frame::Control(Message::Hello { version, .. })) if version == PROTOCOL_VERSION => {}
+            Some(Frame::Control(Message::Hello { version, .. })) if version == PROTOCOL_VERSION => {
+            }
             Some(Frame::Control(Message::Hello { version, .. })) => {
-                return Err(format!("protocol version {version} is not supported (agent speaks {PROTOCOL_VERSION})"))
+                return Err(format!(
+                    "protocol version {version} is not supported (agent speaks {PROTOCOL_VERSION})"
+                ))
             }
             None => return Ok(()),
             Some(_) => return Err("expected hello".into()),
@@ -119,7 +127,9 @@ impl Session {
                     stream,
                     bytes,
                 }) => self.stdin(stream, bytes),
-                Some(Frame::Data { kind, .. }) => return Err(format!("unexpected {kind:?} data from the host")),
+                Some(Frame::Data { kind, .. }) => {
+                    return Err(format!("unexpected {kind:?} data from the host"))
+                }
             }
         }
     }
@@ -136,17 +146,27 @@ impl Session {
                 };
                 self.writer.control(reply);
             }
-            Message::Start { stream, main, process } => self.start(stream, main, &process),
+            Message::Start {
+                stream,
+                main,
+                process,
+            } => self.start(stream, main, &process),
             Message::Signal { stream, signal } => {
                 let pid = self.lock_procs().get(&stream).map(|p| p.pid);
                 let result = match pid {
                     // SAFETY: plain kill(2); bad signal numbers come back as EINVAL.
                     Some(pid) if unsafe { libc::kill(pid, signal) } == 0 => Ok(()),
-                    Some(_) => Err(format!("signal {signal}: {}", std::io::Error::last_os_error())),
+                    Some(_) => Err(format!(
+                        "signal {signal}: {}",
+                        std::io::Error::last_os_error()
+                    )),
                     None => Err(format!("no running process on stream {stream}")),
                 };
                 if let Err(message) = result {
-                    self.writer.control(Message::Error { stream: Some(stream), message });
+                    self.writer.control(Message::Error {
+                        stream: Some(stream),
+                        message,
+                    });
                 }
             }
             Message::Resize { stream, rows, cols } => {
@@ -185,7 +205,10 @@ impl Session {
 
     fn start(&self, stream: u32, main: bool, spec: &ProcessSpec) {
         let fail = |message: String| {
-            self.writer.control(Message::Error { stream: Some(stream), message });
+            self.writer.control(Message::Error {
+                stream: Some(stream),
+                message,
+            });
         };
         if stream == 0 || self.lock_procs().contains_key(&stream) {
             return fail(format!("stream {stream} is invalid or in use"));
@@ -234,22 +257,45 @@ impl Session {
         if main {
             container::set_main_pid(spawned.pid);
         }
-        self.writer.control(Message::Started { stream, pid: spawned.pid });
+        self.writer.control(Message::Started {
+            stream,
+            pid: spawned.pid,
+        });
         self.run_process(stream, main, spawned);
     }
 
     fn run_process(&self, stream: u32, main: bool, sp: Spawned) {
-        let Spawned { pid, exit, stdin, stdout, stderr, pty } = sp;
+        let Spawned {
+            pid,
+            exit,
+            stdin,
+            stdout,
+            stderr,
+            pty,
+        } = sp;
         let stdin_tx = stdin.map(|file| {
             let (tx, rx) = mpsc::channel::<Vec<u8>>();
             std::thread::spawn(move || pump_stdin(file, &rx));
             tx
         });
-        self.lock_procs().insert(stream, ProcEntry { pid, stdin: stdin_tx, pty });
+        self.lock_procs().insert(
+            stream,
+            ProcEntry {
+                pid,
+                stdin: stdin_tx,
+                pty,
+            },
+        );
 
         let (done_tx, done_rx) = mpsc::channel();
         let mut relays = 1;
-        spawn_relay(stdout, DataKind::Stdout, stream, self.writer.clone(), done_tx.clone());
+        spawn_relay(
+            stdout,
+            DataKind::Stdout,
+            stream,
+            self.writer.clone(),
+            done_tx.clone(),
+        );
         if let Some(err) = stderr {
             relays += 1;
             spawn_relay(err, DataKind::Stderr, stream, self.writer.clone(), done_tx);
@@ -268,7 +314,10 @@ impl Session {
                     break;
                 }
             }
-            procs.lock().unwrap_or_else(|p| p.into_inner()).remove(&stream);
+            procs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&stream);
             writer.control(Message::Exited { stream, status });
             if main {
                 shutdown(&writer, &hangup);
@@ -304,7 +353,11 @@ fn spawn_relay(mut src: File, kind: DataKind, stream: u32, writer: Writer, done:
                     let bytes = buf.get(..n).unwrap_or_default().to_vec();
                     // Keep draining even if the host is gone so the process never
                     // blocks on a full pipe.
-                    writer.send(&Frame::Data { kind, stream, bytes });
+                    writer.send(&Frame::Data {
+                        kind,
+                        stream,
+                        bytes,
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 // EIO from a pty master means the terminal's last user closed it.

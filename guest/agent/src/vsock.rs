@@ -11,7 +11,8 @@ pub struct Stream(OwnedFd);
 
 fn socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the fd is owned immediately below.
-    let fd = check(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        check(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -41,7 +42,12 @@ impl Listener {
     pub fn accept(&self) -> io::Result<Stream> {
         // SAFETY: null address pointers are allowed by accept4.
         let fd = check(unsafe {
-            libc::accept4(self.0.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+            libc::accept4(
+                self.0.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
         })?;
         // SAFETY: fd was just returned by accept4 and is ours.
         Ok(Stream(unsafe { OwnedFd::from_raw_fd(fd) }))
@@ -79,7 +85,14 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for reads of buf.len() bytes; MSG_NOSIGNAL avoids SIGPIPE.
-        let n = unsafe { libc::send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                self.0.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         usize::try_from(n).map_err(|_| io::Error::last_os_error())
     }
 

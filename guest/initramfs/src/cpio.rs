@@ -18,15 +18,39 @@ struct Entry<'a> {
 pub fn initramfs(agent: &[u8]) -> Result<Vec<u8>> {
     let mut entries = Vec::new();
     for dir in ["dev", "proc", "sys", "run", "tmp"] {
-        entries.push(Entry { name: dir, mode: S_IFDIR | 0o755, rdev: (0, 0), data: &[] });
+        entries.push(Entry {
+            name: dir,
+            mode: S_IFDIR | 0o755,
+            rdev: (0, 0),
+            data: &[],
+        });
     }
-    entries.push(Entry { name: "dev/console", mode: S_IFCHR | 0o600, rdev: (5, 1), data: &[] });
-    entries.push(Entry { name: "init", mode: S_IFREG | 0o755, rdev: (0, 0), data: agent });
+    entries.push(Entry {
+        name: "dev/console",
+        mode: S_IFCHR | 0o600,
+        rdev: (5, 1),
+        data: &[],
+    });
+    entries.push(Entry {
+        name: "init",
+        mode: S_IFREG | 0o755,
+        rdev: (0, 0),
+        data: agent,
+    });
     let mut out = Vec::with_capacity(agent.len() + 4096);
     for (ino, e) in entries.iter().enumerate() {
         write_entry(&mut out, u32::try_from(ino + 1)?, e)?;
     }
-    write_entry(&mut out, 0, &Entry { name: "TRAILER!!!", mode: 0, rdev: (0, 0), data: &[] })?;
+    write_entry(
+        &mut out,
+        0,
+        &Entry {
+            name: "TRAILER!!!",
+            mode: 0,
+            rdev: (0, 0),
+            data: &[],
+        },
+    )?;
     pad(&mut out, 512);
     Ok(out)
 }
@@ -52,7 +76,7 @@ fn write_entry(out: &mut Vec<u8>, ino: u32, e: &Entry<'_>) -> Result<()> {
 }
 
 fn pad(out: &mut Vec<u8>, align: usize) {
-    while out.len() % align != 0 {
+    while !out.len().is_multiple_of(align) {
         out.push(0);
     }
 }
@@ -88,7 +112,9 @@ mod tests {
             };
             let (filesize, namesize) = (field(6), field(11));
             let name_start = off + 110;
-            let name = std::str::from_utf8(&a[name_start..name_start + namesize - 1]).unwrap().to_owned();
+            let name = std::str::from_utf8(&a[name_start..name_start + namesize - 1])
+                .unwrap()
+                .to_owned();
             let data_start = (name_start + namesize).next_multiple_of(4);
             off = (data_start + filesize).next_multiple_of(4);
             if name == "TRAILER!!!" {
@@ -96,6 +122,9 @@ mod tests {
             }
             names.push(name);
         }
-        assert_eq!(names, ["dev", "proc", "sys", "run", "tmp", "dev/console", "init"]);
+        assert_eq!(
+            names,
+            ["dev", "proc", "sys", "run", "tmp", "dev/console", "init"]
+        );
     }
 }

@@ -15,7 +15,8 @@ fn main() -> Result<()> {
     let [agent, out] = args.as_slice() else {
         bail!("usage: skiff-mkinitramfs AGENT_BINARY OUTPUT.cpio");
     };
-    let agent_bytes = std::fs::read(agent).with_context(|| format!("read agent {}", agent.display()))?;
+    let agent_bytes =
+        std::fs::read(agent).with_context(|| format!("read agent {}", agent.display()))?;
     let archive = cpio::initramfs(&agent_bytes)?;
     let tmp = out.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;

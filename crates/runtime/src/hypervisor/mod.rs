@@ -36,7 +36,9 @@ impl FromStr for HypervisorKind {
         match s {
             "vmm" => Ok(Self::Vmm),
             "qemu" => Ok(Self::Qemu),
-            other => Err(format!("unknown hypervisor {other:?} (expected vmm or qemu)")),
+            other => Err(format!(
+                "unknown hypervisor {other:?} (expected vmm or qemu)"
+            )),
         }
     }
 }
@@ -54,7 +56,11 @@ pub enum KvmState {
 }
 
 pub fn kvm_state() -> KvmState {
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         return KvmState::Unavailable(format!("/dev/kvm: {e}"));
     }
     if Path::new("/sys/module/kvm_pvm").exists() {
@@ -86,7 +92,9 @@ pub fn select(requested: Option<HypervisorKind>) -> Result<Selection> {
     let qemu = qemu::find_qemu();
     let kvm_note = match &kvm {
         KvmState::Hardware => "KVM is hardware-backed".to_owned(),
-        KvmState::Pvm => "KVM here is PVM (kvm_pvm loaded), which cannot boot a stock Linux guest".to_owned(),
+        KvmState::Pvm => {
+            "KVM here is PVM (kvm_pvm loaded), which cannot boot a stock Linux guest".to_owned()
+        }
         KvmState::Unavailable(why) => format!("KVM is unavailable ({why})"),
     };
     let qemu_selection = |why: String| -> Result<Selection> {
@@ -159,21 +167,32 @@ pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn Vm
     validate_disks(spec.disks)?;
     match selection.kind {
         HypervisorKind::Qemu => Ok(Box::new(qemu::QemuVm::launch(selection.accel, spec)?)),
-        HypervisorKind::Vmm => Err(Error::NoBackend("the vmm backend is not wired into this build yet".into())),
+        HypervisorKind::Vmm => Err(Error::NoBackend(
+            "the vmm backend is not wired into this build yet".into(),
+        )),
     }
 }
 
 fn validate_disks(disks: &[Disk]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for d in disks {
-        if d.serial.is_empty() || d.serial.len() > 20 || !d.serial.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if d.serial.is_empty()
+            || d.serial.len() > 20
+            || !d
+                .serial
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(Error::Config(format!(
                 "disk serial {:?} must be 1-20 characters of [A-Za-z0-9_-]",
                 d.serial
             )));
         }
         if !seen.insert(&d.serial) {
-            return Err(Error::Config(format!("two disks share the serial {:?}", d.serial)));
+            return Err(Error::Config(format!(
+                "two disks share the serial {:?}",
+                d.serial
+            )));
         }
         let meta = std::fs::metadata(&d.path).map_err(|e| Error::Disk {
             path: d.path.clone(),
@@ -204,8 +223,14 @@ mod tests {
 
     #[test]
     fn kinds_parse() {
-        assert_eq!("qemu".parse::<HypervisorKind>().unwrap(), HypervisorKind::Qemu);
-        assert_eq!("vmm".parse::<HypervisorKind>().unwrap(), HypervisorKind::Vmm);
+        assert_eq!(
+            "qemu".parse::<HypervisorKind>().unwrap(),
+            HypervisorKind::Qemu
+        );
+        assert_eq!(
+            "vmm".parse::<HypervisorKind>().unwrap(),
+            HypervisorKind::Vmm
+        );
         assert!("firecracker".parse::<HypervisorKind>().is_err());
     }
 
@@ -214,7 +239,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("d.img");
         std::fs::write(&f, b"").unwrap();
-        let disk = |serial: &str, path: &Path| Disk { path: path.to_path_buf(), readonly: true, serial: serial.into() };
+        let disk = |serial: &str, path: &Path| Disk {
+            path: path.to_path_buf(),
+            readonly: true,
+            serial: serial.into(),
+        };
         assert!(validate_disks(&[disk("layer0", &f)]).is_ok());
         assert!(validate_disks(&[disk("", &f)]).is_err());
         assert!(validate_disks(&[disk("a,b", &f)]).is_err());

@@ -74,22 +74,34 @@ impl QemuVm {
 
         let mut cmd = Command::new(&qemu_bin);
         let mem = format!("{}M", spec.memory_mib);
-        cmd.args(["-M", "microvm,x-option-roms=off,isa-serial=on,acpi=off,rtc=on,memory-backend=mem"])
-            .args(["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")])
-            .args(["-m", &mem])
-            .args(["-smp", &spec.vcpus.to_string()])
-            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        cmd.args([
+            "-M",
+            "microvm,x-option-roms=off,isa-serial=on,acpi=off,rtc=on,memory-backend=mem",
+        ])
+        .args([
+            "-object",
+            &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+        ])
+        .args(["-m", &mem])
+        .args(["-smp", &spec.vcpus.to_string()])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
         match accel {
             Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
         };
         cmd.arg("-kernel")
-            .arg(&spec.artifacts.bzimage)
+            .arg(&spec.artifacts.kernel)
             .arg("-initrd")
             .arg(&spec.artifacts.initramfs)
             .args(["-append", &kernel_cmdline(spec.cmdline_extra)])
-            .args(["-serial", &format!("file:{}", qemu_escape(spec.console_log))])
-            .args(["-chardev", &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_sock))])
+            .args([
+                "-serial",
+                &format!("file:{}", qemu_escape(spec.console_log)),
+            ])
+            .args([
+                "-chardev",
+                &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_sock)),
+            ])
             .args(["-device", "vhost-user-vsock-device,chardev=vsock0"]);
         for (i, d) in spec.disks.iter().enumerate() {
             let ro = if d.readonly { ",readonly=on" } else { "" };
@@ -100,7 +112,10 @@ impl QemuVm {
                     qemu_escape(&d.path)
                 ),
             ])
-            .args(["-device", &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial)]);
+            .args([
+                "-device",
+                &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
+            ]);
         }
         cmd.stdin(Stdio::null())
             .stdout(open_log(&spec.work_dir.join("qemu.log"))?)
@@ -121,7 +136,10 @@ impl QemuVm {
                 });
             }
         };
-        Ok(Self { qemu, vsock_backend })
+        Ok(Self {
+            qemu,
+            vsock_backend,
+        })
     }
 }
 
@@ -149,14 +167,20 @@ fn wait_for_socket(path: &Path, backend: &mut Child, timeout: Duration) -> Resul
         if let Ok(Some(status)) = backend.try_wait() {
             return Err(Error::Launch {
                 what: "the vsock backend".into(),
-                source: io::Error::other(format!("it exited ({status}) before creating {}", path.display())),
+                source: io::Error::other(format!(
+                    "it exited ({status}) before creating {}",
+                    path.display()
+                )),
             });
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     Err(Error::Launch {
         what: "the vsock backend".into(),
-        source: io::Error::new(io::ErrorKind::TimedOut, format!("{} did not appear", path.display())),
+        source: io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{} did not appear", path.display()),
+        ),
     })
 }
 
