@@ -218,7 +218,8 @@ pub struct DfArgs {
 /// `Store::default_root`). Returns the process exit code.
 pub fn run(cmd: ImageCommand, root: Option<PathBuf>) -> anyhow::Result<i32> {
     let root = root.unwrap_or_else(Store::default_root);
-    let store = Store::open(&root).with_context(|| format!("open image store {}", root.display()))?;
+    let store =
+        Store::open(&root).with_context(|| format!("open image store {}", root.display()))?;
     match cmd {
         ImageCommand::Pull(a) => pull(&store, a),
         ImageCommand::Push(a) => push(&store, a),
@@ -261,7 +262,11 @@ fn pull(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
     let r = Reference::parse(&a.name)?;
     let shown = familiar(&r);
     if !a.quiet {
-        println!("{}: Pulling from {}", r.tag.as_deref().unwrap_or(&r.manifest_ref()), r.familiar_name());
+        println!(
+            "{}: Pulling from {}",
+            r.tag.as_deref().unwrap_or(&r.manifest_ref()),
+            r.familiar_name()
+        );
     }
     let pulled = match registry::pull(store, &r, &a.registry.options(a.quiet)) {
         Ok(p) => p,
@@ -290,7 +295,10 @@ fn push(store: &Store, a: PushArgs) -> anyhow::Result<i32> {
     let r = Reference::parse(&a.name)?;
     let d = registry::push(store, &a.name, &r, &a.registry.options(a.quiet))?;
     let size = store.blob_size(&d).unwrap_or(0);
-    println!("{}: digest: {d} size: {size}", r.tag.as_deref().unwrap_or("latest"));
+    println!(
+        "{}: digest: {d} size: {size}",
+        r.tag.as_deref().unwrap_or("latest")
+    );
     Ok(0)
 }
 
@@ -308,7 +316,9 @@ fn familiar(r: &Reference) -> String {
 fn image_size(store: &Store, i: &Image) -> u64 {
     i.layers
         .iter()
-        .map(|l| std::fs::metadata(skiff_image::layerdisk::disk_path(store, l)).map_or(0, |m| m.len()))
+        .map(|l| {
+            std::fs::metadata(skiff_image::layerdisk::disk_path(store, l)).map_or(0, |m| m.len())
+        })
         .sum()
 }
 
@@ -323,7 +333,11 @@ fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
     let mut rows: Vec<[String; 7]> = Vec::new();
     let mut ids_seen = std::collections::BTreeSet::new();
     for i in store.images()? {
-        let id = if a.no_trunc { i.id.to_string() } else { i.id.short().to_owned() };
+        let id = if a.no_trunc {
+            i.id.to_string()
+        } else {
+            i.id.short().to_owned()
+        };
         let created = store::created_unix(&i);
         let size = image_size(store, &i);
         let names: Vec<(String, String, String)> = if i.tags.is_empty() {
@@ -331,8 +345,20 @@ fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
         } else {
             i.tags
                 .iter()
-                .filter(|t| filter.as_ref().is_none_or(|f| f.name() == t.name() && (a.repository.as_deref().is_some_and(|r| !r.contains(':')) || f.tag == t.tag)))
-                .map(|t| (t.familiar_name(), t.tag.clone().unwrap_or_default(), t.name()))
+                .filter(|t| {
+                    filter.as_ref().is_none_or(|f| {
+                        f.name() == t.name()
+                            && (a.repository.as_deref().is_some_and(|r| !r.contains(':'))
+                                || f.tag == t.tag)
+                    })
+                })
+                .map(|t| {
+                    (
+                        t.familiar_name(),
+                        t.tag.clone().unwrap_or_default(),
+                        t.name(),
+                    )
+                })
                 .collect()
         };
         if filter.is_some() && i.tags.is_empty() {
@@ -353,7 +379,15 @@ fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
                 }
                 continue;
             }
-            rows.push([repo, tag, digest, id.clone(), human_ago(created, now), human_size(size), fsutil_rfc(created)]);
+            rows.push([
+                repo,
+                tag,
+                digest,
+                id.clone(),
+                human_ago(created, now),
+                human_size(size),
+                fsutil_rfc(created),
+            ]);
         }
     }
     if a.quiet {
@@ -392,7 +426,9 @@ fn fsutil_rfc(t: u64) -> String {
 
 fn print_table(out: &mut dyn Write, rows: &[Vec<String>]) -> anyhow::Result<()> {
     let cols = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     for r in rows {
         let mut line = String::new();
         for (c, cell) in r.iter().enumerate() {
@@ -447,7 +483,10 @@ fn save(store: &Store, a: SaveArgs) -> anyhow::Result<i32> {
     match &a.output {
         Some(p) => {
             // Write beside the target and rename: no half-written archive on failure.
-            let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let dir = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
             let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
             {
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
@@ -455,8 +494,10 @@ fn save(store: &Store, a: SaveArgs) -> anyhow::Result<i32> {
                 w.flush()?;
             }
             use std::os::unix::fs::PermissionsExt;
-            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-            tmp.persist(p).with_context(|| format!("write {}", p.display()))?;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            tmp.persist(p)
+                .with_context(|| format!("write {}", p.display()))?;
         }
         None => {
             use std::io::IsTerminal;
@@ -472,7 +513,13 @@ fn save(store: &Store, a: SaveArgs) -> anyhow::Result<i32> {
 }
 
 fn import(store: &Store, a: ImportArgs) -> anyhow::Result<i32> {
-    let tags: Vec<Reference> = a.name.as_deref().map(Reference::parse).transpose()?.into_iter().collect();
+    let tags: Vec<Reference> = a
+        .name
+        .as_deref()
+        .map(Reference::parse)
+        .transpose()?
+        .into_iter()
+        .collect();
     let input: Box<dyn std::io::Read> = if a.file == "-" {
         Box::new(std::io::stdin())
     } else {
@@ -524,14 +571,24 @@ fn history(store: &Store, a: HistoryArgs) -> anyhow::Result<i32> {
     let mut layer_sizes = i.layers.iter().map(|l| l.size);
     let mut rows = Vec::new();
     for h in &hist {
-        let size = if h.empty_layer().unwrap_or(false) { 0 } else { layer_sizes.next().unwrap_or(0) };
+        let size = if h.empty_layer().unwrap_or(false) {
+            0
+        } else {
+            layer_sizes.next().unwrap_or(0)
+        };
         rows.push((h, size));
     }
     rows.reverse();
-    let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].map(String::from).to_vec()];
+    let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+        .map(String::from)
+        .to_vec()];
     for (n, (h, size)) in rows.iter().enumerate() {
         let id = if n == 0 {
-            if a.no_trunc { i.id.to_string() } else { i.id.short().to_owned() }
+            if a.no_trunc {
+                i.id.to_string()
+            } else {
+                i.id.short().to_owned()
+            }
         } else {
             "<missing>".to_owned()
         };
@@ -539,12 +596,22 @@ fn history(store: &Store, a: HistoryArgs) -> anyhow::Result<i32> {
             println!("{id}");
             continue;
         }
-        let created = h.created().as_deref().and_then(skiff_image::fsutil::parse_rfc3339).map_or_else(String::new, |t| human_ago(t, now));
+        let created = h
+            .created()
+            .as_deref()
+            .and_then(skiff_image::fsutil::parse_rfc3339)
+            .map_or_else(String::new, |t| human_ago(t, now));
         let mut by = h.created_by().clone().unwrap_or_default();
         if !a.no_trunc && by.chars().count() > 45 {
             by = by.chars().take(44).collect::<String>() + "…";
         }
-        table.push(vec![id, created, by, human_size(*size), h.comment().clone().unwrap_or_default()]);
+        table.push(vec![
+            id,
+            created,
+            by,
+            human_size(*size),
+            h.comment().clone().unwrap_or_default(),
+        ]);
     }
     if !a.quiet {
         print_table(&mut std::io::stdout().lock(), &table)?;
@@ -561,22 +628,57 @@ fn df(store: &Store, a: DfArgs) -> anyhow::Result<i32> {
             .iter()
             .map(|i| json!({"ID": i.image.id.as_str(), "RepoTags": i.image.tags.iter().map(familiar).collect::<Vec<_>>(), "Size": i.size, "SharedSize": i.shared, "UniqueSize": i.unique, "Containers": i.containers}))
             .collect();
-        println!("{}", json!({"Images": images, "TotalSize": u.total, "Reclaimable": u.reclaimable, "Active": active}));
+        println!(
+            "{}",
+            json!({"Images": images, "TotalSize": u.total, "Reclaimable": u.reclaimable, "Active": active})
+        );
         return Ok(0);
     }
-    let pct = if u.total == 0 { 0 } else { u.reclaimable * 100 / u.total };
+    let pct = (u.reclaimable * 100).checked_div(u.total).unwrap_or(0);
     let table = vec![
-        ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from).to_vec(),
-        vec!["Images".into(), u.images.len().to_string(), active.to_string(), human_size(u.total), format!("{} ({pct}%)", human_size(u.reclaimable))],
+        ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+            .map(String::from)
+            .to_vec(),
+        vec![
+            "Images".into(),
+            u.images.len().to_string(),
+            active.to_string(),
+            human_size(u.total),
+            format!("{} ({pct}%)", human_size(u.reclaimable)),
+        ],
     ];
     let mut out = std::io::stdout().lock();
     print_table(&mut out, &table)?;
     if a.verbose {
         writeln!(out, "\nImages space usage:\n")?;
-        let mut t = vec![["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS"].map(String::from).to_vec()];
+        let mut t = vec![[
+            "REPOSITORY",
+            "TAG",
+            "IMAGE ID",
+            "SIZE",
+            "SHARED SIZE",
+            "UNIQUE SIZE",
+            "CONTAINERS",
+        ]
+        .map(String::from)
+        .to_vec()];
         for i in &u.images {
-            let (repo, tag) = i.image.tags.first().map_or(("<none>".into(), "<none>".into()), |t| (t.familiar_name(), t.tag.clone().unwrap_or_default()));
-            t.push(vec![repo, tag, i.image.id.short().to_owned(), human_size(i.size), human_size(i.shared), human_size(i.unique), i.containers.to_string()]);
+            let (repo, tag) = i
+                .image
+                .tags
+                .first()
+                .map_or(("<none>".into(), "<none>".into()), |t| {
+                    (t.familiar_name(), t.tag.clone().unwrap_or_default())
+                });
+            t.push(vec![
+                repo,
+                tag,
+                i.image.id.short().to_owned(),
+                human_size(i.size),
+                human_size(i.shared),
+                human_size(i.unique),
+                i.containers.to_string(),
+            ]);
         }
         print_table(&mut out, &t)?;
     }

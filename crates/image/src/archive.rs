@@ -86,7 +86,9 @@ impl Layout {
             .ctx(|| format!("archive member {rel} is missing"))?;
         let root = self.dir.canonicalize().ctx(|| "archive root".to_owned())?;
         if !real.starts_with(&root) {
-            return Err(Error::HostileLayer(format!("archive member {rel} points outside")));
+            return Err(Error::HostileLayer(format!(
+                "archive member {rel} points outside"
+            )));
         }
         Ok(real)
     }
@@ -110,7 +112,13 @@ impl Layout {
     }
 
     /// Bring one file into the blob store, verified.
-    fn ingest(&self, store: &Store, rel: &str, expected: Option<&Digest>, written: &mut Vec<Digest>) -> Result<(Digest, u64)> {
+    fn ingest(
+        &self,
+        store: &Store,
+        rel: &str,
+        expected: Option<&Digest>,
+        written: &mut Vec<Digest>,
+    ) -> Result<(Digest, u64)> {
         if let Some(d) = expected {
             if store.has_blob(d) {
                 return Ok((d.clone(), store.blob_size(d).unwrap_or(0)));
@@ -140,7 +148,10 @@ fn load_oci(store: &Store, l: &Layout, written: &mut Vec<Digest>) -> Result<Vec<
         check(&d, &bytes)?;
         let mut names: Vec<Reference> = Vec::new();
         if let Some(a) = desc.annotations() {
-            if let Some(n) = a.get(NAME_ANNOTATION).and_then(|n| Reference::parse(n).ok()) {
+            if let Some(n) = a
+                .get(NAME_ANNOTATION)
+                .and_then(|n| Reference::parse(n).ok())
+            {
                 names.push(n);
             } else if let Some(n) = a
                 .get(REF_ANNOTATION)
@@ -150,7 +161,7 @@ fn load_oci(store: &Store, l: &Layout, written: &mut Vec<Digest>) -> Result<Vec<
                 names.push(n);
             }
         }
-        if manifest::kind_of(&bytes, Some(&desc.media_type().to_string()))? == Kind::Index {
+        if manifest::kind_of(&bytes, Some(desc.media_type().as_ref()))? == Kind::Index {
             let sub = manifest::select_platform(&manifest::parse_index(&bytes)?)?;
             d = Digest::try_from(sub.digest())?;
             bytes = l.read_doc(store, &Layout::blob_rel(&d))?;
@@ -218,16 +229,25 @@ fn load_docker(store: &Store, l: &Layout, written: &mut Vec<Digest>) -> Result<V
         let (config_digest, _) = l.ingest(store, &e.config, None, written)?;
         let (config, _) = crate::store::parse_config(&config_bytes)?;
         if config.rootfs().diff_ids().len() != e.layers.len() {
-            return Err(malformed("docker archive", "layer count differs from config diff_ids"));
+            return Err(malformed(
+                "docker archive",
+                "layer count differs from config diff_ids",
+            ));
         }
         let mut layers = Vec::new();
         for rel in &e.layers {
             let mut head = [0u8; 4];
             let p = l.path(rel)?;
-            let n = File::open(&p).and_then(|mut f| f.read(&mut head)).ctx(|| format!("read {rel}"))?;
+            let n = File::open(&p)
+                .and_then(|mut f| f.read(&mut head))
+                .ctx(|| format!("read {rel}"))?;
             let media_type = manifest::sniff_layer_media_type(&head[..n]).to_owned();
             let (digest, size) = l.ingest(store, rel, None, written)?;
-            layers.push(NewLayer { digest, size, media_type });
+            layers.push(NewLayer {
+                digest,
+                size,
+                media_type,
+            });
         }
         let manifest = manifest::build_manifest(&config_digest, config_bytes.len() as u64, &layers);
         let md = store.put_blob(&manifest)?;
@@ -247,7 +267,10 @@ fn load_docker(store: &Store, l: &Layout, written: &mut Vec<Digest>) -> Result<V
 fn check(d: &Digest, bytes: &[u8]) -> Result<()> {
     let actual = Digest::of(bytes);
     if actual != *d {
-        return Err(Error::DigestMismatch { expected: d.to_string(), actual: actual.to_string() });
+        return Err(Error::DigestMismatch {
+            expected: d.to_string(),
+            actual: actual.to_string(),
+        });
     }
     Ok(())
 }
@@ -266,19 +289,31 @@ fn extract(store: &Store, r: Box<dyn Read>, dest: &Path) -> Result<()> {
         _ => crate::store::Compression::None,
     };
     let stream = crate::layerdisk::decompress(Box::new(br), c)?;
-    let guard = crate::targuard::TarGuard::new(stream, store.limits.max_blob, store.limits.max_entries, store.limits.max_tar_extension);
+    let guard = crate::targuard::TarGuard::new(
+        stream,
+        store.limits.max_blob,
+        store.limits.max_entries,
+        store.limits.max_tar_extension,
+    );
     let mut ar = tar::Archive::new(guard);
     for entry in ar.entries().map_err(stream_error)? {
         let mut entry = entry.map_err(stream_error)?;
         let raw = entry.path_bytes().into_owned();
         let comps = clean_path(&raw)?;
-        let Some((name, parents)) = comps.split_last() else { continue };
+        let Some((name, parents)) = comps.split_last() else {
+            continue;
+        };
         let mut p = dest.to_path_buf();
         for c in parents {
             p.push(c);
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(Error::HostileLayer(format!("archive path through {}", p.display()))),
+                Ok(_) => {
+                    return Err(Error::HostileLayer(format!(
+                        "archive path through {}",
+                        p.display()
+                    )))
+                }
                 Err(_) => fs::create_dir(&p).ctx(|| format!("mkdir {}", p.display()))?,
             }
         }
@@ -289,9 +324,13 @@ fn extract(store: &Store, r: Box<dyn Read>, dest: &Path) -> Result<()> {
                 let mut f = File::create(&p).ctx(|| format!("create {}", p.display()))?;
                 io::copy(&mut entry, &mut f).map_err(stream_error)?;
             }
-            tar::EntryType::Directory => fs::create_dir(&p).ctx(|| format!("mkdir {}", p.display()))?,
+            tar::EntryType::Directory => {
+                fs::create_dir(&p).ctx(|| format!("mkdir {}", p.display()))?
+            }
             tar::EntryType::Symlink => {
-                let t = entry.link_name_bytes().ok_or_else(|| malformed("archive", "symlink without target"))?;
+                let t = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| malformed("archive", "symlink without target"))?;
                 use std::os::unix::ffi::OsStrExt;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), &p)
                     .ctx(|| format!("symlink {}", p.display()))?;
@@ -319,13 +358,18 @@ pub fn save(store: &Store, images: &[String], out: &mut dyn Write) -> Result<()>
     }
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Deterministic);
-    let add = |b: &mut tar::Builder<&mut dyn Write>, path: &str, data: &mut dyn Read, size: u64| -> Result<()> {
+    let add = |b: &mut tar::Builder<&mut dyn Write>,
+               path: &str,
+               data: &mut dyn Read,
+               size: u64|
+     -> Result<()> {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(size);
         h.set_mode(0o644);
         h.set_mtime(0);
-        b.append_data(&mut h, path, data).ctx(|| format!("write {path}"))
+        b.append_data(&mut h, path, data)
+            .ctx(|| format!("write {path}"))
     };
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     add(&mut b, "oci-layout", &mut &layout[..], layout.len() as u64)?;
@@ -339,7 +383,12 @@ pub fn save(store: &Store, images: &[String], out: &mut dyn Write) -> Result<()>
             if seen.insert(d.clone()) {
                 let f = store.open_blob(&d)?;
                 let size = f.metadata().ctx(|| format!("stat blob {d}"))?.len();
-                add(&mut b, &format!("blobs/sha256/{}", d.hex()), &mut BufReader::new(f), size)?;
+                add(
+                    &mut b,
+                    &format!("blobs/sha256/{}", d.hex()),
+                    &mut BufReader::new(f),
+                    size,
+                )?;
             }
         }
         let mut desc = json!({
@@ -348,8 +397,22 @@ pub fn save(store: &Store, images: &[String], out: &mut dyn Write) -> Result<()>
             "size": store.blob_size(md).unwrap_or(0),
         });
         let tags: Vec<String> = match name {
-            Some(r) => vec![format!("{}:{}", r.familiar_name(), r.tag.clone().unwrap_or_default())],
-            None => img.tags.iter().map(|r| format!("{}:{}", r.familiar_name(), r.tag.clone().unwrap_or_default())).collect(),
+            Some(r) => vec![format!(
+                "{}:{}",
+                r.familiar_name(),
+                r.tag.clone().unwrap_or_default()
+            )],
+            None => img
+                .tags
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}:{}",
+                        r.familiar_name(),
+                        r.tag.clone().unwrap_or_default()
+                    )
+                })
+                .collect(),
         };
         if let Some(r) = name.as_ref().or(img.tags.first()) {
             desc["annotations"] = json!({
@@ -364,12 +427,23 @@ pub fn save(store: &Store, images: &[String], out: &mut dyn Write) -> Result<()>
             "Layers": img.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
         }));
     }
-    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": index}))
-        .map_err(|e| malformed("index", e))?;
+    let index = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": index}),
+    )
+    .map_err(|e| malformed("index", e))?;
     add(&mut b, "index.json", &mut &index[..], index.len() as u64)?;
-    let docker = serde_json::to_vec(&Value::Array(docker)).map_err(|e| malformed("manifest.json", e))?;
-    add(&mut b, "manifest.json", &mut &docker[..], docker.len() as u64)?;
-    b.into_inner().ctx(|| "finish archive".to_owned())?.flush().ctx(|| "flush archive".to_owned())?;
+    let docker =
+        serde_json::to_vec(&Value::Array(docker)).map_err(|e| malformed("manifest.json", e))?;
+    add(
+        &mut b,
+        "manifest.json",
+        &mut &docker[..],
+        docker.len() as u64,
+    )?;
+    b.into_inner()
+        .ctx(|| "finish archive".to_owned())?
+        .flush()
+        .ctx(|| "flush archive".to_owned())?;
     Ok(())
 }
 
@@ -391,7 +465,11 @@ pub fn import(store: &Store, r: Box<dyn Read>, tags: &[Reference]) -> Result<Ima
     let (digest, size) = store.put_blob_from(&mut stream, None)?;
     let now = crate::fsutil::rfc3339(crate::fsutil::now_unix());
     let config = manifest::base_config(std::slice::from_ref(&digest), &now, "skiff import");
-    let layer = NewLayer { digest: digest.clone(), size, media_type: manifest::OCI_LAYER_TAR.into() };
+    let layer = NewLayer {
+        digest: digest.clone(),
+        size,
+        media_type: manifest::OCI_LAYER_TAR.into(),
+    };
     let r = store.create_image(&config, &[layer], tags);
     if r.is_err() {
         store.discard_unreferenced(&[digest])?;

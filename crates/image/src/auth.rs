@@ -22,7 +22,10 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     pub fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
@@ -46,7 +49,11 @@ struct AuthEntry {
 /// `$DOCKER_CONFIG/config.json`, `~/.docker/config.json`,
 /// `$XDG_RUNTIME_DIR/containers/auth.json`.
 pub fn auth_files() -> Vec<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let mut v = Vec::new();
     v.extend(env("SKIFF_AUTH_FILE"));
     v.extend(env("REGISTRY_AUTH_FILE"));
@@ -60,9 +67,14 @@ pub fn auth_files() -> Vec<PathBuf> {
 fn keys_for(registry: &str) -> Vec<String> {
     let mut hosts = vec![registry.to_owned()];
     if registry == "docker.io" {
-        hosts = ["docker.io", "index.docker.io", "registry-1.docker.io", "index.docker.io/v1/"]
-            .map(String::from)
-            .to_vec();
+        hosts = [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "index.docker.io/v1/",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     let mut keys = Vec::new();
     for h in hosts {
@@ -73,10 +85,12 @@ fn keys_for(registry: &str) -> Vec<String> {
     keys
 }
 
-/// Credentials for `registry` from the first auth file that has them.
-pub fn lookup(registry: &str) -> Option<Credentials> {
-    for path in auth_files() {
-        let Ok(bytes) = std::fs::read(&path) else { continue };
+/// Credentials for `registry` from the first of `files` that has them.
+pub fn lookup_in(files: &[PathBuf], registry: &str) -> Option<Credentials> {
+    for path in files {
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
         let file: AuthFile = match serde_json::from_slice(&bytes) {
             Ok(f) => f,
             Err(e) => {
@@ -101,12 +115,20 @@ pub fn lookup(registry: &str) -> Option<Credentials> {
 
 fn decode(e: &AuthEntry) -> Option<Credentials> {
     if let (Some(u), Some(p)) = (&e.username, &e.password) {
-        return Some(Credentials { username: u.clone(), password: p.clone() });
+        return Some(Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        });
     }
-    let raw = base64::engine::general_purpose::STANDARD.decode(e.auth.as_ref()?.trim()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(e.auth.as_ref()?.trim())
+        .ok()?;
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
-    Some(Credentials { username: u.to_owned(), password: p.to_owned() })
+    Some(Credentials {
+        username: u.to_owned(),
+        password: p.to_owned(),
+    })
 }
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -150,7 +172,10 @@ pub fn parse_challenge(h: &str) -> Option<Challenge> {
         }
         params.insert(key.trim().to_ascii_lowercase(), val.trim().to_owned());
     }
-    Some(Challenge { scheme: scheme.to_ascii_lowercase(), params })
+    Some(Challenge {
+        scheme: scheme.to_ascii_lowercase(),
+        params,
+    })
 }
 
 #[cfg(test)]
@@ -172,9 +197,15 @@ mod tests {
 
     #[test]
     fn decodes_auth_entries() {
-        let e = AuthEntry { auth: Some("dXNlcjpwYTpzcw==".into()), ..Default::default() };
+        let e = AuthEntry {
+            auth: Some("dXNlcjpwYTpzcw==".into()),
+            ..Default::default()
+        };
         let c = decode(&e).unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("user", "pa:ss"));
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("user", "pa:ss")
+        );
         assert!(keys_for("docker.io").contains(&"https://index.docker.io/v1/".to_string()));
     }
 }

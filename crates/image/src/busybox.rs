@@ -24,15 +24,24 @@ pub const DEFAULT_NAME: &str = "busybox:latest";
 pub fn build(store: &Store, busybox: &Path, name: &str) -> Result<Image> {
     let tag = Reference::parse(name)?;
     let bin = fs::read(busybox).ctx(|| {
-        format!("read {} (apt-get install busybox-static)", busybox.display())
+        format!(
+            "read {} (apt-get install busybox-static)",
+            busybox.display()
+        )
     })?;
     let meta = fs::metadata(busybox).ctx(|| format!("stat {}", busybox.display()))?;
     let list = Command::new(busybox)
         .arg("--list-full")
         .output()
-        .map_err(|e| Error::Tool { tool: "busybox", detail: e.to_string() })?;
+        .map_err(|e| Error::Tool {
+            tool: "busybox",
+            detail: e.to_string(),
+        })?;
     if !list.status.success() {
-        return Err(Error::Tool { tool: "busybox", detail: "--list-full failed (not a static busybox?)".into() });
+        return Err(Error::Tool {
+            tool: "busybox",
+            detail: "--list-full failed (not a static busybox?)".into(),
+        });
     }
     let applets = String::from_utf8_lossy(&list.stdout);
     let layer = layer_tar(&bin, &applets).ctx(|| "build busybox layer".to_owned())?;
@@ -49,7 +58,11 @@ pub fn build(store: &Store, busybox: &Path, name: &str) -> Result<Image> {
         "Cmd": ["sh"],
         "Labels": {"org.opencontainers.image.source": "debian busybox-static"},
     });
-    let layer = NewLayer { digest, size: layer.len() as u64, media_type: manifest::OCI_LAYER_TAR.into() };
+    let layer = NewLayer {
+        digest,
+        size: layer.len() as u64,
+        media_type: manifest::OCI_LAYER_TAR.into(),
+    };
     store.create_image(&config, &[layer], &[tag])
 }
 
@@ -66,9 +79,20 @@ fn layer_tar(bin: &[u8], applets: &str) -> std::io::Result<Vec<u8>> {
         h
     };
     let dirs = [
-        ("bin", 0o755), ("dev", 0o755), ("etc", 0o755), ("home", 0o755), ("proc", 0o555),
-        ("root", 0o700), ("sbin", 0o755), ("sys", 0o555), ("tmp", 0o1777), ("usr", 0o755),
-        ("usr/bin", 0o755), ("usr/sbin", 0o755), ("var", 0o755), ("var/tmp", 0o1777),
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("home", 0o755),
+        ("proc", 0o555),
+        ("root", 0o700),
+        ("sbin", 0o755),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+        ("usr", 0o755),
+        ("usr/bin", 0o755),
+        ("usr/sbin", 0o755),
+        ("var", 0o755),
+        ("var/tmp", 0o1777),
     ];
     for (d, mode) in dirs {
         let mut h = hdr(tar::EntryType::Directory, mode, 0);
@@ -77,7 +101,10 @@ fn layer_tar(bin: &[u8], applets: &str) -> std::io::Result<Vec<u8>> {
     let mut h = hdr(tar::EntryType::Regular, 0o755, bin.len() as u64);
     b.append_data(&mut h, "bin/busybox", bin)?;
     let files: [(&str, &str); 3] = [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n",
+        ),
         ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
         ("etc/hostname", "busybox\n"),
     ];
@@ -88,7 +115,9 @@ fn layer_tar(bin: &[u8], applets: &str) -> std::io::Result<Vec<u8>> {
     let mut seen = std::collections::BTreeSet::new();
     for a in applets.lines().map(str::trim) {
         let a = a.trim_start_matches('/');
-        let ok_dir = ["bin/", "sbin/", "usr/bin/", "usr/sbin/"].iter().any(|d| a.starts_with(d));
+        let ok_dir = ["bin/", "sbin/", "usr/bin/", "usr/sbin/"]
+            .iter()
+            .any(|d| a.starts_with(d));
         if !ok_dir || a == "bin/busybox" || a.contains("..") || !seen.insert(a.to_owned()) {
             continue;
         }

@@ -59,9 +59,17 @@ pub fn commit(
     let mut layers: Vec<NewLayer> = parent
         .layers
         .iter()
-        .map(|l| NewLayer { digest: l.digest.clone(), size: l.size, media_type: l.media_type.clone() })
+        .map(|l| NewLayer {
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+        })
         .collect();
-    layers.push(NewLayer { digest: digest.clone(), size, media_type: manifest::OCI_LAYER_TAR.into() });
+    layers.push(NewLayer {
+        digest: digest.clone(),
+        size,
+        media_type: manifest::OCI_LAYER_TAR.into(),
+    });
     let r = store.create_image(&config, &layers, &tags);
     if r.is_err() {
         store.discard_unreferenced(&[digest])?;
@@ -71,12 +79,16 @@ pub fn commit(
 
 fn apply_change(config: &mut Value, c: &ConfigChange, diff_id: &crate::Digest) -> Result<()> {
     let now = crate::fsutil::rfc3339(crate::fsutil::now_unix());
-    let obj = config.as_object_mut().ok_or_else(|| malformed("image config", "not an object"))?;
+    let obj = config
+        .as_object_mut()
+        .ok_or_else(|| malformed("image config", "not an object"))?;
     obj.insert("created".into(), json!(now));
     if let Some(a) = &c.author {
         obj.insert("author".into(), json!(a));
     }
-    let rootfs = obj.entry("rootfs").or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
+    let rootfs = obj
+        .entry("rootfs")
+        .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
     rootfs["diff_ids"]
         .as_array_mut()
         .ok_or_else(|| malformed("image config", "rootfs.diff_ids"))?
@@ -95,7 +107,9 @@ fn apply_change(config: &mut Value, c: &ConfigChange, diff_id: &crate::Digest) -
     if cfg.is_null() {
         *cfg = json!({});
     }
-    let cfg = cfg.as_object_mut().ok_or_else(|| malformed("image config", "config"))?;
+    let cfg = cfg
+        .as_object_mut()
+        .ok_or_else(|| malformed("image config", "config"))?;
     if let Some(v) = &c.entrypoint {
         cfg.insert("Entrypoint".into(), json!(v));
     }
@@ -115,7 +129,11 @@ fn apply_change(config: &mut Value, c: &ConfigChange, diff_id: &crate::Digest) -
         let mut env: Vec<String> = cfg
             .get("Env")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         for e in &c.env {
             let key = e.split('=').next().unwrap_or(e);
@@ -182,16 +200,40 @@ fn walk(
         }
         let xattrs = list_xattrs(&path)?;
         if ft.is_dir() {
-            append(b, &rel, tar::EntryType::Directory, &m, m.mode(), None, &xattrs)?;
+            append(
+                b,
+                &rel,
+                tar::EntryType::Directory,
+                &m,
+                m.mode(),
+                None,
+                &xattrs,
+            )?;
             if get_xattr(&path, "trusted.overlay.opaque")?.as_deref() == Some(b"y") {
-                append(b, &rel.join(".wh..wh..opq"), tar::EntryType::Regular, &m, 0o600, None, &[])?;
+                append(
+                    b,
+                    &rel.join(".wh..wh..opq"),
+                    tar::EntryType::Regular,
+                    &m,
+                    0o600,
+                    None,
+                    &[],
+                )?;
             }
             walk(root, &rel, b, links)?;
         } else if ft.is_file() {
             if m.nlink() > 1 {
                 if let Some(first) = links.get(&(m.dev(), m.ino())) {
                     let first = first.clone();
-                    append(b, &rel, tar::EntryType::Link, &m, m.mode(), Some(&first), &xattrs)?;
+                    append(
+                        b,
+                        &rel,
+                        tar::EntryType::Link,
+                        &m,
+                        m.mode(),
+                        Some(&first),
+                        &xattrs,
+                    )?;
                     continue;
                 }
                 links.insert((m.dev(), m.ino()), rel.clone());
@@ -200,10 +242,19 @@ fn walk(
             let mut hdr = header(tar::EntryType::Regular, &m, m.mode());
             hdr.set_size(m.len());
             pax_xattrs(b, &xattrs)?;
-            b.append_data(&mut hdr, &rel, f).ctx(|| format!("add {}", rel.display()))?;
+            b.append_data(&mut hdr, &rel, f)
+                .ctx(|| format!("add {}", rel.display()))?;
         } else if ft.is_symlink() {
             let t = fs::read_link(&path).ctx(|| format!("readlink {}", path.display()))?;
-            append(b, &rel, tar::EntryType::Symlink, &m, 0o777, Some(&t), &xattrs)?;
+            append(
+                b,
+                &rel,
+                tar::EntryType::Symlink,
+                &m,
+                0o777,
+                Some(&t),
+                &xattrs,
+            )?;
         } else {
             let kind = if ft.is_char_device() {
                 tar::EntryType::Char
@@ -217,10 +268,13 @@ fn walk(
             };
             let mut hdr = header(kind, &m, m.mode());
             let rdev = m.rdev();
-            hdr.set_device_major(libc::major(rdev)).ctx(|| "device major".to_owned())?;
-            hdr.set_device_minor(libc::minor(rdev)).ctx(|| "device minor".to_owned())?;
+            hdr.set_device_major(libc::major(rdev))
+                .ctx(|| "device major".to_owned())?;
+            hdr.set_device_minor(libc::minor(rdev))
+                .ctx(|| "device minor".to_owned())?;
             pax_xattrs(b, &xattrs)?;
-            b.append_data(&mut hdr, &rel, std::io::empty()).ctx(|| format!("add {}", rel.display()))?;
+            b.append_data(&mut hdr, &rel, std::io::empty())
+                .ctx(|| format!("add {}", rel.display()))?;
         }
     }
     Ok(())
@@ -255,12 +309,17 @@ fn append(
     r.ctx(|| format!("add {}", rel.display()))
 }
 
-fn pax_xattrs(b: &mut tar::Builder<&mut Hashing<&mut dyn Write>>, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
+fn pax_xattrs(
+    b: &mut tar::Builder<&mut Hashing<&mut dyn Write>>,
+    xattrs: &[(String, Vec<u8>)],
+) -> Result<()> {
     if xattrs.is_empty() {
         return Ok(());
     }
-    let recs: Vec<(String, &[u8])> =
-        xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice())).collect();
+    let recs: Vec<(String, &[u8])> = xattrs
+        .iter()
+        .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+        .collect();
     b.append_pax_extensions(recs.iter().map(|(k, v)| (k.as_str(), *v)))
         .ctx(|| "add xattrs".to_owned())
 }
@@ -283,7 +342,10 @@ fn list_xattrs(p: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         return Err(e).ctx(|| format!("list xattrs of {}", p.display()));
     }
     let mut out = Vec::new();
-    for name in buf[..usize::try_from(n).unwrap_or(0)].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+    for name in buf[..usize::try_from(n).unwrap_or(0)]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
         let name = String::from_utf8_lossy(name).into_owned();
         if name.starts_with("trusted.overlay.") {
             continue;

@@ -142,7 +142,10 @@ mod tests {
             assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
         }
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(parse_rfc3339("2015-10-31T22:22:56.015925234Z"), Some(1_446_330_176));
+        assert_eq!(
+            parse_rfc3339("2015-10-31T22:22:56.015925234Z"),
+            Some(1_446_330_176)
+        );
         assert_eq!(parse_rfc3339("junk"), None);
     }
 

@@ -34,10 +34,12 @@ pub fn disk_path(store: &Store, layer: &Layer) -> PathBuf {
 pub fn decompress<'a>(r: Box<dyn Read + 'a>, c: Compression) -> Result<Box<dyn Read + 'a>> {
     Ok(match c {
         Compression::None => r,
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, r))),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(r).ctx(|| "start zstd decoder".to_owned())?,
-        ),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+            std::io::BufReader::with_capacity(1 << 20, r),
+        )),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(r).ctx(|| "start zstd decoder".to_owned())?)
+        }
     })
 }
 
@@ -134,9 +136,18 @@ pub fn mkfs_erofs(tree: &Path, out: &Path) -> Result<()> {
 /// `mkfs.ext4 -d`, for comparison in the benchmark.
 pub fn mkfs_ext4(tree: &Path, out: &Path, size_bytes: u64) -> Result<()> {
     let f = fs::File::create(out).ctx(|| format!("create {}", out.display()))?;
-    f.set_len(size_bytes).ctx(|| format!("size {}", out.display()))?;
+    f.set_len(size_bytes)
+        .ctx(|| format!("size {}", out.display()))?;
     let o = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-O", "^has_journal", "-E", "lazy_itable_init=0,root_owner=0:0", "-d"])
+        .args([
+            "-q",
+            "-F",
+            "-O",
+            "^has_journal",
+            "-E",
+            "lazy_itable_init=0,root_owner=0:0",
+            "-d",
+        ])
         .arg(tree)
         .arg(out)
         .output()

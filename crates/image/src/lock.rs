@@ -22,9 +22,8 @@ pub enum LockKind {
 impl FileLock {
     /// Block until the lock is held.
     pub fn acquire(path: &Path, kind: LockKind) -> Result<Self> {
-        Self::lock(path, kind, true)?.ok_or_else(|| {
-            crate::Error::Store(path.to_owned(), "lock unexpectedly busy".into())
-        })
+        Self::lock(path, kind, true)?
+            .ok_or_else(|| crate::Error::Store(path.to_owned(), "lock unexpectedly busy".into()))
     }
 
     /// Take the lock only if nobody holds a conflicting one.

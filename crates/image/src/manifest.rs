@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(kind_of(br#"{"schemaVersion":2,"manifests":[]}"#, None).unwrap(), Kind::Index);
+        assert_eq!(
+            kind_of(br#"{"schemaVersion":2,"manifests":[]}"#, None).unwrap(),
+            Kind::Index
+        );
         assert_eq!(
             kind_of(br#"{"schemaVersion":2,"config":{},"layers":[]}"#, None).unwrap(),
             Kind::Manifest

@@ -45,9 +45,7 @@ impl Reference {
             }
         }
         let (registry, repository) = match name.split_once('/') {
-            Some((first, path))
-                if first.contains(['.', ':']) || first == "localhost" =>
-            {
+            Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
                 (first.to_owned(), path.to_owned())
             }
             _ => (DEFAULT_REGISTRY.to_owned(), name.to_owned()),
@@ -175,7 +173,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        for bad in ["", "UPPER", "a//b", "a:", "a:-x", "a@sha256:12", "-a", "a/../b"] {
+        for bad in [
+            "",
+            "UPPER",
+            "a//b",
+            "a:",
+            "a:-x",
+            "a@sha256:12",
+            "-a",
+            "a/../b",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
     }

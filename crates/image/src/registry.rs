@@ -30,14 +30,27 @@ pub struct RegistryOptions {
     pub progress: bool,
     /// Retries of a failed blob transfer (each resumes where it stopped).
     pub retries: u32,
+    /// Use only this credentials file (default: see `auth::auth_files`).
+    pub auth_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
         let insecure = std::env::var("SKIFF_INSECURE_REGISTRIES")
-            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
-        Self { insecure, parallel: 3, progress: true, retries: 3 }
+        Self {
+            insecure,
+            parallel: 3,
+            progress: true,
+            retries: 3,
+            auth_file: None,
+        }
     }
 }
 
@@ -53,9 +66,17 @@ pub struct Pulled {
 }
 
 fn is_loopback(host: &str) -> bool {
-    let h = host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host });
+    let h = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
     let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One registry, one repository, with its auth state.
@@ -86,7 +107,8 @@ impl Client {
         } else {
             registry.clone()
         };
-        let plain = is_loopback(&host) || opts.insecure.iter().any(|i| *i == registry || *i == host);
+        let plain =
+            is_loopback(&host) || opts.insecure.iter().any(|i| *i == registry || *i == host);
         let base = format!("{}://{host}", if plain { "http" } else { "https" });
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(15))
@@ -95,7 +117,10 @@ impl Client {
             .build();
         Ok(Self {
             agent,
-            creds: auth::lookup(&registry),
+            creds: match &opts.auth_file {
+                Some(f) => auth::lookup_in(std::slice::from_ref(f), &registry),
+                None => auth::lookup_in(&auth::auth_files(), &registry),
+            },
             registry,
             base,
             repository: reference.repository.clone(),
@@ -105,7 +130,10 @@ impl Client {
     }
 
     fn err(&self, detail: impl Into<String>) -> Error {
-        Error::Registry { registry: self.registry.clone(), detail: detail.into() }
+        Error::Registry {
+            registry: self.registry.clone(),
+            detail: detail.into(),
+        }
     }
 
     fn url(&self, tail: &str) -> String {
@@ -113,13 +141,24 @@ impl Client {
     }
 
     /// Send a request, answering one auth challenge if the registry asks.
-    fn send(&self, method: &str, url: &str, headers: &[(&str, String)], body: &Body) -> Result<Resp> {
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Body,
+    ) -> Result<Resp> {
         for attempt in 0..2 {
             let mut req = self.agent.request(method, url);
             for (k, v) in headers {
                 req = req.set(k, v);
             }
-            if let Some(a) = self.auth.lock().map_err(|_| self.err("auth state poisoned"))?.clone() {
+            if let Some(a) = self
+                .auth
+                .lock()
+                .map_err(|_| self.err("auth state poisoned"))?
+                .clone()
+            {
                 req = req.set("Authorization", &a);
             }
             let r = match body {
@@ -128,7 +167,8 @@ impl Client {
                 Body::File(p) => {
                     let f = File::open(p).ctx(|| format!("open {}", p.display()))?;
                     let len = f.metadata().ctx(|| "stat blob".to_owned())?.len();
-                    req.set("Content-Length", &len.to_string()).send(io::BufReader::with_capacity(1 << 20, f))
+                    req.set("Content-Length", &len.to_string())
+                        .send(io::BufReader::with_capacity(1 << 20, f))
                 }
             };
             match r {
@@ -140,8 +180,15 @@ impl Client {
                 Err(ureq::Error::Status(code, resp)) => {
                     let mut text = String::new();
                     let _ = resp.into_reader().take(4096).read_to_string(&mut text);
-                    let hint = if code == 401 { " (check credentials in ~/.docker/config.json)" } else { "" };
-                    return Err(self.err(format!("{method} {url}: HTTP {code}: {}{hint}", text.trim())));
+                    let hint = if code == 401 {
+                        " (check credentials in ~/.docker/config.json)"
+                    } else {
+                        ""
+                    };
+                    return Err(self.err(format!(
+                        "{method} {url}: HTTP {code}: {}{hint}",
+                        text.trim()
+                    )));
                 }
                 Err(ureq::Error::Transport(t)) => {
                     return Err(self.err(format!("{method} {url}: {t}")));
@@ -161,8 +208,13 @@ impl Client {
                 .map(Credentials::basic_header)
                 .ok_or_else(|| self.err("authentication required and no credentials found"))?,
             "bearer" => {
-                let realm = c.params.get("realm").ok_or_else(|| self.err("bearer challenge without realm"))?;
-                if !(realm.starts_with("https://") || realm.starts_with("http://") && self.base.starts_with("http://")) {
+                let realm = c
+                    .params
+                    .get("realm")
+                    .ok_or_else(|| self.err("bearer challenge without realm"))?;
+                if !(realm.starts_with("https://")
+                    || realm.starts_with("http://") && self.base.starts_with("http://"))
+                {
                     return Err(self.err(format!("refusing token realm {realm}")));
                 }
                 let actions = if self.push { "pull,push" } else { "pull" };
@@ -178,42 +230,68 @@ impl Client {
                 if let Some(cr) = &self.creds {
                     req = req.set("Authorization", &cr.basic_header());
                 }
-                let resp = req.call().map_err(|e| self.err(format!("token from {realm}: {e}")))?;
+                let resp = req
+                    .call()
+                    .map_err(|e| self.err(format!("token from {realm}: {e}")))?;
                 #[derive(Deserialize)]
                 struct Token {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
                 let mut buf = Vec::new();
-                resp.into_reader().take(1 << 20).read_to_end(&mut buf).ctx(|| "read token".to_owned())?;
-                let t: Token = serde_json::from_slice(&buf).map_err(|e| malformed("token response", e))?;
-                let t = t.token.or(t.access_token).ok_or_else(|| self.err("token response without token"))?;
+                resp.into_reader()
+                    .take(1 << 20)
+                    .read_to_end(&mut buf)
+                    .ctx(|| "read token".to_owned())?;
+                let t: Token =
+                    serde_json::from_slice(&buf).map_err(|e| malformed("token response", e))?;
+                let t = t
+                    .token
+                    .or(t.access_token)
+                    .ok_or_else(|| self.err("token response without token"))?;
                 format!("Bearer {t}")
             }
             other => return Err(self.err(format!("unsupported auth scheme {other:?}"))),
         };
-        *self.auth.lock().map_err(|_| self.err("auth state poisoned"))? = Some(header);
+        *self
+            .auth
+            .lock()
+            .map_err(|_| self.err("auth state poisoned"))? = Some(header);
         Ok(())
     }
 
     /// Fetch a manifest or index; returns bytes, digest and media type.
-    pub fn get_manifest(&self, reference: &str, limit: u64) -> Result<(Vec<u8>, Digest, Option<String>)> {
+    pub fn get_manifest(
+        &self,
+        reference: &str,
+        limit: u64,
+    ) -> Result<(Vec<u8>, Digest, Option<String>)> {
         let resp = self.send(
             "GET",
             &self.url(&format!("manifests/{reference}")),
             &[("Accept", manifest::ACCEPT.join(", "))],
             &Body::None,
         )?;
-        let mt = resp.header("content-type").map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+        let mt = resp
+            .header("content-type")
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
         let mut buf = Vec::new();
-        resp.into_reader().take(limit + 1).read_to_end(&mut buf).ctx(|| "read manifest".to_owned())?;
+        resp.into_reader()
+            .take(limit + 1)
+            .read_to_end(&mut buf)
+            .ctx(|| "read manifest".to_owned())?;
         if buf.len() as u64 > limit {
-            return Err(Error::LimitExceeded(format!("manifest larger than {limit} bytes")));
+            return Err(Error::LimitExceeded(format!(
+                "manifest larger than {limit} bytes"
+            )));
         }
         let d = Digest::of(&buf);
         if let Ok(expected) = Digest::parse(reference) {
             if expected != d {
-                return Err(Error::DigestMismatch { expected: expected.to_string(), actual: d.to_string() });
+                return Err(Error::DigestMismatch {
+                    expected: expected.to_string(),
+                    actual: d.to_string(),
+                });
             }
         }
         Ok((buf, d, mt))
@@ -222,12 +300,22 @@ impl Client {
     /// Download a blob into the store, resuming a partial download and
     /// verifying the digest. Another process fetching the same blob makes
     /// this one wait and then reuse its result.
-    fn fetch_blob(&self, store: &Store, d: &Digest, size: u64, bar: &ProgressBar, retries: u32) -> Result<u64> {
+    fn fetch_blob(
+        &self,
+        store: &Store,
+        d: &Digest,
+        size: u64,
+        bar: &ProgressBar,
+        retries: u32,
+    ) -> Result<u64> {
         if store.has_blob(d) {
             return Ok(0);
         }
         let ingest = store.root().join("ingest");
-        let _lock = FileLock::acquire(&ingest.join(format!("{}.lock", d.hex())), LockKind::Exclusive)?;
+        let _lock = FileLock::acquire(
+            &ingest.join(format!("{}.lock", d.hex())),
+            LockKind::Exclusive,
+        )?;
         if store.has_blob(d) {
             return Ok(0);
         }
@@ -260,7 +348,14 @@ impl Client {
         Ok(fetched)
     }
 
-    fn fetch_once(&self, d: &Digest, size: u64, partial: &Path, bar: &ProgressBar, max: u64) -> Result<u64> {
+    fn fetch_once(
+        &self,
+        d: &Digest,
+        size: u64,
+        partial: &Path,
+        bar: &ProgressBar,
+        max: u64,
+    ) -> Result<u64> {
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -273,7 +368,12 @@ impl Client {
         if have > 0 {
             headers.push(("Range", format!("bytes={have}-")));
         }
-        let resp = self.send("GET", &self.url(&format!("blobs/{d}")), &headers, &Body::None)?;
+        let resp = self.send(
+            "GET",
+            &self.url(&format!("blobs/{d}")),
+            &headers,
+            &Body::None,
+        )?;
         let mut hasher = Hashing::new(io::sink());
         if have > 0 && resp.status() == 206 {
             f.seek(SeekFrom::Start(0)).ctx(|| "rewind".to_owned())?;
@@ -288,12 +388,17 @@ impl Client {
         let mut w = io::BufWriter::with_capacity(1 << 20, &mut f);
         let mut n_total = 0;
         loop {
-            let n = r.read(&mut buf).map_err(|e| self.err(format!("download {}: {e}", d.short())))?;
+            let n = r
+                .read(&mut buf)
+                .map_err(|e| self.err(format!("download {}: {e}", d.short())))?;
             if n == 0 {
                 break;
             }
             if hasher.count() + n as u64 > max || (size > 0 && hasher.count() + n as u64 > size) {
-                return Err(Error::LimitExceeded(format!("blob {} larger than announced {size} bytes", d.short())));
+                return Err(Error::LimitExceeded(format!(
+                    "blob {} larger than announced {size} bytes",
+                    d.short()
+                )));
             }
             w.write_all(&buf[..n]).ctx(|| "write partial".to_owned())?;
             hasher.write_all(&buf[..n]).ctx(|| "hash".to_owned())?;
@@ -304,10 +409,16 @@ impl Client {
         drop(w);
         let (_, actual, count) = hasher.finish();
         if size > 0 && count < size {
-            return Err(self.err(format!("blob {} ended after {count} of {size} bytes", d.short())));
+            return Err(self.err(format!(
+                "blob {} ended after {count} of {size} bytes",
+                d.short()
+            )));
         }
         if actual != *d {
-            return Err(Error::DigestMismatch { expected: d.to_string(), actual: actual.to_string() });
+            return Err(Error::DigestMismatch {
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            });
         }
         Ok(n_total)
     }
@@ -326,7 +437,11 @@ impl Client {
             .header("location")
             .ok_or_else(|| self.err("upload without Location"))?
             .to_owned();
-        let loc = if loc.starts_with('/') { format!("{}{loc}", self.base) } else { loc };
+        let loc = if loc.starts_with('/') {
+            format!("{}{loc}", self.base)
+        } else {
+            loc
+        };
         let sep = if loc.contains('?') { '&' } else { '?' };
         let url = format!("{loc}{sep}digest={d}");
         self.send(
@@ -350,7 +465,9 @@ fn bars(opts: &RegistryOptions) -> MultiProgress {
 
 fn bar(mp: &MultiProgress, label: &str, len: u64) -> ProgressBar {
     let b = mp.add(ProgressBar::new(len));
-    if let Ok(s) = ProgressStyle::with_template("{prefix}: [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}") {
+    if let Ok(s) =
+        ProgressStyle::with_template("{prefix}: [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+    {
         b.set_style(s.progress_chars("=> "));
     }
     b.set_prefix(label.to_owned());
@@ -362,7 +479,8 @@ fn bar(mp: &MultiProgress, label: &str, len: u64) -> ProgressBar {
 pub fn pull(store: &Store, reference: &Reference, opts: &RegistryOptions) -> Result<Pulled> {
     let client = Client::new(reference, opts, false)?;
     let _ingest = store.ingest_guard()?;
-    let (bytes, top_digest, mt) = client.get_manifest(&reference.manifest_ref(), store.limits.max_document)?;
+    let (bytes, top_digest, mt) =
+        client.get_manifest(&reference.manifest_ref(), store.limits.max_document)?;
     let (bytes, _) = match manifest::kind_of(&bytes, mt.as_deref())? {
         Kind::Index => {
             let d = manifest::select_platform(&manifest::parse_index(&bytes)?)?;
@@ -395,8 +513,18 @@ pub fn pull(store: &Store, reference: &Reference, opts: &RegistryOptions) -> Res
         }
     };
     let md = store.put_blob(&bytes)?;
-    let tags: Vec<Reference> = reference.tag.as_ref().filter(|_| reference.digest.is_none()).map(|t| reference.with_tag(t)).into_iter().collect();
-    let image = store.commit_image(&md, &tags, Some(format!("{}@{top_digest}", reference.name())))?;
+    let tags: Vec<Reference> = reference
+        .tag
+        .as_ref()
+        .filter(|_| reference.digest.is_none())
+        .map(|t| reference.with_tag(t))
+        .into_iter()
+        .collect();
+    let image = store.commit_image(
+        &md,
+        &tags,
+        Some(format!("{}@{top_digest}", reference.name())),
+    )?;
     Ok(Pulled {
         image,
         digest: top_digest,
@@ -407,14 +535,26 @@ pub fn pull(store: &Store, reference: &Reference, opts: &RegistryOptions) -> Res
 }
 
 /// Fetch and convert layers with `opts.parallel` workers.
-fn fetch_layers(store: &Store, client: &Client, layers: &[Layer], opts: &RegistryOptions, mp: &MultiProgress) -> Result<u64> {
+fn fetch_layers(
+    store: &Store,
+    client: &Client,
+    layers: &[Layer],
+    opts: &RegistryOptions,
+    mp: &MultiProgress,
+) -> Result<u64> {
     let queue = Mutex::new(layers.iter().collect::<Vec<_>>());
     let total = Mutex::new(0u64);
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..opts.parallel.max(1) {
             s.spawn(|| loop {
-                let next = queue.lock().ok().and_then(|mut q| if q.is_empty() { None } else { Some(q.remove(0)) });
+                let next = queue.lock().ok().and_then(|mut q| {
+                    if q.is_empty() {
+                        None
+                    } else {
+                        Some(q.remove(0))
+                    }
+                });
                 let Some(l) = next else { break };
                 if errors.lock().map(|e| !e.is_empty()).unwrap_or(true) {
                     break;
@@ -447,10 +587,19 @@ fn fetch_layers(store: &Store, client: &Client, layers: &[Layer], opts: &Registr
 }
 
 /// Push a stored image to `dest`; returns the manifest digest.
-pub fn push(store: &Store, image: &str, dest: &Reference, opts: &RegistryOptions) -> Result<Digest> {
+pub fn push(
+    store: &Store,
+    image: &str,
+    dest: &Reference,
+    opts: &RegistryOptions,
+) -> Result<Digest> {
     let img = store.image(image)?;
     let client = Client::new(dest, opts, true)?;
-    let mut blobs: Vec<(Digest, u64)> = img.layers.iter().map(|l| (l.digest.clone(), l.size)).collect();
+    let mut blobs: Vec<(Digest, u64)> = img
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), l.size))
+        .collect();
     blobs.push((img.id.clone(), store.blob_size(&img.id).unwrap_or(0)));
     let mp = bars(opts);
     for (d, size) in &blobs {
@@ -461,22 +610,35 @@ pub fn push(store: &Store, image: &str, dest: &Reference, opts: &RegistryOptions
         client.upload_blob(store, d)?;
         b.finish_and_clear();
     }
-    let bytes = fs::read(store.blob_path(&img.manifest_digest)).ctx(|| "read manifest".to_owned())?;
+    let bytes =
+        fs::read(store.blob_path(&img.manifest_digest)).ctx(|| "read manifest".to_owned())?;
     let mt = img
         .manifest
         .media_type()
         .as_ref()
         .map_or_else(|| manifest::OCI_MANIFEST.to_owned(), |m| m.to_string());
     let r = dest.manifest_ref();
-    let resp = client.send("PUT", &client.url(&format!("manifests/{r}")), &[("Content-Type", mt)], &Body::Bytes(&bytes))?;
-    if let Some(d) = resp.header("docker-content-digest").and_then(|d| Digest::parse(d).ok()) {
+    let resp = client.send(
+        "PUT",
+        &client.url(&format!("manifests/{r}")),
+        &[("Content-Type", mt)],
+        &Body::Bytes(&bytes),
+    )?;
+    if let Some(d) = resp
+        .header("docker-content-digest")
+        .and_then(|d| Digest::parse(d).ok())
+    {
         if d != img.manifest_digest {
-            return Err(client.err(format!("registry stored manifest as {d}, expected {}", img.manifest_digest)));
+            return Err(client.err(format!(
+                "registry stored manifest as {d}, expected {}",
+                img.manifest_digest
+            )));
         }
     }
     let mut g = store.lock_state()?;
     if let Some(rec) = g.state.images.get_mut(&img.manifest_digest) {
-        rec.repo_digests.insert(format!("{}@{}", dest.name(), img.manifest_digest));
+        rec.repo_digests
+            .insert(format!("{}@{}", dest.name(), img.manifest_digest));
         g.save()?;
     }
     Ok(img.manifest_digest.clone())
@@ -491,11 +653,13 @@ pub fn list_tags(reference: &Reference, opts: &RegistryOptions) -> Result<Vec<St
         tags: Option<Vec<String>>,
     }
     let mut buf = Vec::new();
-    resp.into_reader().take(4 << 20).read_to_end(&mut buf).ctx(|| "read tags".to_owned())?;
+    resp.into_reader()
+        .take(4 << 20)
+        .read_to_end(&mut buf)
+        .ctx(|| "read tags".to_owned())?;
     let t: Tags = serde_json::from_slice(&buf).map_err(|e| malformed("tag list", e))?;
     Ok(t.tags.unwrap_or_default())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -244,7 +244,10 @@ impl Store {
             .read_to_end(&mut buf)
             .ctx(|| format!("read blob {d}"))?;
         if buf.len() as u64 > self.limits.max_document {
-            return Err(Error::LimitExceeded(format!("document {d} larger than {} bytes", self.limits.max_document)));
+            return Err(Error::LimitExceeded(format!(
+                "document {d} larger than {} bytes",
+                self.limits.max_document
+            )));
         }
         Ok(buf)
     }
@@ -276,7 +279,11 @@ impl Store {
     }
 
     /// Copy a reader into the store, verifying it against `expected`.
-    pub fn put_blob_from(&self, r: &mut dyn Read, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+    pub fn put_blob_from(
+        &self,
+        r: &mut dyn Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64)> {
         if let Some(d) = expected.filter(|d| self.has_blob(d)) {
             let size = self.blob_size(d).unwrap_or(0);
             std::io::copy(r, &mut std::io::sink()).ctx(|| "skip blob".to_owned())?;
@@ -294,7 +301,11 @@ impl Store {
         let m: ImageManifest =
             serde_json::from_slice(bytes).map_err(|e| malformed("image manifest", e))?;
         if m.layers().len() > self.limits.max_layers {
-            return Err(Error::LimitExceeded(format!("{} layers (max {})", m.layers().len(), self.limits.max_layers)));
+            return Err(Error::LimitExceeded(format!(
+                "{} layers (max {})",
+                m.layers().len(),
+                self.limits.max_layers
+            )));
         }
         Ok(m)
     }
@@ -338,9 +349,11 @@ impl Store {
                 if state.images.contains_key(d) {
                     return Ok(d.clone());
                 }
-                if let Some((m, _)) = state.images.iter().find(|(_, rec)| {
-                    rec.repo_digests.contains(&format!("{}@{d}", r.name()))
-                }) {
+                if let Some((m, _)) = state
+                    .images
+                    .iter()
+                    .find(|(_, rec)| rec.repo_digests.contains(&format!("{}@{d}", r.name())))
+                {
                     return Ok(m.clone());
                 }
             } else if let Some(d) = state.tags.get(&r.to_string()) {
@@ -366,7 +379,10 @@ impl Store {
                     return Ok((*tagged.or(hits.iter().next()).ok_or_else(not_found)?).clone());
                 }
                 _ => {
-                    return Err(Error::InvalidReference(input.to_owned(), "ambiguous image ID prefix"))
+                    return Err(Error::InvalidReference(
+                        input.to_owned(),
+                        "ambiguous image ID prefix",
+                    ))
                 }
             }
         }
@@ -408,7 +424,10 @@ impl Store {
         let layers = layers_of(&manifest, &config)?;
         for l in &layers {
             if !self.has_blob(&l.digest) {
-                return Err(Error::Store(self.root.clone(), format!("layer blob {} missing", l.digest)));
+                return Err(Error::Store(
+                    self.root.clone(),
+                    format!("layer blob {} missing", l.digest),
+                ));
             }
         }
         for l in &layers {
@@ -483,7 +502,10 @@ impl Store {
         let (d, n) = crate::layerdisk::hash_stream(&mut f)?;
         if let Some(e) = expected {
             if *e != d {
-                return Err(Error::DigestMismatch { expected: e.to_string(), actual: d.to_string() });
+                return Err(Error::DigestMismatch {
+                    expected: e.to_string(),
+                    actual: d.to_string(),
+                });
             }
         }
         if !self.has_blob(&d) {
@@ -498,7 +520,10 @@ impl Store {
     pub fn tag(&self, source: &str, target: &str) -> Result<Reference> {
         let target = Reference::parse(target)?;
         if target.digest.is_some() {
-            return Err(Error::InvalidReference(target.to_string(), "cannot tag with a digest"));
+            return Err(Error::InvalidReference(
+                target.to_string(),
+                "cannot tag with a digest",
+            ));
         }
         let mut g = self.lock_state()?;
         let m = self.resolve_in(&g.state, source)?;
@@ -553,7 +578,11 @@ impl Store {
                 if !users.is_empty() && !force {
                     return Err(Error::ImageInUse {
                         image: config.short().to_owned(),
-                        containers: users.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                        containers: users
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     });
                 }
                 for t in &tags {
@@ -631,7 +660,10 @@ impl Store {
                 Ok(i) => i,
                 Err(e) => {
                     // Never delete what we could not account for.
-                    return Err(Error::Store(self.root.clone(), format!("gc: image {m}: {e}")));
+                    return Err(Error::Store(
+                        self.root.clone(),
+                        format!("gc: image {m}: {e}"),
+                    ));
                 }
             };
             for l in &img.layers {
@@ -715,7 +747,11 @@ pub fn layers_of(m: &ImageManifest, c: &ImageConfiguration) -> Result<Vec<Layer>
     if diff_ids.len() != m.layers().len() {
         return Err(malformed(
             "image",
-            format!("{} layers but {} diff_ids", m.layers().len(), diff_ids.len()),
+            format!(
+                "{} layers but {} diff_ids",
+                m.layers().len(),
+                diff_ids.len()
+            ),
         ));
     }
     m.layers()
@@ -784,7 +820,10 @@ impl Ingest<'_> {
                 });
             }
         }
-        let tmp = w.into_inner().map_err(|e| e.into_error()).ctx(|| "flush blob".to_owned())?;
+        let tmp = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx(|| "flush blob".to_owned())?;
         tmp.as_file().sync_all().ctx(|| "fsync blob".to_owned())?;
         let dest = self.store.blob_path(&digest);
         tmp.persist(&dest)

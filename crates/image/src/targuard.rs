@@ -87,9 +87,12 @@ impl<R: Read> TarGuard<R> {
     fn observe(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             if self.data_left > 0 {
-                let take = usize::try_from(self.data_left.min(bytes.len() as u64)).unwrap_or(bytes.len());
+                let take =
+                    usize::try_from(self.data_left.min(bytes.len() as u64)).unwrap_or(bytes.len());
                 if let Some((buf, want)) = &mut self.pax {
-                    let room = usize::try_from(*want).unwrap_or(0).saturating_sub(buf.len());
+                    let room = usize::try_from(*want)
+                        .unwrap_or(0)
+                        .saturating_sub(buf.len());
                     buf.extend_from_slice(&bytes[..take.min(room)]);
                 }
                 self.data_left -= take as u64;
@@ -132,7 +135,10 @@ impl<R: Read> TarGuard<R> {
             if size > self.max_extension {
                 return Err(Self::stop(
                     true,
-                    format!("tar extension header of {size} bytes (limit {})", self.max_extension),
+                    format!(
+                        "tar extension header of {size} bytes (limit {})",
+                        self.max_extension
+                    ),
                 ));
             }
             if kind == b'x' || kind == b'X' {
@@ -144,7 +150,10 @@ impl<R: Read> TarGuard<R> {
             }
             self.entries += 1;
             if self.entries > self.max_entries {
-                return Err(Self::stop(false, format!("more than {} entries in a layer", self.max_entries)));
+                return Err(Self::stop(
+                    false,
+                    format!("more than {} entries in a layer", self.max_entries),
+                ));
             }
         }
         let padded = size
@@ -154,7 +163,10 @@ impl<R: Read> TarGuard<R> {
         if padded > self.max_total {
             return Err(Self::stop(
                 false,
-                format!("tar entry of {size} bytes exceeds the layer limit of {} bytes", self.max_total),
+                format!(
+                    "tar entry of {size} bytes exceeds the layer limit of {} bytes",
+                    self.max_total
+                ),
             ));
         }
         if kind == b'S' && h[482] != 0 {

@@ -133,7 +133,7 @@ fn unpack_entry<R: Read>(
         }
         let target = parent.join(OsStr::from_bytes(victim));
         remove_existing(&target)?;
-        mknod(&target, libc::S_IFCHR | 0o000, 0)?;
+        mknod(&target, libc::S_IFCHR, 0)?;
         return Ok(());
     }
     let target = parent.join(name);
@@ -142,7 +142,10 @@ fn unpack_entry<R: Read>(
         remove_existing(&target)?;
     }
     let header = entry.header();
-    let mode = header.mode().map_err(|e| hostile(format!("bad mode: {e}")))? & 0o7777;
+    let mode = header
+        .mode()
+        .map_err(|e| hostile(format!("bad mode: {e}")))?
+        & 0o7777;
     use tar::EntryType as T;
     match kind {
         T::Regular | T::Continuous | T::GNUSparse => {
@@ -183,8 +186,12 @@ fn unpack_entry<R: Read>(
             };
             let lparent = existing_parents(dest, lparents)?;
             let src = lparent.join(lname);
-            let m = fs::symlink_metadata(&src)
-                .map_err(|_| hostile(format!("hardlink to missing {:?}", String::from_utf8_lossy(&link))))?;
+            let m = fs::symlink_metadata(&src).map_err(|_| {
+                hostile(format!(
+                    "hardlink to missing {:?}",
+                    String::from_utf8_lossy(&link)
+                ))
+            })?;
             if m.is_dir() {
                 return Err(hostile("hardlink to a directory"));
             }
@@ -222,7 +229,12 @@ fn ensure_parents(dest: &Path, parents: &[&OsStr]) -> Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(hostile(format!("path through symlink {}", rel(dest, &p))))
             }
-            Ok(_) => return Err(hostile(format!("path through non-directory {}", rel(dest, &p)))),
+            Ok(_) => {
+                return Err(hostile(format!(
+                    "path through non-directory {}",
+                    rel(dest, &p)
+                )))
+            }
             Err(_) => {
                 fs::create_dir(&p).ctx(|| format!("mkdir {}", p.display()))?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
@@ -276,14 +288,16 @@ fn write_sparse(r: &mut dyn Read, mut f: File, path: &Path) -> Result<()> {
             f.seek(SeekFrom::Current(filled as i64))
                 .ctx(|| format!("seek {}", path.display()))?;
         } else {
-            f.write_all(chunk).ctx(|| format!("write {}", path.display()))?;
+            f.write_all(chunk)
+                .ctx(|| format!("write {}", path.display()))?;
         }
         len += filled as u64;
         if filled < BLK {
             break;
         }
     }
-    f.set_len(len).ctx(|| format!("truncate {}", path.display()))?;
+    f.set_len(len)
+        .ctx(|| format!("truncate {}", path.display()))?;
     Ok(())
 }
 
@@ -297,7 +311,10 @@ fn not_root_hint(e: io::Error, what: String) -> Error {
             "{what}: permission denied; converting layers needs root (CAP_MKNOD, CAP_CHOWN, trusted.* xattrs)"
         ))
     } else {
-        Error::Io { context: what, source: e }
+        Error::Io {
+            context: what,
+            source: e,
+        }
     }
 }
 
@@ -305,7 +322,10 @@ fn mknod(p: &Path, mode: u32, dev: libc::dev_t) -> Result<()> {
     let c = cpath(p)?;
     // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
     if unsafe { libc::mknod(c.as_ptr(), mode, dev) } != 0 {
-        return Err(not_root_hint(io::Error::last_os_error(), format!("mknod {}", p.display())));
+        return Err(not_root_hint(
+            io::Error::last_os_error(),
+            format!("mknod {}", p.display()),
+        ));
     }
     Ok(())
 }
@@ -315,7 +335,13 @@ fn set_xattr(p: &Path, name: &str, value: &[u8]) -> Result<()> {
     let n = CString::new(name).map_err(|_| hostile("xattr name contains NUL"))?;
     // SAFETY: path and name are valid C strings; value points to value.len() bytes.
     let rc = unsafe {
-        libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
     };
     if rc != 0 {
         return Err(not_root_hint(
@@ -335,7 +361,12 @@ fn set_mtime(p: &Path, mtime: i64) -> Result<()> {
     let times = [t, t];
     // SAFETY: valid path and a two-element timespec array, as utimensat requires.
     let rc = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error()).ctx(|| format!("set times of {}", p.display()));
@@ -357,7 +388,10 @@ fn apply_meta<R: Read>(entry: &mut tar::Entry<'_, R>, p: &Path, is_symlink: bool
     let c = cpath(p)?;
     // SAFETY: valid path; lchown never follows a symlink.
     if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
-        return Err(not_root_hint(io::Error::last_os_error(), format!("chown {}", p.display())));
+        return Err(not_root_hint(
+            io::Error::last_os_error(),
+            format!("chown {}", p.display()),
+        ));
     }
     if let Ok(Some(exts)) = entry.pax_extensions() {
         for ext in exts {

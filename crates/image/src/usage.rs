@@ -61,14 +61,31 @@ pub fn disk_usage(store: &Store) -> Result<DiskUsage> {
                 unique += b;
             }
         }
-        let containers = state.users.values().filter(|m| **m == i.manifest_digest).count();
+        let containers = state
+            .users
+            .values()
+            .filter(|m| **m == i.manifest_digest)
+            .count();
         if containers > 0 {
             for f in fs {
                 used_files.insert(f, ());
             }
         }
-        out.push(ImageUsage { image: i, size: shared + unique, shared, unique, containers });
+        out.push(ImageUsage {
+            image: i,
+            size: shared + unique,
+            shared,
+            unique,
+            containers,
+        });
     }
-    let in_use: u64 = used_files.keys().map(|p| sizes.get(*p).copied().unwrap_or(0)).sum();
-    Ok(DiskUsage { images: out, total, reclaimable: total - in_use.min(total) })
+    let in_use: u64 = used_files
+        .keys()
+        .map(|p| sizes.get(*p).copied().unwrap_or(0))
+        .sum();
+    Ok(DiskUsage {
+        images: out,
+        total,
+        reclaimable: total - in_use.min(total),
+    })
 }

@@ -1,6 +1,8 @@
 //! The store end to end, offline: import, the busybox starter, save/load
 //! round trips, commit with whiteouts, rmi/prune/GC and container users.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 
@@ -9,7 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use skiff_image::{archive, busybox, commit, Error, Store};
 
 fn ready() -> bool {
-    require("root (layer conversion)", is_root()) && require("mkfs.erofs (erofs-utils)", have_tool("mkfs.erofs"))
+    require("root (layer conversion)", is_root())
+        && require("mkfs.erofs (erofs-utils)", have_tool("mkfs.erofs"))
 }
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -19,7 +22,9 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 fn blob_count(s: &Store) -> usize {
-    std::fs::read_dir(s.root().join("blobs/sha256")).unwrap().count()
+    std::fs::read_dir(s.root().join("blobs/sha256"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -29,7 +34,12 @@ fn import_tag_rmi_and_gc() {
     }
     let (_d, s) = store();
     let tar = tar_of(&[E::Dir("etc/"), E::File("etc/hello", b"hi")]);
-    let img = archive::import(&s, Box::new(std::io::Cursor::new(gzip(&tar))), &[skiff_image::Reference::parse("demo:1").unwrap()]).unwrap();
+    let img = archive::import(
+        &s,
+        Box::new(std::io::Cursor::new(gzip(&tar))),
+        &[skiff_image::Reference::parse("demo:1").unwrap()],
+    )
+    .unwrap();
     assert_eq!(img.layers.len(), 1);
     // Stored uncompressed: the digest is the diff_id.
     assert_eq!(img.layers[0].digest, img.layers[0].diff_id);
@@ -49,7 +59,10 @@ fn import_tag_rmi_and_gc() {
     assert!(matches!(e, Error::ImageInUse { .. }), "{e}");
     s.release_image("c1").unwrap();
     let out = s.remove("demo:1", false).unwrap();
-    assert!(out.iter().any(|l| l.starts_with("Deleted: sha256:")), "{out:?}");
+    assert!(
+        out.iter().any(|l| l.starts_with("Deleted: sha256:")),
+        "{out:?}"
+    );
     assert!(matches!(s.image("demo:1"), Err(Error::ImageNotFound(_))));
     assert_eq!(blob_count(&s), 0, "GC left blobs behind");
     assert!(!disks[0].exists(), "GC left the layer disk");
@@ -57,14 +70,22 @@ fn import_tag_rmi_and_gc() {
 
 #[test]
 fn busybox_is_deterministic_and_round_trips_through_save() {
-    if !ready() || !require("/bin/busybox (busybox-static)", std::path::Path::new("/bin/busybox").is_file()) {
+    if !ready()
+        || !require(
+            "/bin/busybox (busybox-static)",
+            std::path::Path::new("/bin/busybox").is_file(),
+        )
+    {
         return;
     }
     let (_d, s) = store();
     let a = busybox::build(&s, "/bin/busybox".as_ref(), "busybox:latest").unwrap();
     let b = busybox::build(&s, "/bin/busybox".as_ref(), "busybox:latest").unwrap();
     assert_eq!(a.id, b.id);
-    assert_eq!(a.config.config().as_ref().unwrap().cmd().as_ref().unwrap(), &vec!["sh".to_string()]);
+    assert_eq!(
+        a.config.config().as_ref().unwrap().cmd().as_ref().unwrap(),
+        &vec!["sh".to_string()]
+    );
 
     let mut out = Vec::new();
     archive::save(&s, &["busybox".into()], &mut out).unwrap();
@@ -75,10 +96,16 @@ fn busybox_is_deterministic_and_round_trips_through_save() {
     let loaded = archive::load(&s2, &path).unwrap();
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].image.id, a.id);
-    assert_eq!(loaded[0].names[0].to_string(), "docker.io/library/busybox:latest");
+    assert_eq!(
+        loaded[0].names[0].to_string(),
+        "docker.io/library/busybox:latest"
+    );
     // Byte-identical blobs.
     for l in &a.layers {
-        assert_eq!(std::fs::read(s.blob_path(&l.digest)).unwrap(), std::fs::read(s2.blob_path(&l.digest)).unwrap());
+        assert_eq!(
+            std::fs::read(s.blob_path(&l.digest)).unwrap(),
+            std::fs::read(s2.blob_path(&l.digest)).unwrap()
+        );
     }
     assert_eq!(loaded[0].image.manifest_digest, a.manifest_digest);
 }
@@ -94,7 +121,10 @@ fn hostile_import_leaves_nothing() {
     assert!(matches!(e, Error::HostileLayer(_)), "{e}");
     assert_eq!(blob_count(&s), 0);
     assert_eq!(std::fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(s.root().join("layers")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(s.root().join("layers")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -103,8 +133,18 @@ fn commit_turns_overlay_upper_into_whiteouts() {
         return;
     }
     let (_d, s) = store();
-    let base = tar_of(&[E::Dir("etc/"), E::File("etc/a", b"a"), E::Dir("opq/"), E::File("opq/old", b"o")]);
-    archive::import(&s, Box::new(std::io::Cursor::new(base)), &[skiff_image::Reference::parse("base").unwrap()]).unwrap();
+    let base = tar_of(&[
+        E::Dir("etc/"),
+        E::File("etc/a", b"a"),
+        E::Dir("opq/"),
+        E::File("opq/old", b"o"),
+    ]);
+    archive::import(
+        &s,
+        Box::new(std::io::Cursor::new(base)),
+        &[skiff_image::Reference::parse("base").unwrap()],
+    )
+    .unwrap();
 
     // An upper dir as overlayfs leaves it.
     let up = tempfile::tempdir().unwrap();
@@ -117,7 +157,8 @@ fn commit_turns_overlay_upper_into_whiteouts() {
     let c = std::ffi::CString::new(u.join("opq").to_str().unwrap()).unwrap();
     let n = std::ffi::CString::new("trusted.overlay.opaque").unwrap();
     // SAFETY: valid C strings, one-byte value.
-    assert_eq!(unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), b"y".as_ptr().cast(), 1, 0) }, 0);
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    assert_eq!(rc, 0);
     std::fs::write(u.join("opq/new"), b"n").unwrap();
     std::fs::write(u.join("f1"), b"same").unwrap();
     std::fs::hard_link(u.join("f1"), u.join("f2")).unwrap();
@@ -128,12 +169,20 @@ fn commit_turns_overlay_upper_into_whiteouts() {
     let mut ar = tar::Archive::new(&tar[..]);
     for e in ar.entries().unwrap() {
         let e = e.unwrap();
-        names.push((e.path().unwrap().display().to_string(), e.header().entry_type()));
+        names.push((
+            e.path().unwrap().display().to_string(),
+            e.header().entry_type(),
+        ));
     }
     let has = |n: &str| names.iter().any(|(p, _)| p.trim_end_matches('/') == n);
     assert!(has("etc/.wh.a"), "{names:?}");
     assert!(has("opq/.wh..wh..opq"), "{names:?}");
-    assert!(names.iter().any(|(p, k)| p == "f2" && *k == tar::EntryType::Link), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|(p, k)| p == "f2" && *k == tar::EntryType::Link),
+        "{names:?}"
+    );
 
     let change = commit::ConfigChange {
         cmd: Some(vec!["/bin/true".into()]),
@@ -149,7 +198,10 @@ fn commit_turns_overlay_upper_into_whiteouts() {
     let disks = s.layer_disks(&img).unwrap();
     assert_eq!(disks.len(), 2);
     // The base layer disk is shared with the parent image.
-    assert_eq!(disks[0], s.layer_disks(&s.image("base").unwrap()).unwrap()[0]);
+    assert_eq!(
+        disks[0],
+        s.layer_disks(&s.image("base").unwrap()).unwrap()[0]
+    );
     assert!(std::fs::metadata(&disks[1]).unwrap().size() > 0);
 }
 
@@ -166,12 +218,35 @@ fn concurrent_imports_of_one_layer_store_it_once() {
             let (root, tar) = (root.clone(), tar.clone());
             sc.spawn(move || {
                 let s = Store::open(root).unwrap();
-                archive::import(&s, Box::new(std::io::Cursor::new(tar)), &[skiff_image::Reference::parse(&format!("img{i}")).unwrap()]).unwrap();
+                archive::import(
+                    &s,
+                    Box::new(std::io::Cursor::new(tar)),
+                    &[skiff_image::Reference::parse(&format!("img{i}")).unwrap()],
+                )
+                .unwrap();
             });
         }
     });
-    assert_eq!(std::fs::read_dir(root.join("layers")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "erofs")).count(), 1);
-    let ids: std::collections::BTreeSet<_> = (0..4).map(|i| s.image(&format!("img{i}")).unwrap().id).collect();
+    assert_eq!(
+        std::fs::read_dir(root.join("layers"))
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "erofs"))
+            .count(),
+        1
+    );
+    let ids: std::collections::BTreeSet<_> = (0..4)
+        .map(|i| s.image(&format!("img{i}")).unwrap().id)
+        .collect();
     assert_eq!(ids.len(), 1, "same content, same image");
-    assert_eq!(std::fs::read_dir(root.join("blobs/sha256")).unwrap().count(), 3);
+    assert_eq!(
+        std::fs::read_dir(root.join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        3
+    );
 }

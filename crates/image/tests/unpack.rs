@@ -1,5 +1,7 @@
 //! The layer unpacker: whiteout translation, metadata, and hostile tars.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 use common::*;
 
@@ -47,9 +49,18 @@ fn translates_whiteouts_and_keeps_metadata() {
     let m = std::fs::metadata(p.join("etc/shadow")).unwrap();
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4640, 1000, 42));
     assert_eq!(m.nlink(), 2);
-    assert_eq!(std::fs::read_link(p.join("bin")).unwrap(), Path::new("/usr/bin"));
-    assert_eq!(std::fs::read(p.join("usr/lib/implicit/parents")).unwrap(), b"x");
-    assert_eq!(xattr(&p.join("opaque"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        std::fs::read_link(p.join("bin")).unwrap(),
+        Path::new("/usr/bin")
+    );
+    assert_eq!(
+        std::fs::read(p.join("usr/lib/implicit/parents")).unwrap(),
+        b"x"
+    );
+    assert_eq!(
+        xattr(&p.join("opaque"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert!(!p.join("opaque/.wh..wh..opq").exists());
     let w = std::fs::symlink_metadata(p.join("etc/gone")).unwrap();
     assert!(w.file_type().is_char_device());
@@ -57,8 +68,14 @@ fn translates_whiteouts_and_keeps_metadata() {
     let n = std::fs::symlink_metadata(p.join("dev/null")).unwrap();
     assert!(n.file_type().is_char_device());
     assert_eq!(n.rdev(), libc::makedev(1, 3));
-    assert!(std::fs::symlink_metadata(p.join("run/fifo")).unwrap().file_type().is_fifo());
-    assert_eq!(xattr(&p.join("cap"), "user.test").as_deref(), Some(&b"v1"[..]));
+    assert!(std::fs::symlink_metadata(p.join("run/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(
+        xattr(&p.join("cap"), "user.test").as_deref(),
+        Some(&b"v1"[..])
+    );
 }
 
 #[test]
@@ -76,7 +93,11 @@ fn sparse_files_stay_sparse() {
     r.unwrap();
     let m = std::fs::metadata(d.path().join("big")).unwrap();
     assert_eq!(m.len(), 8 << 20);
-    assert!(m.blocks() * 512 < 1 << 20, "allocated {} blocks", m.blocks());
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "allocated {} blocks",
+        m.blocks()
+    );
     assert_eq!(std::fs::read(d.path().join("big")).unwrap(), data);
 }
 
@@ -116,7 +137,11 @@ fn hostile_corpus_is_refused() {
         &tar_of(&[E::Symlink("l", "/etc"), E::Hardlink("h", "l/passwd")]),
         &lim,
     );
-    assert_hostile("whiteout dotdot", &tar_of(&[E::File("a/.wh...", b"")]), &lim);
+    assert_hostile(
+        "whiteout dotdot",
+        &tar_of(&[E::File("a/.wh...", b"")]),
+        &lim,
+    );
 
     // A GNU long name header claiming 1 TiB.
     let mut h = tar::Header::new_gnu();
@@ -145,7 +170,11 @@ fn hostile_corpus_is_refused() {
     assert!(bomb.len() < 1 << 20);
     let d = tempfile::tempdir().unwrap();
     let r = unpack::unpack(flate2::read::GzDecoder::new(&bomb[..]), d.path(), &small);
-    assert!(matches!(r, Err(Error::LimitExceeded(_))), "{:?}", r.map(|_| ()));
+    assert!(
+        matches!(r, Err(Error::LimitExceeded(_))),
+        "{:?}",
+        r.map(|_| ())
+    );
 
     let many = Limits {
         max_entries: 10,

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: tar construction with raw names
 //! (the tar crate's builder refuses hostile paths, which we need to produce).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::Write;
 
@@ -119,4 +119,62 @@ pub fn have_tool(name: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// A layer for `write_layout`: tar bytes and how to compress them.
+pub struct TestLayer {
+    pub tar: Vec<u8>,
+    pub compression: &'static str, // "tar", "gzip", "zstd"
+}
+
+/// Write an OCI image layout for one image; returns the manifest digest.
+pub fn write_layout(dir: &std::path::Path, layers: &[TestLayer], tag: &str, cmd: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hex = |b: &[u8]| format!("{:x}", Sha256::digest(b));
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let h = hex(b);
+        std::fs::write(blobs.join(&h), b).unwrap();
+        format!("sha256:{h}")
+    };
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for l in layers {
+        diff_ids.push(format!("sha256:{}", hex(&l.tar)));
+        let (bytes, mt) = match l.compression {
+            "gzip" => (gzip(&l.tar), "application/vnd.oci.image.layer.v1.tar+gzip"),
+            "zstd" => (
+                zstd::encode_all(&l.tar[..], 3).unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+            _ => (l.tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
+        };
+        let d = put(&bytes);
+        descs.push(serde_json::json!({"mediaType": mt, "digest": d, "size": bytes.len()}));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": [cmd]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let cd = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": descs,
+    }))
+    .unwrap();
+    let md = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    md
 }
