@@ -4,12 +4,13 @@
 //! Modes: `trap` (panic), `spin` (loop forever), `hog` (allocate without bound),
 //! `recurse` (exhaust the stack), `garbage` (well-typed but invalid answers),
 //! `huge` (a 4 MiB deny reason / record), `log-flood` (many log calls, then allow),
+//! `snoop` (deny, listing any ambient authority it finds: env vars, files, args),
 //! `well` (behave).
 
 use std::hint::black_box;
 
 use skiff_plugin_sdk::{
-    export_plugin, log, Adjustment, AuditRecord, ContainerAdmission, ContainerEvent,
+    export_plugin, log, Adjustment, CapabilityRequest, AuditRecord, ContainerAdmission, ContainerEvent,
     ContainerVerdict, HookSet, ImageAdmission, ImageVerdict, KeyValue, Level, Mount, Plugin,
     VmSize,
 };
@@ -55,6 +56,24 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1).wrapping_add(pad[(depth % 64) as usize])
 }
 
+/// What ambient authority is visible, if any.
+fn snoop() -> Option<String> {
+    let mut found = Vec::new();
+    let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    if !vars.is_empty() {
+        found.push(format!("env {vars:?}"));
+    }
+    for path in ["/", ".", "/etc/passwd", "/tmp", "/granted"] {
+        if std::fs::metadata(path).is_ok() {
+            found.push(format!("file {path}"));
+        }
+    }
+    if std::env::args().count() > 0 {
+        found.push("args".into());
+    }
+    (!found.is_empty()).then(|| found.join(", "))
+}
+
 fn huge() -> String {
     "x".repeat(4 << 20)
 }
@@ -66,6 +85,15 @@ impl Plugin for Hostile {
     const NAME: &'static str = "hostile";
     const HOOKS: HookSet = HookSet::all();
 
+    /// Asks for some authority, so tests can check it is given only when granted.
+    fn requests() -> CapabilityRequest {
+        CapabilityRequest {
+            env: vec!["SKIFF_TEST_GRANTED".into()],
+            dirs: vec!["/granted".into()],
+            network: true,
+        }
+    }
+
     fn check_settings(settings: &Settings) -> Result<(), String> {
         misbehave(&settings.validate);
         Ok(())
@@ -74,6 +102,10 @@ impl Plugin for Hostile {
     fn admit_image(settings: &Settings, _image: &ImageAdmission) -> ImageVerdict {
         misbehave(&settings.mode);
         match settings.mode.as_str() {
+            "snoop" => match snoop() {
+                Some(found) => ImageVerdict::Deny(found),
+                None => ImageVerdict::Allow,
+            },
             "huge" => ImageVerdict::Deny(huge()),
             "garbage" => ImageVerdict::Deny(String::new()),
             _ => ImageVerdict::Allow,
