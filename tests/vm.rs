@@ -372,6 +372,29 @@ fn exec_into_a_running_container_and_stop_it() {
         ("main\nexec-test\n", "e\n", ExitStatus::Exited(5))
     );
 
+    // rlimits, supplementary groups, no_new_privs and umask from the OCI process spec.
+    let mut limited = ProcessSpec::new(vec![
+        "sh".into(),
+        "-c".into(),
+        "ulimit -n; ulimit -Hn; id -G; grep NoNewPrivs /proc/self/status; umask".into(),
+    ]);
+    limited.user = skiff_proto::User {
+        uid: 1000,
+        gid: 1000,
+        additional_gids: vec![10, 20],
+        umask: Some(0o077),
+    };
+    limited.rlimits = vec![skiff_proto::Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: 100,
+        hard: 200,
+    }];
+    limited.no_new_privileges = true;
+    exec_conn.start(10, false, &limited).unwrap();
+    let (out, err, status) = collect(&mut exec_conn, 10);
+    assert_eq!(status, ExitStatus::Exited(0), "{err}");
+    assert_eq!(out, "100\n200\n1000 10 20\nNoNewPrivs:\t1\n0077\n");
+
     let missing = ProcessSpec::new(vec!["nope".into()]);
     assert_eq!(
         exec_conn.start(8, false, &missing).unwrap(),

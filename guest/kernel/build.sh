@@ -25,6 +25,15 @@ if [[ -f "$out/bzImage" && -f "$out/vmlinux" ]]; then
     exit 0
 fi
 
+# One build at a time per cache: a second caller waits, then finds the result.
+mkdir -p "$cache/kernel"
+exec 9>"$cache/kernel/.lock"
+flock 9
+if [[ -f "$out/bzImage" && -f "$out/vmlinux" ]]; then
+    echo "$out"
+    exit 0
+fi
+
 work="$cache/kernel/build-$key"
 rm -rf "$work"
 mkdir -p "$work"

@@ -288,3 +288,91 @@ impl AgentConn {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_agent(send: &'static [u8]) -> UnixStream {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let _ = guest.write_all(send);
+            // Hold the connection open briefly, then hang up.
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        host
+    }
+
+    #[test]
+    fn garbage_from_the_guest_is_an_error_not_a_panic() {
+        let err = AgentConn::handshake(fake_agent(&[0xff; 32]), Duration::from_secs(5))
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+    }
+
+    #[test]
+    fn silent_guest_times_out() {
+        let (host, _guest) = UnixStream::pair().unwrap();
+        let err = AgentConn::handshake(host, Duration::from_millis(100))
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+    }
+
+    #[test]
+    fn wrong_version_and_wrong_first_message_are_refused() {
+        let mut hello = Vec::new();
+        write_frame(
+            &mut hello,
+            &Frame::Control(Message::Hello {
+                version: 99,
+                uptime_ms: None,
+            }),
+        )
+        .unwrap();
+        let leaked: &'static [u8] = Box::leak(hello.into_boxed_slice());
+        let err = AgentConn::handshake(fake_agent(leaked), Duration::from_secs(5))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("version 99"), "{err}");
+
+        let mut other = Vec::new();
+        write_frame(&mut other, &Frame::Control(Message::PoweringOff)).unwrap();
+        let leaked: &'static [u8] = Box::leak(other.into_boxed_slice());
+        assert!(AgentConn::handshake(fake_agent(leaked), Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn unsolicited_or_stdin_frames_from_the_guest_end_the_session() {
+        let mut bytes = Vec::new();
+        write_frame(
+            &mut bytes,
+            &Frame::Control(Message::Hello {
+                version: PROTOCOL_VERSION,
+                uptime_ms: Some(1),
+            }),
+        )
+        .unwrap();
+        write_frame(
+            &mut bytes,
+            &Frame::Data {
+                kind: DataKind::Stdin,
+                stream: 1,
+                bytes: b"x".to_vec(),
+            },
+        )
+        .unwrap();
+        let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let _ = guest.write_all(leaked);
+            let mut sink = [0u8; 256];
+            let _ = std::io::Read::read(&mut guest, &mut sink);
+            std::thread::sleep(Duration::from_millis(200));
+        });
+        let mut conn = AgentConn::handshake(host, Duration::from_secs(5)).unwrap();
+        assert_eq!(conn.guest_uptime_ms, Some(1));
+        assert!(conn.next_event().is_err());
+    }
+}
