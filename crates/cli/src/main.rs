@@ -1,5 +1,6 @@
 //! `skiff`: the command line. It parses and reports; the runtime crates act.
 
+mod image_cmds;
 mod info;
 mod signals;
 mod terminal;
@@ -34,6 +35,10 @@ pub struct GlobalOpts {
     /// Guest initramfs. Default: $SKIFF_INITRAMFS or the installed guest.
     #[arg(long, global = true)]
     pub initramfs: Option<PathBuf>,
+    /// Image and container store (default /var/lib/skiff for root, else
+    /// $XDG_DATA_HOME/skiff).
+    #[arg(long, global = true, env = "SKIFF_ROOT")]
+    pub root: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, global = true, env = "SKIFF_LOG", default_value = "warn")]
     pub log_level: String,
@@ -41,6 +46,8 @@ pub struct GlobalOpts {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Image(image_cmds::ImageCommand),
     /// Low-level microVM commands (layer disks in, a process out).
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -52,6 +59,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global.log_level);
     let result = match cli.command {
+        Command::Image(cmd) => image_cmds::run(cmd, cli.global.root.clone())
+            .map(|code| u8::try_from(code).unwrap_or(EXIT_SKIFF_ERROR)),
         Command::Vm(cmd) => vm::run(cmd, &cli.global),
         Command::Info(args) => info::run(&args, &cli.global),
     };
