@@ -33,14 +33,18 @@ pub struct Loaded {
 pub fn load(store: &Store, input: &Path) -> Result<Vec<Loaded>> {
     let _ingest = store.ingest_guard()?;
     let scratch = tempfile::tempdir_in(store.tmp_dir()).ctx(|| "scratch dir".to_owned())?;
-    let (dir, owned) = if input.is_dir() {
-        (input.to_path_buf(), false)
+    let (dir, owned, verified) = if input.is_dir() {
+        (input.to_path_buf(), false, BTreeSet::new())
     } else {
         let f = File::open(input).ctx(|| format!("open {}", input.display()))?;
-        extract(store, Box::new(f), scratch.path())?;
-        (scratch.path().to_path_buf(), true)
+        let verified = extract(store, Box::new(f), scratch.path())?;
+        (scratch.path().to_path_buf(), true, verified)
     };
-    let layout = Layout { dir, owned };
+    let layout = Layout {
+        dir,
+        owned,
+        verified,
+    };
     let mut written = Vec::new();
     let r = if layout.dir.join("index.json").is_file() {
         load_oci(store, &layout, &mut written)
@@ -72,6 +76,8 @@ struct Layout {
     dir: PathBuf,
     /// We extracted it ourselves, so blobs may be moved instead of copied.
     owned: bool,
+    /// Extracted blobs whose digest was checked against their name.
+    verified: BTreeSet<PathBuf>,
 }
 
 impl Layout {
@@ -125,6 +131,12 @@ impl Layout {
             }
         }
         let p = self.path(rel)?;
+        if let Some(d) = expected.filter(|_| self.verified.contains(&p)) {
+            let size = fs::metadata(&p).ctx(|| format!("stat {rel}"))?.len();
+            store.adopt_verified(&p, d)?;
+            written.push(d.clone());
+            return Ok((d.clone(), size));
+        }
         let r = if self.owned && p.starts_with(store.tmp_dir().canonicalize().unwrap_or_default()) {
             store.adopt_file(&p, expected)?
         } else {
@@ -277,7 +289,8 @@ fn check(d: &Digest, bytes: &[u8]) -> Result<()> {
 
 /// Extract an archive tarball (plain, gzip or zstd) into `dest`: regular
 /// files, directories and symlinks only, with the unpacker's path rules.
-fn extract(store: &Store, r: Box<dyn Read>, dest: &Path) -> Result<()> {
+fn extract(store: &Store, r: Box<dyn Read>, dest: &Path) -> Result<BTreeSet<PathBuf>> {
+    let mut verified = BTreeSet::new();
     let mut br = BufReader::with_capacity(1 << 20, r);
     let head = {
         use std::io::BufRead;
@@ -321,8 +334,24 @@ fn extract(store: &Store, r: Box<dyn Read>, dest: &Path) -> Result<()> {
         crate::fsutil::remove_any(&p)?;
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut f = File::create(&p).ctx(|| format!("create {}", p.display()))?;
-                io::copy(&mut entry, &mut f).map_err(stream_error)?;
+                let f = File::create(&p).ctx(|| format!("create {}", p.display()))?;
+                let mut w = crate::digest::Hashing::new(io::BufWriter::with_capacity(1 << 20, f));
+                io::copy(&mut entry, &mut w).map_err(stream_error)?;
+                let (w, d, _) = w.finish();
+                w.into_inner()
+                    .map_err(|e| e.into_error())
+                    .ctx(|| format!("write {}", p.display()))?;
+                // Blobs named by their digest are verified here, once.
+                if parents.len() == 2
+                    && parents[0] == "blobs"
+                    && parents[1] == "sha256"
+                    && name.to_str() == Some(d.hex())
+                {
+                    verified.insert(
+                        p.canonicalize()
+                            .ctx(|| format!("resolve {}", p.display()))?,
+                    );
+                }
             }
             tar::EntryType::Directory => {
                 fs::create_dir(&p).ctx(|| format!("mkdir {}", p.display()))?
@@ -338,7 +367,7 @@ fn extract(store: &Store, r: Box<dyn Read>, dest: &Path) -> Result<()> {
             _ => {}
         }
     }
-    Ok(())
+    Ok(verified)
 }
 
 /// `skiff save`: write `images` as one tarball that is an OCI image layout

@@ -23,3 +23,6 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use reference::Reference;
 pub use store::{Image, Layer, Limits, Store};
+
+/// The tar crate, for callers that build layers (benchmarks, tests).
+pub use tar;

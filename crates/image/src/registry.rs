@@ -343,7 +343,8 @@ impl Client {
         if let Some(e) = last_err {
             return Err(e);
         }
-        store.adopt_file(&partial, Some(d))?;
+        // fetch_once verified the digest while downloading.
+        store.adopt_verified(&partial, d)?;
         let _ = fs::remove_file(ingest.join(format!("{}.lock", d.hex())));
         Ok(fetched)
     }

@@ -430,9 +430,7 @@ impl Store {
                 ));
             }
         }
-        for l in &layers {
-            crate::layerdisk::ensure(self, l)?;
-        }
+        self.ensure_disks(&layers)?;
         let mut g = self.lock_state()?;
         let rec = g
             .state
@@ -508,12 +506,56 @@ impl Store {
                 });
             }
         }
-        if !self.has_blob(&d) {
+        self.adopt_verified(path, &d)?;
+        Ok((d, n))
+    }
+
+    /// Like `adopt_file` for a file whose digest the caller computed while
+    /// writing it (no second read).
+    pub fn adopt_verified(&self, path: &Path, d: &Digest) -> Result<()> {
+        if !self.has_blob(d) {
+            let f = fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
             f.sync_all().ctx(|| format!("fsync {}", path.display()))?;
-            fs::rename(path, self.blob_path(&d)).ctx(|| format!("adopt {}", path.display()))?;
+            fs::rename(path, self.blob_path(d)).ctx(|| format!("adopt {}", path.display()))?;
             fsutil::fsync_dir(&self.root.join("blobs/sha256"))?;
         }
-        Ok((d, n))
+        Ok(())
+    }
+
+    /// Convert missing layer disks, one thread per core.
+    fn ensure_disks(&self, layers: &[Layer]) -> Result<()> {
+        let todo: Vec<&Layer> = layers
+            .iter()
+            .filter(|l| !crate::layerdisk::disk_path(self, l).is_file())
+            .collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(todo.len());
+        if workers <= 1 {
+            return todo
+                .iter()
+                .try_for_each(|l| crate::layerdisk::ensure(self, l).map(|_| ()));
+        }
+        let queue = std::sync::Mutex::new(todo);
+        let first_error = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    while let Some(l) = queue.lock().ok().and_then(|mut q| q.pop()) {
+                        if let Err(e) = crate::layerdisk::ensure(self, l) {
+                            if let Ok(mut f) = first_error.lock() {
+                                f.get_or_insert(e);
+                            }
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        match first_error.into_inner() {
+            Ok(Some(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Point `target` (a name, tag added if missing) at an existing image.

@@ -377,8 +377,23 @@ fn set_mtime(p: &Path, mtime: i64) -> Result<()> {
 /// Owner, mode, xattrs and mtime from the tar header (after creation).
 fn apply_meta<R: Read>(entry: &mut tar::Entry<'_, R>, p: &Path, is_symlink: bool) -> Result<()> {
     let h = entry.header();
-    let uid = h.uid().map_err(|e| hostile(format!("bad uid: {e}")))?;
-    let gid = h.gid().map_err(|e| hostile(format!("bad gid: {e}")))?;
+    // An all-NUL numeric field means 0, as Go's archive/tar reads it.
+    let blank = |f: &[u8]| f.iter().all(|b| *b == 0 || *b == b' ');
+    let old = h.as_old();
+    let uid = h.uid().or_else(|e| {
+        if blank(&old.uid) {
+            Ok(0)
+        } else {
+            Err(hostile(format!("bad uid: {e}")))
+        }
+    })?;
+    let gid = h.gid().or_else(|e| {
+        if blank(&old.gid) {
+            Ok(0)
+        } else {
+            Err(hostile(format!("bad gid: {e}")))
+        }
+    })?;
     let mode = h.mode().map_err(|e| hostile(format!("bad mode: {e}")))? & 0o7777;
     let mtime = h.mtime().unwrap_or(0);
     let (uid, gid) = (
