@@ -49,4 +49,11 @@ impl BootTimer {
             eprintln!("skiff-vmm: boot-timer {us} us since VMM start, monotonic {now} ns");
         }
     }
+
+    /// Logs a guest phase marker with a CLOCK_MONOTONIC timestamp (benchmarks).
+    pub fn marker(&self, value: u8) {
+        if self.report {
+            eprintln!("skiff-vmm: marker {value} monotonic {} ns", monotonic_ns());
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Port I/O: COM1 8250 serial at 0x3f8 (output only), the i8042 controller at
 //! 0x60/0x64 (writing 0xfe to 0x64 resets = ends the VM), and the guest status port
-//! at 0x501 (a byte written there becomes the VMM's exit status). MMIO: the boot timer
+//! at 0x501 (a byte written there becomes the VMM's exit status), and a benchmark
+//! marker port at 0x503 (timestamped on stderr with `--report-boot-time`). MMIO: the boot timer
 //! at the start of the MMIO hole, then one 4 KiB virtio-mmio window per device.
 
 pub mod boot_timer;
@@ -22,6 +23,8 @@ pub use legacy::{ConsoleOut, IrqLine, SerialConsole, I8042};
 
 /// Port a guest writes its result byte to (QEMU's isa-debug-exit default port).
 pub const STATUS_PORT: u16 = 0x501;
+/// Port where a guest marks benchmark phases (logged with a timestamp).
+pub const MARKER_PORT: u16 = 0x503;
 const COM1: u16 = 0x3f8;
 const I8042_DATA: u16 = 0x60;
 const I8042_COMMAND: u16 = 0x64;
@@ -118,6 +121,7 @@ impl Devices {
                 self.status
                     .store(0x100 | u16::from(value), Ordering::SeqCst);
             }
+            MARKER_PORT => self.boot_timer.marker(value),
             _ => debug!("pio: ignoring write of {value:#x} to port {port:#x}"),
         }
     }
