@@ -33,6 +33,8 @@ pub const INT_USED_RING: u32 = 1;
 pub const INT_CONFIG: u32 = 2;
 
 mod status {
+    #[cfg(test)]
+    pub const ACKNOWLEDGE_FOR_TEST: u32 = 1;
     pub const DRIVER: u32 = 2;
     pub const DRIVER_OK: u32 = 4;
     pub const FEATURES_OK: u32 = 8;
@@ -399,5 +401,220 @@ impl MmioTransport {
         self.driver_features_sel = 0;
         self.queue_sel = 0;
         self.irq.ack(u32::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use vm_memory::GuestAddress;
+
+    use super::*;
+    use crate::ActivateError;
+
+    /// A device that counts activations and queue notifications.
+    #[derive(Default)]
+    struct Dummy {
+        activations: Arc<AtomicUsize>,
+        notified: Arc<AtomicUsize>,
+        config: [u8; 8],
+    }
+
+    impl VirtioDevice for Dummy {
+        fn device_type(&self) -> u32 {
+            42
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16, 16]
+        }
+        fn features(&self) -> u64 {
+            VIRTIO_F_VERSION_1 | 1 << 3
+        }
+        fn ack_features(&mut self, _features: u64) {}
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            crate::block::device::read_config_bytes(&self.config, offset, data);
+        }
+        fn write_config(&mut self, offset: u64, data: &[u8]) {
+            if let Some(dst) = self
+                .config
+                .get_mut(offset as usize..offset as usize + data.len())
+            {
+                dst.copy_from_slice(data);
+            }
+        }
+        fn activate(
+            &mut self,
+            _mem: Arc<GuestMemoryMmap>,
+            queues: Vec<Queue>,
+        ) -> Result<(), ActivateError> {
+            assert_eq!(queues.len(), 2);
+            self.activations.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn reset(&mut self) {}
+        fn process_queue(&mut self, _index: usize) -> bool {
+            self.notified.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+    }
+
+    fn transport() -> (MmioTransport, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+        let dev = Dummy::default();
+        let (a, n) = (dev.activations.clone(), dev.notified.clone());
+        let irq = Arc::new(IrqTrigger::with_new_eventfd().unwrap());
+        (MmioTransport::new(Box::new(dev), mem, irq).unwrap(), a, n)
+    }
+
+    fn rd(t: &mut MmioTransport, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn wr(t: &mut MmioTransport, off: u64, v: u32) {
+        t.write(off, &v.to_le_bytes());
+    }
+
+    fn setup_queue(t: &mut MmioTransport, q: u32, base: u64) {
+        wr(t, 0x30, q);
+        wr(t, 0x38, 16);
+        wr(t, 0x80, base as u32);
+        wr(t, 0x90, (base + 0x100) as u32);
+        wr(t, 0xa0, (base + 0x200) as u32);
+        wr(t, 0x44, 1);
+    }
+
+    fn negotiate(t: &mut MmioTransport, features: u64) -> u32 {
+        wr(t, 0x70, status::ACKNOWLEDGE_FOR_TEST);
+        wr(t, 0x70, status::ACKNOWLEDGE_FOR_TEST | status::DRIVER);
+        wr(t, 0x24, 0);
+        wr(t, 0x20, features as u32);
+        wr(t, 0x24, 1);
+        wr(t, 0x20, (features >> 32) as u32);
+        wr(
+            t,
+            0x70,
+            status::ACKNOWLEDGE_FOR_TEST | status::DRIVER | status::FEATURES_OK,
+        );
+        rd(t, 0x70)
+    }
+
+    #[test]
+    fn identifies_itself() {
+        let (mut t, _, _) = transport();
+        assert_eq!(rd(&mut t, 0x0), MAGIC);
+        assert_eq!(rd(&mut t, 0x4), 2);
+        assert_eq!(rd(&mut t, 0x8), 42);
+        wr(&mut t, 0x14, 1);
+        assert_eq!(rd(&mut t, 0x10), 1, "VERSION_1 is bit 32");
+        wr(&mut t, 0x30, 1);
+        assert_eq!(rd(&mut t, 0x34), 16);
+        wr(&mut t, 0x30, 9);
+        assert_eq!(rd(&mut t, 0x34), 0, "missing queue has size 0");
+        // Odd sizes and offsets never panic.
+        let mut one = [0xffu8; 1];
+        t.read(0x3, &mut one);
+        assert_eq!(one, [0]);
+        t.write(0x70, &[1, 2]);
+        let mut eight = [0u8; 8];
+        t.read(u64::MAX - 3, &mut eight);
+    }
+
+    #[test]
+    fn full_handshake_activates_and_forwards_notifications() {
+        let (mut t, activations, notified) = transport();
+        assert_ne!(
+            negotiate(&mut t, VIRTIO_F_VERSION_1) & status::FEATURES_OK,
+            0
+        );
+        setup_queue(&mut t, 0, 0x1000);
+        setup_queue(&mut t, 1, 0x2000);
+        wr(
+            &mut t,
+            0x70,
+            status::ACKNOWLEDGE_FOR_TEST | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
+        assert_eq!(activations.load(Ordering::SeqCst), 1);
+        assert!(t.is_activated());
+        let before = notified.load(Ordering::SeqCst);
+        t.notify_queue(1);
+        assert_eq!(notified.load(Ordering::SeqCst), before + 1);
+        assert_ne!(rd(&mut t, 0x60) & INT_USED_RING, 0);
+        wr(&mut t, 0x64, INT_USED_RING);
+        assert_eq!(rd(&mut t, 0x60), 0);
+        // Queue registers are frozen after DRIVER_OK.
+        wr(&mut t, 0x30, 0);
+        wr(&mut t, 0x38, 2);
+        // Reset returns to the initial state.
+        wr(&mut t, 0x70, 0);
+        assert_eq!(rd(&mut t, 0x70), 0);
+        assert!(!t.is_activated());
+    }
+
+    #[test]
+    fn refuses_unoffered_features_and_legacy_drivers() {
+        let (mut t, _, _) = transport();
+        assert_eq!(
+            negotiate(&mut t, VIRTIO_F_VERSION_1 | 1 << 20) & status::FEATURES_OK,
+            0
+        );
+        let (mut t, _, _) = transport();
+        assert_eq!(
+            negotiate(&mut t, 1 << 3) & status::FEATURES_OK,
+            0,
+            "VERSION_1 required"
+        );
+    }
+
+    #[test]
+    fn invalid_queue_sets_needs_reset_instead_of_activating() {
+        let (mut t, activations, _) = transport();
+        negotiate(&mut t, VIRTIO_F_VERSION_1);
+        setup_queue(&mut t, 0, 0x1000);
+        // Queue 1: descriptor table outside guest memory.
+        setup_queue(&mut t, 1, 0x10_0000 - 0x80);
+        wr(&mut t, 0x30, 1);
+        wr(&mut t, 0x80, 0xffff_f000);
+        wr(
+            &mut t,
+            0x70,
+            status::ACKNOWLEDGE_FOR_TEST | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
+        assert_eq!(activations.load(Ordering::SeqCst), 0);
+        assert_ne!(rd(&mut t, 0x70) & status::NEEDS_RESET, 0);
+        assert_ne!(rd(&mut t, 0x60) & INT_CONFIG, 0);
+    }
+
+    #[test]
+    fn driver_ok_without_features_ok_is_refused() {
+        let (mut t, activations, _) = transport();
+        wr(
+            &mut t,
+            0x70,
+            status::ACKNOWLEDGE_FOR_TEST | status::DRIVER | status::DRIVER_OK,
+        );
+        assert_eq!(activations.load(Ordering::SeqCst), 0);
+        assert_ne!(rd(&mut t, 0x70) & status::NEEDS_RESET, 0);
+    }
+
+    #[test]
+    fn config_space_round_trips_and_bumps_generation() {
+        let (mut t, _, _) = transport();
+        let gen = rd(&mut t, 0xfc);
+        t.write(0x100 + 2, &[7, 8]);
+        let mut b = [0u8; 4];
+        t.read(0x100, &mut b);
+        assert_eq!(b, [0, 0, 7, 8]);
+        assert_ne!(rd(&mut t, 0xfc), gen);
+    }
+
+    #[test]
+    fn notify_register_signals_queue_eventfd() {
+        let (mut t, _, _) = transport();
+        wr(&mut t, QUEUE_NOTIFY_OFFSET, 1);
+        assert_eq!(t.queue_events()[1].read().unwrap(), 1);
+        wr(&mut t, QUEUE_NOTIFY_OFFSET, 77); // no such queue: ignored
     }
 }
