@@ -44,7 +44,8 @@ done
 # 3. The guest kernel (cached by a hash of its config; ~11 min on 2 cores when cold).
 kernel_dir="$("$repo/guest/kernel/build.sh")"
 
-# 4. The vsock device backend for the QEMU backend (a vhost-user daemon).
+# 4. A third-party vsock device daemon, the alternative to skiff's own device models
+#    on the QEMU backend (SKIFF_QEMU_DEVICES=qemu), kept to compare and as a fallback.
 if [[ ! -x "$cache/tools/bin/vhost-device-vsock" ]]; then
     say "building vhost-device-vsock (~80 s)"
     cargo install --quiet --locked --root "$cache/tools" vhost-device-vsock@0.3.0 >&2
@@ -52,7 +53,7 @@ fi
 
 # 5. The agent (static, size-optimised) and the initramfs around it.
 cargo build --quiet --profile guest -p skiff-agent --target x86_64-unknown-linux-musl
-cargo build --quiet --release -p skiff-initramfs -p skiff-cli
+cargo build --quiet --release -p skiff-initramfs -p skiff-cli -p skiff-vmm
 mkdir -p "$guest_dir"
 "$CARGO_TARGET_DIR/release/skiff-mkinitramfs" \
     "$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/guest/skiff-agent" "$guest_dir/initramfs.cpio" >/dev/null

@@ -33,4 +33,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --workspace 2>&1 | tee "$cache/last-test.log"
+# The QEMU backend runs on skiff's own device models by default; check that the
+# built-in alternative still boots the same guests.
+step "cargo test: slice on QEMU's built-in devices"
+SKIFF_QEMU_DEVICES=qemu cargo test -p skiff-tests --test vm -- exit_codes writable_layer whiteout 2>&1 | tee -a "$cache/last-test.log"
 step "done"

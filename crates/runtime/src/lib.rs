@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod container;
 mod error;
 pub mod hypervisor;
 mod microvm;

@@ -18,6 +18,12 @@ pub fn find_program(name: &str, env_var: &str) -> Result<PathBuf, String> {
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
     {
+        // A cargo test binary lives in target/<profile>/deps; its siblings are one up.
+        if dir.ends_with("deps") {
+            if let Some(profile_dir) = dir.parent() {
+                dirs.push(profile_dir.to_path_buf());
+            }
+        }
         dirs.push(dir);
     }
     dirs.push(crate::artifacts::cache_dir().join("tools/bin"));

@@ -5,7 +5,9 @@
 //! `-M microvm`, KVM-accelerated where that works and TCG (emulation) otherwise. Both
 //! boot the same kernel, initramfs and agent and speak the same protocol.
 
+mod daemons;
 mod qemu;
+mod vmm;
 
 use std::fmt;
 use std::io;
@@ -89,7 +91,6 @@ pub struct Selection {
 pub fn select(requested: Option<HypervisorKind>) -> Result<Selection> {
     let kvm = kvm_state();
     let vmm = crate::tools::find_program("skiff-vmm", "SKIFF_VMM");
-    let qemu = qemu::find_qemu();
     let kvm_note = match &kvm {
         KvmState::Hardware => "KVM is hardware-backed".to_owned(),
         KvmState::Pvm => {
@@ -98,32 +99,44 @@ pub fn select(requested: Option<HypervisorKind>) -> Result<Selection> {
         KvmState::Unavailable(why) => format!("KVM is unavailable ({why})"),
     };
     let qemu_selection = |why: String| -> Result<Selection> {
-        match &qemu {
-            Ok(_) if kvm == KvmState::Hardware => Ok(Selection {
-                kind: HypervisorKind::Qemu,
-                accel: Accel::Kvm,
-                reason: format!("{why}; QEMU with KVM acceleration"),
-            }),
-            Ok(_) => Ok(Selection {
-                kind: HypervisorKind::Qemu,
-                accel: Accel::Tcg,
-                reason: format!("{why}; QEMU with TCG (software emulation, slower)"),
-            }),
-            Err(looked) => Err(Error::NoBackend(format!(
+        if let Err(looked) = qemu::find_qemu() {
+            return Err(Error::NoBackend(format!(
                 "{why}, and qemu-system-x86_64 was not found ({looked}); install it with `apt-get install qemu-system-x86`"
-            ))),
+            )));
         }
+        let devices = qemu::DeviceModels::detect()
+            .map_err(|e| Error::NoBackend(format!("{why}; QEMU devices: {e}")))?;
+        let (accel, how) = if kvm == KvmState::Hardware {
+            (Accel::Kvm, "QEMU with KVM acceleration")
+        } else {
+            (Accel::Tcg, "QEMU with TCG (software emulation, slower)")
+        };
+        Ok(Selection {
+            kind: HypervisorKind::Qemu,
+            accel,
+            reason: format!("{why}; {how}, devices: {}", devices.describe()),
+        })
     };
-    match requested {
-        Some(HypervisorKind::Qemu) => qemu_selection("--hypervisor qemu".to_owned()),
-        Some(HypervisorKind::Vmm) => Err(Error::NoBackend(match (&kvm, &vmm) {
-            (KvmState::Hardware, Ok(_)) => {
-                "the vmm backend is not wired into this build yet; use --hypervisor qemu".to_owned()
-            }
-            (_, Err(looked)) => format!("--hypervisor vmm: skiff-vmm not found ({looked})"),
-            _ => format!("--hypervisor vmm needs hardware-backed KVM: {kvm_note}"),
-        })),
-        None => qemu_selection(kvm_note),
+    let vmm_selection = |why: &str| Selection {
+        kind: HypervisorKind::Vmm,
+        accel: Accel::Kvm,
+        reason: format!("{why}; skiff's own VMM with in-process device models"),
+    };
+    match (requested, &kvm, &vmm) {
+        (Some(HypervisorKind::Qemu), _, _) => {
+            qemu_selection(format!("--hypervisor qemu ({kvm_note})"))
+        }
+        (Some(HypervisorKind::Vmm), KvmState::Hardware, Ok(_)) => {
+            Ok(vmm_selection("--hypervisor vmm"))
+        }
+        (Some(HypervisorKind::Vmm), _, Err(looked)) => Err(Error::NoBackend(format!(
+            "--hypervisor vmm: skiff-vmm not found ({looked})"
+        ))),
+        (Some(HypervisorKind::Vmm), _, Ok(_)) => Err(Error::NoBackend(format!(
+            "--hypervisor vmm needs hardware-backed KVM: {kvm_note}"
+        ))),
+        (None, KvmState::Hardware, Ok(_)) => Ok(vmm_selection(&kvm_note)),
+        (None, _, _) => qemu_selection(kvm_note),
     }
 }
 
@@ -167,9 +180,16 @@ pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn Vm
     validate_disks(spec.disks)?;
     match selection.kind {
         HypervisorKind::Qemu => Ok(Box::new(qemu::QemuVm::launch(selection.accel, spec)?)),
-        HypervisorKind::Vmm => Err(Error::NoBackend(
-            "the vmm backend is not wired into this build yet".into(),
-        )),
+        HypervisorKind::Vmm => {
+            let vmm = crate::tools::find_program("skiff-vmm", "SKIFF_VMM").map_err(|looked| {
+                Error::MissingTool {
+                    tool: "skiff-vmm",
+                    looked,
+                    hint: "build it with `cargo build --release -p skiff-vmm` (scripts/setup.sh does)",
+                }
+            })?;
+            Ok(Box::new(vmm::VmmVm::launch(&vmm, spec)?))
+        }
     }
 }
 

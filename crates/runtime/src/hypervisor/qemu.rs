@@ -1,14 +1,17 @@
-//! The QEMU backend: `qemu-system-x86_64 -M microvm` with the layer disks and the
-//! writable disk as virtio-blk devices and a vhost-user vsock device whose backend
-//! (a separate process) exposes the Firecracker-style UNIX socket.
+//! The QEMU backend: `qemu-system-x86_64 -M microvm` booting the guest kernel and
+//! initramfs, with the disks and the vsock device served by skiff's own device models
+//! over vhost-user (`skiff-vmm vhost-user-blk` / `vhost-user-vsock`), so the code the
+//! `vmm` backend runs in-process is the code a real Linux driver exercises here.
+//!
+//! `SKIFF_QEMU_DEVICES=qemu` selects QEMU's built-in virtio-blk and the third-party
+//! `vhost-device-vsock` daemon instead (for comparison and as a fallback).
 
-use std::fs::File;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use super::daemons::ProcessGroup;
 use super::{Accel, LaunchSpec, VmProcess};
 use crate::tools::find_program;
 use crate::{Error, Result};
@@ -17,14 +20,49 @@ pub fn find_qemu() -> std::result::Result<PathBuf, String> {
     find_program("qemu-system-x86_64", "SKIFF_QEMU")
 }
 
-/// The vsock device backend: any program taking vhost-device-vsock's flags
-/// (`--guest-cid`, `--socket`, `--uds-path`).
-fn find_vsock_backend() -> Result<PathBuf> {
-    find_program("vhost-device-vsock", "SKIFF_VSOCK_BACKEND").map_err(|looked| Error::MissingTool {
-        tool: "vhost-device-vsock",
-        looked,
-        hint: "install it with `cargo install --locked vhost-device-vsock@0.3.0` or `scripts/setup.sh`",
-    })
+/// Whose device models serve the VM's disks and vsock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceModels {
+    /// skiff's block and vsock models over vhost-user, from this `skiff-vmm`.
+    Skiff(PathBuf),
+    /// QEMU's virtio-blk, and vhost-device-vsock for vsock.
+    QemuBuiltin(PathBuf),
+}
+
+impl DeviceModels {
+    pub fn detect() -> Result<Self> {
+        let want = std::env::var("SKIFF_QEMU_DEVICES").unwrap_or_default();
+        let skiff = || {
+            find_program("skiff-vmm", "SKIFF_VMM").map(Self::Skiff).map_err(|looked| Error::MissingTool {
+                tool: "skiff-vmm",
+                looked,
+                hint: "build it with `cargo build --release -p skiff-vmm` (scripts/setup.sh does)",
+            })
+        };
+        let builtin = || {
+            find_program("vhost-device-vsock", "SKIFF_VSOCK_BACKEND")
+                .map(Self::QemuBuiltin)
+                .map_err(|looked| Error::MissingTool {
+                    tool: "vhost-device-vsock",
+                    looked,
+                    hint: "install it with `cargo install --locked vhost-device-vsock@0.3.0`",
+                })
+        };
+        match want.as_str() {
+            "" | "skiff" => skiff(),
+            "qemu" => builtin(),
+            other => Err(Error::Config(format!(
+                "SKIFF_QEMU_DEVICES={other:?}: expected skiff or qemu"
+            ))),
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Skiff(_) => "skiff's block and vsock models over vhost-user",
+            Self::QemuBuiltin(_) => "QEMU's virtio-blk and vhost-device-vsock",
+        }
+    }
 }
 
 /// QEMU option values use `,` as a separator; a literal comma is written twice.
@@ -33,8 +71,7 @@ fn qemu_escape(p: &Path) -> String {
 }
 
 pub struct QemuVm {
-    qemu: Child,
-    vsock_backend: Child,
+    processes: ProcessGroup,
 }
 
 impl QemuVm {
@@ -44,33 +81,33 @@ impl QemuVm {
             looked,
             hint: "install it with `apt-get install qemu-system-x86`",
         })?;
-        let vsock_bin = find_vsock_backend()?;
-        let vhost_sock = spec.work_dir.join("vhost-vsock.sock");
-        let backend_log = open_log(&spec.work_dir.join("vsock-backend.log"))?;
-        let mut backend = Command::new(&vsock_bin);
-        backend
-            .arg("--guest-cid")
-            .arg("3")
-            .arg("--socket")
-            .arg(&vhost_sock)
+        let devices = DeviceModels::detect()?;
+        let mut processes = ProcessGroup::default();
+        let dir = spec.work_dir;
+        let socket_timeout = Duration::from_secs(5);
+
+        // vsock device backend.
+        let vhost_vsock = dir.join("vhost-vsock.sock");
+        let mut vsock = match &devices {
+            DeviceModels::Skiff(vmm) => {
+                let mut c = Command::new(vmm);
+                c.arg("vhost-user-vsock");
+                c
+            }
+            DeviceModels::QemuBuiltin(daemon) => Command::new(daemon),
+        };
+        vsock
+            .args(["--guest-cid", "3", "--socket"])
+            .arg(&vhost_vsock)
             .arg("--uds-path")
-            .arg(spec.vsock_uds)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(backend_log);
-        if spec.die_with_parent {
-            // SAFETY: the closure only calls prctl, which is async-signal-safe.
-            unsafe { backend.pre_exec(super::die_with_parent) };
-        }
-        let mut vsock_backend = backend.spawn().map_err(|source| Error::Launch {
-            what: vsock_bin.display().to_string(),
-            source,
-        })?;
-        if let Err(e) = wait_for_socket(&vhost_sock, &mut vsock_backend, Duration::from_secs(5)) {
-            let _ = vsock_backend.kill();
-            let _ = vsock_backend.wait();
-            return Err(e);
-        }
+            .arg(spec.vsock_uds);
+        processes.spawn(
+            "the vsock device backend",
+            vsock,
+            &dir.join("vsock-device.log"),
+            spec.die_with_parent,
+        )?;
+        processes.wait_for_socket(&vhost_vsock, socket_timeout)?;
 
         let mut cmd = Command::new(&qemu_bin);
         let mem = format!("{}M", spec.memory_mib);
@@ -100,46 +137,60 @@ impl QemuVm {
             ])
             .args([
                 "-chardev",
-                &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_sock)),
+                &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_vsock)),
             ])
             .args(["-device", "vhost-user-vsock-device,chardev=vsock0"]);
+
         for (i, d) in spec.disks.iter().enumerate() {
-            let ro = if d.readonly { ",readonly=on" } else { "" };
-            cmd.args([
-                "-drive",
-                &format!(
-                    "id=disk{i},file={},format=raw,if=none,cache=unsafe,discard=unmap{ro}",
-                    qemu_escape(&d.path)
-                ),
-            ])
-            .args([
-                "-device",
-                &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
-            ]);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(open_log(&spec.work_dir.join("qemu.log"))?)
-            .stderr(open_log(&spec.work_dir.join("qemu.err"))?);
-        if spec.die_with_parent {
-            // SAFETY: the closure only calls prctl, which is async-signal-safe.
-            unsafe { cmd.pre_exec(super::die_with_parent) };
-        }
-        tracing::debug!(?cmd, "starting QEMU");
-        let qemu = match cmd.spawn() {
-            Ok(q) => q,
-            Err(source) => {
-                let _ = vsock_backend.kill();
-                let _ = vsock_backend.wait();
-                return Err(Error::Launch {
-                    what: qemu_bin.display().to_string(),
-                    source,
-                });
+            match &devices {
+                DeviceModels::Skiff(vmm) => {
+                    let sock = dir.join(format!("vhost-blk{i}.sock"));
+                    let mut blk = Command::new(vmm);
+                    blk.arg("vhost-user-blk")
+                        .arg("--socket")
+                        .arg(&sock)
+                        .arg("--disk")
+                        .arg(&d.path)
+                        .args(["--id", &d.serial]);
+                    if d.readonly {
+                        blk.arg("--readonly");
+                    }
+                    processes.spawn(
+                        &format!("the block device backend for {}", d.path.display()),
+                        blk,
+                        &dir.join(format!("blk{i}.log")),
+                        spec.die_with_parent,
+                    )?;
+                    processes.wait_for_socket(&sock, socket_timeout)?;
+                    cmd.args([
+                        "-chardev",
+                        &format!("socket,id=blk{i},path={}", qemu_escape(&sock)),
+                    ])
+                    .args(["-device", &format!("vhost-user-blk,chardev=blk{i}")]);
+                }
+                DeviceModels::QemuBuiltin(_) => {
+                    let ro = if d.readonly { ",readonly=on" } else { "" };
+                    cmd.args([
+                        "-drive",
+                        &format!(
+                            "id=disk{i},file={},format=raw,if=none,cache=unsafe{ro}",
+                            qemu_escape(&d.path)
+                        ),
+                    ])
+                    .args([
+                        "-device",
+                        &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
+                    ]);
+                }
             }
-        };
-        Ok(Self {
-            qemu,
-            vsock_backend,
-        })
+        }
+        processes.spawn(
+            &format!("{}", qemu_bin.display()),
+            cmd,
+            &dir.join("qemu.log"),
+            spec.die_with_parent,
+        )?;
+        Ok(Self { processes })
     }
 }
 
@@ -154,56 +205,17 @@ fn kernel_cmdline(extra: &str) -> String {
     }
 }
 
-fn open_log(path: &Path) -> Result<File> {
-    File::create(path).map_err(Error::io(format!("create {}", path.display())))
-}
-
-fn wait_for_socket(path: &Path, backend: &mut Child, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if path.exists() {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = backend.try_wait() {
-            return Err(Error::Launch {
-                what: "the vsock backend".into(),
-                source: io::Error::other(format!(
-                    "it exited ({status}) before creating {}",
-                    path.display()
-                )),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Err(Error::Launch {
-        what: "the vsock backend".into(),
-        source: io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("{} did not appear", path.display()),
-        ),
-    })
-}
-
 impl VmProcess for QemuVm {
     fn pid(&self) -> u32 {
-        self.qemu.id()
+        self.processes.last_pid()
     }
 
     fn try_wait(&mut self) -> io::Result<Option<String>> {
-        Ok(self.qemu.try_wait()?.map(|s| s.to_string()))
+        self.processes.try_wait_last()
     }
 
     fn kill(&mut self) {
-        for child in [&mut self.qemu, &mut self.vsock_backend] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for QemuVm {
-    fn drop(&mut self) {
-        self.kill();
+        self.processes.kill_all();
     }
 }
 

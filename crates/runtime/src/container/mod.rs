@@ -1,0 +1,22 @@
+//! Containers as records on disk and the one host process that runs each of them.
+//!
+//! A container is a directory `<root>/containers/<id>/` holding its immutable
+//! [`ContainerSpec`] (`spec.json`), its mutable [`ContainerState`] (`state.json`,
+//! replaced atomically under the container's lock), its writable-layer disk (`rw.img`)
+//! and its log (`log.json`). While it runs, one [`supervisor`] process owns the microVM
+//! and the main agent connection; other clients reach the container through the
+//! supervisor's control socket (signals, stop) or through the VM's vsock socket (exec).
+
+mod control;
+mod logfile;
+mod records;
+pub mod supervisor;
+mod time;
+
+pub use control::{request as control_request, ControlRequest};
+pub use logfile::{read_log, LogEntry, LogStream, LogWriter};
+pub use records::{
+    BootSettings, ContainerSpec, ContainerState, Containers, StateLock, Status, STATE_ERROR_GONE,
+};
+pub use supervisor::{Attach, Supervisor, MAIN_STREAM};
+pub use time::{now_ms, rfc3339_ms};

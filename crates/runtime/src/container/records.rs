@@ -1,0 +1,528 @@
+//! Container records under `<root>/containers/`: creation with a unique ID and name,
+//! lookup by name, full ID or unique prefix, the per-container lock and atomic state
+//! writes, and detection of a supervisor that died.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use skiff_proto::ProcessSpec;
+
+use super::time::now_ms;
+use crate::{Error, Result};
+
+/// `error` of a container whose supervisor disappeared without recording an exit.
+pub const STATE_ERROR_GONE: &str = "the container's supervisor process died";
+
+/// Where the guest comes from and which backend boots it, fixed at create time so a
+/// later `start` from another shell boots the same way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BootSettings {
+    pub kernel: Option<PathBuf>,
+    pub initramfs: Option<PathBuf>,
+    pub hypervisor: Option<String>,
+}
+
+/// What a container is: fixed when it is created (only `name` changes, by `rename`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it, and its ID.
+    pub image: String,
+    pub image_id: String,
+    pub created_ms: u64,
+    pub process: ProcessSpec,
+    /// The entrypoint and command the process args came from (for `ps` and `inspect`).
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// `-u` as given (or the image's User).
+    #[serde(default)]
+    pub user: String,
+    pub hostname: String,
+    pub readonly_rootfs: bool,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: i32,
+    pub stop_timeout_s: u64,
+    pub auto_remove: bool,
+    /// Read-only layer disks, bottom first.
+    pub layers: Vec<PathBuf>,
+    pub writable_bytes: u64,
+    #[serde(default)]
+    pub boot: BootSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Exited,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Exited => "exited",
+        }
+    }
+}
+
+/// What a container is doing; replaced as a whole, atomically, under the lock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub status: Status,
+    /// The host process that runs the container (the supervisor), with its start time
+    /// in clock ticks so a recycled PID is not mistaken for it.
+    pub pid: Option<u32>,
+    pub pid_start: Option<u64>,
+    /// The VMM (QEMU or skiff-vmm) process.
+    pub vm_pid: Option<u32>,
+    /// The container's main process inside the guest.
+    pub guest_pid: Option<i32>,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    /// Why the container ended abnormally (boot failure, VM crash, supervisor gone).
+    pub error: Option<String>,
+    /// The VM's vsock UNIX socket (exec) and the supervisor's control socket.
+    pub vsock_uds: Option<PathBuf>,
+    pub control_socket: Option<PathBuf>,
+    /// Set by `stop`/`kill`/`rm -f` so a restart policy (none yet) and `ps` know.
+    #[serde(default)]
+    pub stop_requested: bool,
+    /// Boot time of the last start (VMM spawn to agent ready), in milliseconds.
+    pub boot_ms: Option<u64>,
+}
+
+impl ContainerState {
+    pub fn is_running(&self) -> bool {
+        self.status == Status::Running
+    }
+}
+
+/// The container records of one store root.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    dir: PathBuf,
+    run_dir: PathBuf,
+}
+
+/// An exclusive lock on one container's record; state changes happen under it.
+pub struct StateLock {
+    _file: File,
+    dir: PathBuf,
+}
+
+impl StateLock {
+    pub fn state(&self) -> Result<ContainerState> {
+        read_json(&self.dir.join("state.json"))
+    }
+
+    pub fn save(&self, state: &ContainerState) -> Result<()> {
+        write_atomic(&self.dir.join("state.json"), state)
+    }
+
+    pub fn spec(&self) -> Result<ContainerSpec> {
+        read_json(&self.dir.join("spec.json"))
+    }
+}
+
+impl Containers {
+    /// Containers of the store at `root` (`<root>/containers`; VM scratch directories
+    /// in `<root>/run`, short enough for UNIX socket paths).
+    pub fn open(root: &Path) -> Result<Self> {
+        let dir = root.join("containers");
+        let run_dir = root.join("run");
+        for d in [&dir, &run_dir] {
+            fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
+        }
+        Ok(Self { dir, run_dir })
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    pub fn writable_disk(&self, id: &str) -> PathBuf {
+        self.dir_of(id).join("rw.img")
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir_of(id).join("log.json")
+    }
+
+    /// The lock that serialises name allocation (create, rename).
+    fn names_lock(&self) -> Result<File> {
+        lock_file(&self.dir.join(".names.lock"))
+    }
+
+    /// Records a new container. `spec.id` is filled in; `spec.name` is generated when
+    /// empty and must be unused otherwise.
+    pub fn create(&self, mut spec: ContainerSpec) -> Result<ContainerSpec> {
+        let _names = self.names_lock()?;
+        let existing = self.list_specs()?;
+        if spec.name.is_empty() {
+            spec.name = loop {
+                let candidate = generated_name()?;
+                if !existing.iter().any(|s| s.name == candidate) {
+                    break candidate;
+                }
+            };
+        } else {
+            validate_name(&spec.name)?;
+            if let Some(other) = existing.iter().find(|s| s.name == spec.name) {
+                return Err(Error::Config(format!(
+                    "the container name {:?} is already in use by container {}; remove or rename that container first",
+                    spec.name,
+                    &other.id[..12]
+                )));
+            }
+        }
+        spec.id = loop {
+            let id = random_hex(32)?;
+            // As Docker: no all-digit short IDs, and short IDs unique among ours.
+            if id[..12].bytes().any(|b| b.is_ascii_alphabetic())
+                && !existing.iter().any(|s| s.id[..12] == id[..12])
+            {
+                break id;
+            }
+        };
+        spec.created_ms = now_ms();
+        let staging = self.dir.join(format!(".new-{}", spec.id));
+        fs::create_dir_all(&staging).map_err(Error::io(format!("create {}", staging.display())))?;
+        let result = write_atomic(&staging.join("spec.json"), &spec)
+            .and_then(|()| write_atomic(&staging.join("state.json"), &ContainerState::default()))
+            .and_then(|()| {
+                fs::rename(&staging, self.dir_of(&spec.id))
+                    .map_err(Error::io("publish the container record"))
+            });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result.map(|()| spec)
+    }
+
+    fn list_specs(&self) -> Result<Vec<ContainerSpec>> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(Error::io(format!("list {}", self.dir.display())))?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            match read_json::<ContainerSpec>(&e.path().join("spec.json")) {
+                Ok(s) => out.push(s),
+                Err(err) => tracing::warn!("skipping unreadable container {name}: {err}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every container with its state (dead supervisors already accounted for),
+    /// newest first.
+    pub fn list(&self) -> Result<Vec<(ContainerSpec, ContainerState)>> {
+        let mut out = Vec::new();
+        for spec in self.list_specs()? {
+            match self.state(&spec.id) {
+                Ok(st) => out.push((spec, st)),
+                Err(e) => tracing::warn!("skipping container {}: {e}", spec.id),
+            }
+        }
+        out.sort_by_key(|(s, _)| std::cmp::Reverse(s.created_ms));
+        Ok(out)
+    }
+
+    /// Finds a container by name, full ID or unique ID prefix (names win, as Docker).
+    pub fn resolve(&self, input: &str) -> Result<ContainerSpec> {
+        let input = input.strip_prefix('/').unwrap_or(input);
+        let specs = self.list_specs()?;
+        if let Some(s) = specs.iter().find(|s| s.name == input || s.id == input) {
+            return Ok(s.clone());
+        }
+        let lower = input.to_ascii_lowercase();
+        let hits: Vec<&ContainerSpec> = if !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            specs.iter().filter(|s| s.id.starts_with(&lower)).collect()
+        } else {
+            Vec::new()
+        };
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Error::Config(format!("No such container: {input}"))),
+            _ => Err(Error::Config(format!(
+                "multiple containers match the prefix {input:?}; use more characters"
+            ))),
+        }
+    }
+
+    pub fn lock(&self, id: &str) -> Result<StateLock> {
+        let dir = self.dir_of(id);
+        if !dir.join("spec.json").is_file() {
+            return Err(Error::Config(format!("No such container: {id}")));
+        }
+        Ok(StateLock {
+            _file: lock_file(&dir.join("lock"))?,
+            dir,
+        })
+    }
+
+    /// The container's state; a running or starting container whose supervisor is
+    /// gone is recorded as exited with the reason.
+    pub fn state(&self, id: &str) -> Result<ContainerState> {
+        let st: ContainerState = read_json(&self.dir_of(id).join("state.json"))?;
+        if st.status == Status::Exited || st.pid.is_none() || process_alive(st.pid, st.pid_start) {
+            return Ok(st);
+        }
+        let lock = self.lock(id)?;
+        let mut st = lock.state()?;
+        if st.status != Status::Exited && st.pid.is_some() && !process_alive(st.pid, st.pid_start) {
+            mark_gone(&mut st);
+            lock.save(&st)?;
+        }
+        Ok(st)
+    }
+
+    pub fn spec(&self, id: &str) -> Result<ContainerSpec> {
+        read_json(&self.dir_of(id).join("spec.json"))
+    }
+
+    pub fn rename(&self, id: &str, new_name: &str) -> Result<()> {
+        validate_name(new_name)?;
+        let _names = self.names_lock()?;
+        if let Some(other) = self.list_specs()?.iter().find(|s| s.name == new_name) {
+            return Err(Error::Config(format!(
+                "the container name {new_name:?} is already in use by container {}",
+                &other.id[..12]
+            )));
+        }
+        let _lock = self.lock(id)?;
+        let mut spec = self.spec(id)?;
+        spec.name = new_name.to_owned();
+        write_atomic(&self.dir_of(id).join("spec.json"), &spec)
+    }
+
+    /// Deletes the record, its writable disk and its log. The caller has made sure the
+    /// container is not running.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let dir = self.dir_of(id);
+        // Renaming first makes the removal atomic for readers.
+        let doomed = self.dir.join(format!(".rm-{id}"));
+        fs::rename(&dir, &doomed).map_err(Error::io(format!("remove {}", dir.display())))?;
+        fs::remove_dir_all(&doomed).map_err(Error::io(format!("remove {}", doomed.display())))
+    }
+}
+
+fn mark_gone(st: &mut ContainerState) {
+    st.status = Status::Exited;
+    st.exit_code.get_or_insert(137);
+    st.error.get_or_insert_with(|| STATE_ERROR_GONE.to_owned());
+    st.finished_ms.get_or_insert_with(now_ms);
+    st.vsock_uds = None;
+    st.control_socket = None;
+}
+
+/// Is `pid` alive and still the process that started at `start` (clock ticks)?
+pub(crate) fn process_alive(pid: Option<u32>, start: Option<u64>) -> bool {
+    let Some(pid) = pid else { return false };
+    match (process_start_ticks(pid), start) {
+        (Some(now), Some(then)) => now == then,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// Field 22 of /proc/PID/stat (start time in clock ticks since boot); `None` when the
+/// process does not exist or is a zombie.
+pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let mut fields = after.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = name.len() <= 128
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(Error::io("read /dev/urandom"))?;
+    Ok(buf)
+}
+
+fn random_hex(n: usize) -> Result<String> {
+    Ok(random_bytes(n)?.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn generated_name() -> Result<String> {
+    const ADJECTIVES: [&str; 16] = [
+        "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nimble", "quiet", "sharp", "swift", "tidy", "witty",
+    ];
+    const NAMES: [&str; 16] = [
+        "archimedes", "babbage", "curie", "darwin", "euler", "fermat", "galois", "hopper",
+        "kepler", "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak",
+    ];
+    let r = random_bytes(3)?;
+    let pick = |i: usize, n: usize| usize::from(r.get(i).copied().unwrap_or(0)) % n;
+    Ok(format!(
+        "{}_{}{}",
+        ADJECTIVES[pick(0, ADJECTIVES.len())],
+        NAMES[pick(1, NAMES.len())],
+        pick(2, 100)
+    ))
+}
+
+fn lock_file(path: &Path) -> Result<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(format!("open {}", path.display())))?;
+    // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(Error::io(format!("lock {}", path.display()))(std::io::Error::last_os_error()));
+    }
+    Ok(f)
+}
+
+/// Caps what a record file may be (they are small; anything bigger is corrupt).
+const MAX_RECORD: u64 = 1 << 20;
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let f = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Config(format!("No such container record: {}", path.display()))
+        } else {
+            Error::io(format!("open {}", path.display()))(e)
+        }
+    })?;
+    let mut bytes = Vec::new();
+    f.take(MAX_RECORD)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io(format!("read {}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Config(format!("{}: corrupt record: {e}", path.display())))
+}
+
+fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Config(format!("serialise {}: {e}", path.display())))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(Error::io(format!("create {}", tmp.display())))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(Error::io(format!("write {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(Error::io(format!("rename to {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> ContainerSpec {
+        ContainerSpec {
+            id: String::new(),
+            name: name.into(),
+            image: "busybox".into(),
+            image_id: "sha256:00".into(),
+            created_ms: 0,
+            process: ProcessSpec::new(vec!["true".into()]),
+            entrypoint: Vec::new(),
+            cmd: vec!["true".into()],
+            user: String::new(),
+            hostname: "h".into(),
+            readonly_rootfs: false,
+            memory_mib: 256,
+            vcpus: 1,
+            labels: BTreeMap::new(),
+            stop_signal: 15,
+            stop_timeout_s: 10,
+            auto_remove: false,
+            layers: Vec::new(),
+            writable_bytes: 1 << 30,
+            boot: BootSettings::default(),
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_prefixes_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Containers::open(dir.path()).unwrap();
+        let a = c.create(spec("web")).unwrap();
+        assert_eq!(a.id.len(), 64);
+        assert!(c.create(spec("web")).unwrap_err().to_string().contains("already in use"));
+        assert!(c.create(spec("bad name")).is_err());
+        let b = c.create(spec("")).unwrap();
+        assert!(!b.name.is_empty());
+        assert_eq!(c.resolve("web").unwrap().id, a.id);
+        assert_eq!(c.resolve(&a.id[..12]).unwrap().id, a.id);
+        assert_eq!(c.resolve(&b.id).unwrap().id, b.id);
+        assert!(c.resolve("nope").unwrap_err().to_string().contains("No such container"));
+        c.rename(&a.id, "api").unwrap();
+        assert_eq!(c.resolve("api").unwrap().id, a.id);
+        assert!(c.rename(&a.id, &b.name).is_err());
+        assert_eq!(c.list().unwrap().len(), 2);
+        c.remove(&a.id).unwrap();
+        assert!(c.resolve("api").is_err());
+    }
+
+    #[test]
+    fn dead_supervisor_means_exited_with_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Containers::open(dir.path()).unwrap();
+        let a = c.create(spec("x")).unwrap();
+        let lock = c.lock(&a.id).unwrap();
+        let mut st = lock.state().unwrap();
+        st.status = Status::Running;
+        // A PID that exists but started at another time is not ours.
+        st.pid = Some(std::process::id());
+        st.pid_start = Some(1);
+        lock.save(&st).unwrap();
+        drop(lock);
+        let st = c.state(&a.id).unwrap();
+        assert_eq!(st.status, Status::Exited);
+        assert_eq!(st.error.as_deref(), Some(STATE_ERROR_GONE));
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        let me = std::process::id();
+        assert!(process_alive(Some(me), process_start_ticks(me)));
+        assert!(!process_alive(None, None));
+    }
+}

@@ -1,0 +1,260 @@
+//! The host process of a running container: it boots the microVM, creates the
+//! container and starts its main process, holds the main agent connection, writes the
+//! process's output to the container log (and to an attached terminal), serves the
+//! control socket, and records the exit when the VM powers off.
+//!
+//! `skiff run` in the foreground is its own supervisor; `run -d` and `start` re-execute
+//! skiff as a detached supervisor. Either way `ps`, `logs`, `stop` and `exec` from
+//! other shells work, because everything they need is in the record.
+
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skiff_proto::{ContainerConfig, ExitStatus};
+
+use super::control::{self, ControlRequest};
+use super::logfile::{LogStream, LogWriter};
+use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
+use super::time::now_ms;
+use crate::hypervisor::{self, Disk, HypervisorKind};
+use crate::{
+    writable, AgentConn, AgentSender, Error, Event, GuestArtifacts, MicroVm, Result, StartOutcome,
+    VmConfig,
+};
+
+/// The stream number of the container's main process on the main connection.
+pub const MAIN_STREAM: u32 = 1;
+
+/// How long the agent may take to come up (TCG with several VMs on 2 cores is slow).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where an attached client wants the main process's output.
+pub trait Attach {
+    fn stdout(&mut self, bytes: &[u8]);
+    fn stderr(&mut self, bytes: &[u8]);
+}
+
+/// A started container, owned by this process until [`Supervisor::wait`] returns.
+pub struct Supervisor {
+    containers: Containers,
+    spec: ContainerSpec,
+    vm: MicroVm,
+    agent: AgentConn,
+    /// Set when the main process could not be executed (126/127).
+    failed: Option<ExitStatus>,
+    log: LogWriter,
+}
+
+impl Supervisor {
+    /// Claims the container (it must not be running), boots its VM and starts its main
+    /// process. On error the container is recorded as exited with the reason.
+    pub fn start(containers: &Containers, id: &str) -> Result<Self> {
+        let spec = {
+            let lock = containers.lock(id)?;
+            let spec = lock.spec()?;
+            let mut st = containers.state(id)?;
+            if st.status == Status::Running || (st.status == Status::Created && st.pid.is_some()) {
+                return Err(Error::Config(format!(
+                    "container {} is already running",
+                    &spec.id[..12]
+                )));
+            }
+            let me = std::process::id();
+            st = super::ContainerState {
+                status: Status::Created,
+                pid: Some(me),
+                pid_start: process_start_ticks(me),
+                ..Default::default()
+            };
+            lock.save(&st)?;
+            spec
+        };
+        match Self::boot(containers, spec) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let _ = record_exit(containers, id, 125, Some(format!("start failed: {e}")));
+                Err(e)
+            }
+        }
+    }
+
+    fn boot(containers: &Containers, spec: ContainerSpec) -> Result<Self> {
+        let id = spec.id.clone();
+        let artifacts =
+            GuestArtifacts::locate(spec.boot.kernel.as_deref(), spec.boot.initramfs.as_deref())?;
+        let requested = spec
+            .boot
+            .hypervisor
+            .as_deref()
+            .map(str::parse::<HypervisorKind>)
+            .transpose()
+            .map_err(Error::Config)?;
+        let selection = hypervisor::select(requested)?;
+        let rw = containers.writable_disk(&id);
+        if !rw.exists() {
+            writable::create(&rw, spec.writable_bytes)?;
+        }
+        let mut disks: Vec<Disk> = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Disk {
+                path: p.clone(),
+                readonly: true,
+                serial: format!("layer{i}"),
+            })
+            .collect();
+        disks.push(Disk {
+            path: rw,
+            readonly: false,
+            serial: "rw".into(),
+        });
+        let mut config = VmConfig::new(artifacts, selection);
+        config.memory_mib = spec.memory_mib;
+        config.vcpus = spec.vcpus;
+        config.disks = disks;
+        config.boot_timeout = BOOT_TIMEOUT;
+        config.die_with_parent = true;
+        config.scratch_parent = Some(containers.run_dir().to_path_buf());
+
+        let log = LogWriter::open(&containers.log_path(&id))?;
+        let (vm, mut agent) = MicroVm::boot(&config)?;
+        agent.create_container(&ContainerConfig {
+            id: id.clone(),
+            hostname: spec.hostname.clone(),
+            layers: (0..spec.layers.len()).map(|i| format!("layer{i}")).collect(),
+            writable: Some("rw".into()),
+            readonly_rootfs: spec.readonly_rootfs,
+        })?;
+        let control_path: PathBuf = vm.work_dir().join("ctl.sock");
+        let listener = UnixListener::bind(&control_path)
+            .map_err(Error::io(format!("listen on {}", control_path.display())))?;
+        let outcome = agent.start(MAIN_STREAM, true, &spec.process)?;
+        let (guest_pid, failed) = match outcome {
+            StartOutcome::Running { pid } => (Some(pid), None),
+            StartOutcome::Failed { status } => (None, Some(status)),
+        };
+        let sender = agent.sender();
+        control::serve(listener, move |req| match req {
+            ControlRequest::Signal(sig) => sender.signal(MAIN_STREAM, sig),
+            ControlRequest::Stop { signal, grace_ms } => {
+                sender.stop(signal, Duration::from_millis(grace_ms))
+            }
+        });
+        {
+            let lock = containers.lock(&id)?;
+            let mut st = lock.state()?;
+            st.status = Status::Running;
+            st.vm_pid = Some(vm.pid());
+            st.guest_pid = guest_pid;
+            st.started_ms = Some(now_ms());
+            st.vsock_uds = Some(vm.vsock_uds().to_path_buf());
+            st.control_socket = Some(control_path);
+            st.boot_ms = u64::try_from(vm.timings.launch_to_ready.as_millis()).ok();
+            lock.save(&st)?;
+        }
+        tracing::debug!(id, timings = ?vm.timings, "container running");
+        Ok(Self {
+            containers: containers.clone(),
+            spec,
+            vm,
+            agent,
+            failed,
+            log,
+        })
+    }
+
+    pub fn spec(&self) -> &ContainerSpec {
+        &self.spec
+    }
+
+    /// For stdin, signals and window sizes of the main process.
+    pub fn sender(&self) -> AgentSender {
+        self.agent.sender()
+    }
+
+    /// `Some(status)` if the main process could not be executed at all.
+    pub fn start_failure(&self) -> Option<ExitStatus> {
+        self.failed
+    }
+
+    pub fn boot_timings(&self) -> crate::BootTimings {
+        self.vm.timings
+    }
+
+    /// Relays output until the VM powers off; records and returns the exit code.
+    pub fn wait(mut self, mut attach: Option<&mut dyn Attach>) -> Result<i32> {
+        let mut status = self.failed;
+        let mut agent_error: Option<String> = None;
+        loop {
+            let event = match self.agent.next_event() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    agent_error = Some(e.to_string());
+                    break;
+                }
+            };
+            match event {
+                Event::Stdout { stream, bytes } if stream == MAIN_STREAM => {
+                    self.log.write(LogStream::Stdout, &bytes);
+                    if let Some(a) = attach.as_deref_mut() {
+                        a.stdout(&bytes);
+                    }
+                }
+                Event::Stderr { stream, bytes } if stream == MAIN_STREAM => {
+                    self.log.write(LogStream::Stderr, &bytes);
+                    if let Some(a) = attach.as_deref_mut() {
+                        a.stderr(&bytes);
+                    }
+                }
+                Event::Exited { stream, status: s } if stream == MAIN_STREAM => status = Some(s),
+                Event::Error { message, .. } => {
+                    tracing::warn!("guest agent: {message}");
+                    agent_error = Some(message);
+                }
+                Event::PoweringOff => break,
+                _ => {}
+            }
+        }
+        self.log.flush();
+        self.agent.sender().hang_up();
+        let vm_status = match self.vm.wait(Duration::from_secs(10)) {
+            Ok(Some(s)) => Some(s),
+            _ => {
+                tracing::warn!("the VM did not power off in time; killing it");
+                self.vm.kill();
+                None
+            }
+        };
+        let (code, error) = match status {
+            Some(s) => (s.code(), None),
+            None => {
+                let tail = self.vm.console_tail(5).join(" | ");
+                let why = agent_error.unwrap_or_else(|| {
+                    format!(
+                        "the microVM stopped ({}) without reporting the exit status",
+                        vm_status.as_deref().unwrap_or("killed")
+                    )
+                });
+                (137, Some(if tail.is_empty() { why } else { format!("{why}; console: {tail}") }))
+            }
+        };
+        record_exit(&self.containers, &self.spec.id, code, error)?;
+        Ok(code)
+    }
+}
+
+fn record_exit(containers: &Containers, id: &str, code: i32, error: Option<String>) -> Result<()> {
+    let lock = containers.lock(id)?;
+    let mut st = lock.state()?;
+    st.status = Status::Exited;
+    st.exit_code = Some(code);
+    st.error = error;
+    st.finished_ms = Some(now_ms());
+    st.vsock_uds = None;
+    st.control_socket = None;
+    st.guest_pid = None;
+    lock.save(&st)
+}
