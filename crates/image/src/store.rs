@@ -634,15 +634,15 @@ impl Store {
                 0
             };
             if remaining_tags == 0 {
-                if !users.is_empty() && !force {
-                    // Keep the (now dangling) image for its containers.
+                if !users.is_empty() {
+                    // Even with -f, as Docker does: keep the (now dangling)
+                    // image while containers run on its layer disks.
                     g.save()?;
                     return Ok(out);
                 }
                 for d in &manifests {
                     g.state.images.remove(d);
                 }
-                g.state.users.retain(|_, d| !manifests.contains(d));
                 out.push(format!("Deleted: {config}"));
             }
             g.save()?;
