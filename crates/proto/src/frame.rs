@@ -260,3 +260,44 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes from a hostile peer: decoding ends in frames, a clean end
+        /// or an error, never a panic, and never reads past what was sent.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let len = bytes.len() as u64;
+            let mut c = Cursor::new(bytes);
+            while let Ok(Some(_)) = read_frame(&mut c) {}
+            prop_assert!(c.position() <= len);
+        }
+
+        /// A valid header followed by arbitrary JSON-ish payloads.
+        #[test]
+        fn arbitrary_control_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = (payload.len() as u32).to_be_bytes().to_vec();
+            buf.push(KIND_CONTROL);
+            buf.extend_from_slice(&[0, 0, 0, 0]);
+            buf.extend_from_slice(&payload);
+            let _ = read_frame(&mut Cursor::new(buf));
+        }
+
+        /// Data frames of any kind, stream and content survive a round trip.
+        #[test]
+        fn data_frames_roundtrip(stream in any::<u32>(), bytes in proptest::collection::vec(any::<u8>(), 0..2048), k in 0u8..3) {
+            let kind = [DataKind::Stdin, DataKind::Stdout, DataKind::Stderr][k as usize];
+            let f = Frame::Data { kind, stream, bytes };
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &f).unwrap();
+            prop_assert_eq!(read_frame(&mut Cursor::new(buf)).unwrap(), Some(f));
+        }
+    }
+}
