@@ -118,7 +118,9 @@ impl ArtifactCache {
         sha256: &str,
     ) -> std::result::Result<(Component, ArtifactSource), String> {
         let Some(dir) = &self.dir else {
-            return self.compile(engine, bytes).map(|c| (c, ArtifactSource::Compiled));
+            return self
+                .compile(engine, bytes)
+                .map(|c| (c, ArtifactSource::Compiled));
         };
         let path = self.path_for(dir, sha256);
         match self.read_artifact(&path) {
@@ -219,7 +221,9 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
         )));
     }
     if meta.permissions().mode() & 0o022 != 0 {
-        return Err(err("writable by group or others; refusing to trust it".into()));
+        return Err(err(
+            "writable by group or others; refusing to trust it".into()
+        ));
     }
     Ok(dir.to_path_buf())
 }

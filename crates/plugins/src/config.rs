@@ -189,10 +189,7 @@ impl PluginsConfig {
             check_limits(&p.name, p.deadline_ms, p.memory_mib)?;
             if let Some(pin) = &p.sha256 {
                 if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return invalid(format!(
-                        "plugin '{}': sha256 must be 64 hex digits",
-                        p.name
-                    ));
+                    return invalid(format!("plugin '{}': sha256 must be 64 hex digits", p.name));
                 }
             }
             for guest in p.grants.dirs.keys() {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::bindings::types as wit;
 use crate::model::{
-    Adjustments, ContainerAdmission, ContainerEvent, EventKind, Hook, HookStage,
-    ImageAdmission, Mount, Resources, VmSize,
+    Adjustments, ContainerAdmission, ContainerEvent, EventKind, Hook, HookStage, ImageAdmission,
+    Mount, Resources, VmSize,
 };
 
 const MAX_REASON: usize = 1024;
@@ -131,7 +131,10 @@ fn check_absolute(what: &str, path: &str) -> Result<(), String> {
 
 fn check_strings(what: &str, list: &[String], max_len: usize) -> Result<(), String> {
     if list.len() > MAX_STRINGS {
-        return Err(format!("{what}: {} entries, at most {MAX_STRINGS}", list.len()));
+        return Err(format!(
+            "{what}: {} entries, at most {MAX_STRINGS}",
+            list.len()
+        ));
     }
     list.iter().try_for_each(|s| check_text(what, s, max_len))
 }
@@ -142,7 +145,10 @@ fn key_values(
     check: impl Fn(&str) -> Result<(), String>,
 ) -> Result<BTreeMap<String, String>, String> {
     if list.len() > MAX_PAIRS {
-        return Err(format!("{what}: {} entries, at most {MAX_PAIRS}", list.len()));
+        return Err(format!(
+            "{what}: {} entries, at most {MAX_PAIRS}",
+            list.len()
+        ));
     }
     let mut map = BTreeMap::new();
     for kv in list {
@@ -192,15 +198,20 @@ pub(crate) fn adjustment(a: wit::Adjustment) -> Result<Adjustments, String> {
     for m in a.mounts {
         check_absolute("mount destination", &m.destination)?;
         if m.source.is_empty() {
-            return Err(format!("mount at {:.80?} has an empty source", m.destination));
+            return Err(format!(
+                "mount at {:.80?} has an empty source",
+                m.destination
+            ));
         }
         check_text("mount source", &m.source, MAX_PATH)?;
-        if m.kind.is_empty() || m.kind.len() > 32 || !m.kind.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if m.kind.is_empty() || m.kind.len() > 32 || !m.kind.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!("mount type {:.40?} is not valid", m.kind));
         }
         check_strings("mount options", &m.options, MAX_KEY)?;
-        if mounts.iter().any(|x: &Mount| x.destination == m.destination) {
+        if mounts
+            .iter()
+            .any(|x: &Mount| x.destination == m.destination)
+        {
             return Err(format!("two mounts at {:.80?}", m.destination));
         }
         mounts.push(Mount {
@@ -353,7 +364,8 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        let cases: Vec<Box<dyn Fn(&mut wit::Adjustment)>> = vec![
+        type Case = Box<dyn Fn(&mut wit::Adjustment)>;
+        let cases: Vec<Case> = vec![
             Box::new(|a| a.env = vec![kv("A=B", "1")]),
             Box::new(|a| a.env = vec![kv("", "1")]),
             Box::new(|a| a.env = vec![kv("A", "1"), kv("A", "2")]),

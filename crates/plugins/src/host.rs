@@ -148,10 +148,15 @@ impl PluginHost {
         plugin.authority = authority(pc, &info.requests);
 
         let verdict = plugin
-            .call(&self.engine, &self.ticker, "validate-settings", |p, store| {
-                p.skiff_plugin_hooks()
-                    .call_validate_settings(store, &settings_json)
-            })
+            .call(
+                &self.engine,
+                &self.ticker,
+                "validate-settings",
+                |p, store| {
+                    p.skiff_plugin_hooks()
+                        .call_validate_settings(store, &settings_json)
+                },
+            )
             .map_err(fail)?;
         if let Err(reason) = verdict {
             return Err(PluginError::SettingsRejected {
@@ -187,7 +192,12 @@ impl PluginHost {
         let list = |key: &str| -> BTreeSet<&'a str> {
             annotations
                 .and_then(|a| a.get(key))
-                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let (enable, disable) = (list(ENABLE_ANNOTATION), list(DISABLE_ANNOTATION));
@@ -256,7 +266,8 @@ impl PluginHost {
         ) {
             let start = Instant::now();
             let result = plugin.call(&self.engine, &self.ticker, "admit-container", |p, store| {
-                p.skiff_plugin_hooks().call_admit_container(store, &wit_request)
+                p.skiff_plugin_hooks()
+                    .call_admit_container(store, &wit_request)
             });
             let verdict = result.and_then(|v| match v {
                 wit::ContainerVerdict::Allow => Ok(Verdict::Allow),
@@ -381,7 +392,11 @@ impl PluginHost {
                 Err(error) => {
                     let error = format!("plugin '{}': {error}", plugin.name);
                     tracing::warn!(container = %event.id, "{error}");
-                    out.push(record(PLUGIN_FAILED_ACTION.into(), error, Default::default()));
+                    out.push(record(
+                        PLUGIN_FAILED_ACTION.into(),
+                        error,
+                        Default::default(),
+                    ));
                 }
             }
         }

@@ -32,7 +32,11 @@ impl Merger {
             Ok(())
         };
         for (k, v) in &adj.env {
-            claim(format!("env {k}"), v.clone(), self.merged.env.get(k).cloned())?;
+            claim(
+                format!("env {k}"),
+                v.clone(),
+                self.merged.env.get(k).cloned(),
+            )?;
         }
         for (k, v) in &adj.annotations {
             claim(
@@ -42,7 +46,11 @@ impl Merger {
             )?;
         }
         for (k, v) in &adj.labels {
-            claim(format!("label {k}"), v.clone(), self.merged.labels.get(k).cloned())?;
+            claim(
+                format!("label {k}"),
+                v.clone(),
+                self.merged.labels.get(k).cloned(),
+            )?;
         }
         for m in &adj.mounts {
             let current = self
@@ -51,7 +59,11 @@ impl Merger {
                 .iter()
                 .find(|x| x.destination == m.destination)
                 .map(|x| format!("{x:?}"));
-            claim(format!("mount {}", m.destination), format!("{m:?}"), current)?;
+            claim(
+                format!("mount {}", m.destination),
+                format!("{m:?}"),
+                current,
+            )?;
         }
         let opt = |v: Option<String>| v;
         let scalars = [
@@ -68,7 +80,10 @@ impl Merger {
             (
                 "resources memory-limit-bytes",
                 adj.resources.memory_limit_bytes.map(|v| v.to_string()),
-                self.merged.resources.memory_limit_bytes.map(|v| v.to_string()),
+                self.merged
+                    .resources
+                    .memory_limit_bytes
+                    .map(|v| v.to_string()),
             ),
             (
                 "resources cpu-shares",
@@ -164,7 +179,10 @@ mod tests {
         let mut m = Merger::default();
         m.add("a", &vm).unwrap();
         let err = m.add("b", &vm2).unwrap_err();
-        assert!(err.contains("'a' and 'b'") && err.contains("memory"), "{err}");
+        assert!(
+            err.contains("'a' and 'b'") && err.contains("memory"),
+            "{err}"
+        );
     }
 
     #[test]

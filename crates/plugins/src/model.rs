@@ -95,12 +95,21 @@ impl HookKind {
 #[serde(rename_all = "kebab-case", tag = "outcome")]
 pub enum Outcome {
     Allowed,
-    Denied { reason: String },
-    Adjusted { adjustments: Adjustments },
-    Observed { records: usize },
+    Denied {
+        reason: String,
+    },
+    Adjusted {
+        adjustments: Adjustments,
+    },
+    Observed {
+        records: usize,
+    },
     /// The call failed (trap, deadline, memory cap, invalid answer); `applied` says
     /// what the failure policy made of it: `denied`, `allowed` or `warned`.
-    Failed { error: String, applied: String },
+    Failed {
+        error: String,
+        applied: String,
+    },
 }
 
 /// One plugin call, as shown by `skiff inspect`.

@@ -138,7 +138,9 @@ pub(crate) struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    pub(crate) fn pre_from(instance_pre: InstancePre<CallState>) -> wasmtime::Result<PluginPre<CallState>> {
+    pub(crate) fn pre_from(
+        instance_pre: InstancePre<CallState>,
+    ) -> wasmtime::Result<PluginPre<CallState>> {
         PluginPre::new(instance_pre)
     }
 
@@ -151,7 +153,12 @@ impl LoadedPlugin {
         }
         for (guest, host_dir) in &self.authority.dirs {
             b.preopened_dir(host_dir, guest, FsPerms::ReadOnly)
-                .map_err(|e| format!("cannot open granted directory {}: {e:#}", host_dir.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot open granted directory {}: {e:#}",
+                        host_dir.display()
+                    )
+                })?;
         }
         if self.authority.network {
             b.inherit_network().allow_ip_name_lookup(true);

@@ -1,14 +1,16 @@
 //! Each hook point with the example plugins: allow, deny, adjust, ordering, conflicts,
 //! selection, lifecycle audit, settings validation.
 
+#![allow(clippy::unwrap_used)] // test helpers, not library code
+
 mod common;
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 use skiff_plugins::{
-    ContainerAdmission, ContainerEvent, EventKind, HookStage, ImageAdmission, Outcome,
-    PluginError, PluginHost, Selection, DISABLE_ANNOTATION, ENABLE_ANNOTATION,
+    ContainerAdmission, ContainerEvent, EventKind, HookStage, ImageAdmission, Outcome, PluginError,
+    PluginHost, Selection, DISABLE_ANNOTATION, ENABLE_ANNOTATION,
 };
 
 fn image(reference: &str, digest: &str) -> ImageAdmission {
@@ -22,7 +24,9 @@ fn image(reference: &str, digest: &str) -> ImageAdmission {
 
 fn container(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> ContainerAdmission {
     let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     ContainerAdmission {
         id: "c1".into(),
@@ -65,13 +69,19 @@ fn image_admission_allows_listed_registries_and_pinned_digests() {
     assert_eq!(d.records[0].plugin, "allowlist");
     assert_eq!(d.records[0].outcome, Outcome::Allowed);
 
-    assert!(host.admit_image(&image("registry.example.com:5000/x/y:1", "sha256:abc")).allowed);
+    assert!(
+        host.admit_image(&image("registry.example.com:5000/x/y:1", "sha256:abc"))
+            .allowed
+    );
     assert!(host.admit_image(&image("quay.io/x/y:1", PINNED)).allowed);
 
     let d = host.admit_image(&image("quay.io/evil/miner:latest", "sha256:abc"));
     assert!(!d.allowed);
     let reason = d.reason.unwrap();
-    assert!(reason.contains("'allowlist'") && reason.contains("quay.io"), "{reason}");
+    assert!(
+        reason.contains("'allowlist'") && reason.contains("quay.io"),
+        "{reason}"
+    );
     assert!(matches!(d.records[0].outcome, Outcome::Denied { .. }));
 }
 
@@ -100,7 +110,10 @@ fn settings_are_validated_at_load() {
     )]))
     .err()
     .unwrap();
-    assert!(err.to_string().contains("'typo'") && err.to_string().contains("invalid settings"), "{err}");
+    assert!(
+        err.to_string().contains("'typo'") && err.to_string().contains("invalid settings"),
+        "{err}"
+    );
 
     let err = PluginHost::load(&common::config(vec![common::plugin(
         dir,
@@ -130,7 +143,10 @@ fn env_injector_adjusts_the_container() {
     assert!(matches!(d.records[0].outcome, Outcome::Adjusted { .. }));
     // The decision is data: it survives a JSON round trip for `skiff inspect`.
     let json = serde_json::to_string(&d).unwrap();
-    assert_eq!(serde_json::from_str::<skiff_plugins::ContainerDecision>(&json).unwrap(), d);
+    assert_eq!(
+        serde_json::from_str::<skiff_plugins::ContainerDecision>(&json).unwrap(),
+        d
+    );
 }
 
 #[test]
@@ -146,13 +162,19 @@ fn tenant_limits_cap_vm_size_by_label() {
 
     let d = host.admit_container(&container(
         &[("tenant", "small")],
-        &[("io.skiff.vm.memory-mib", "4096"), ("io.skiff.vm.vcpus", "8")],
+        &[
+            ("io.skiff.vm.memory-mib", "4096"),
+            ("io.skiff.vm.vcpus", "8"),
+        ],
     ));
     assert!(d.allowed, "{d:?}");
     assert_eq!(d.adjustments.vm.memory_mib, Some(256));
     assert_eq!(d.adjustments.vm.vcpus, Some(1));
 
-    let d = host.admit_container(&container(&[("tenant", "small")], &[("io.skiff.vm.memory-mib", "128")]));
+    let d = host.admit_container(&container(
+        &[("tenant", "small")],
+        &[("io.skiff.vm.memory-mib", "128")],
+    ));
     assert_eq!(d.adjustments.vm.memory_mib, Some(128));
 
     let d = host.admit_container(&container(&[("tenant", "unknown")], &[]));
@@ -183,7 +205,12 @@ fn plugins_run_in_order_and_merge() {
     assert!(d.allowed, "{d:?}");
     let names: Vec<_> = d.records.iter().map(|r| r.plugin.as_str()).collect();
     assert_eq!(names, ["first", "second"]);
-    let hooks: Vec<_> = d.adjustments.hooks.iter().map(|h| h.path.as_str()).collect();
+    let hooks: Vec<_> = d
+        .adjustments
+        .hooks
+        .iter()
+        .map(|h| h.path.as_str())
+        .collect();
     assert_eq!(hooks, ["/bin/first", "/bin/second"]);
     assert_eq!(d.adjustments.hooks[0].stage, HookStage::CreateRuntime);
     assert_eq!(d.adjustments.env.len(), 3);
@@ -194,15 +221,27 @@ fn plugins_run_in_order_and_merge() {
 fn conflicting_adjustments_deny_naming_both_plugins() {
     let dir = need_components!();
     let host = PluginHost::load(&common::config(vec![
-        common::plugin(dir, "proxy-a", "env-injector", json!({"env": {"HTTP_PROXY": "a"}})),
-        common::plugin(dir, "proxy-b", "env-injector", json!({"env": {"HTTP_PROXY": "b"}})),
+        common::plugin(
+            dir,
+            "proxy-a",
+            "env-injector",
+            json!({"env": {"HTTP_PROXY": "a"}}),
+        ),
+        common::plugin(
+            dir,
+            "proxy-b",
+            "env-injector",
+            json!({"env": {"HTTP_PROXY": "b"}}),
+        ),
     ]))
     .unwrap();
     let d = host.admit_container(&container(&[], &[]));
     assert!(!d.allowed);
     let reason = d.reason.unwrap();
     assert!(
-        reason.contains("'proxy-a'") && reason.contains("'proxy-b'") && reason.contains("HTTP_PROXY"),
+        reason.contains("'proxy-a'")
+            && reason.contains("'proxy-b'")
+            && reason.contains("HTTP_PROXY"),
         "{reason}"
     );
     assert!(d.adjustments.is_empty());
@@ -212,14 +251,26 @@ fn conflicting_adjustments_deny_naming_both_plugins() {
 fn a_denial_stops_admission() {
     let dir = need_components!();
     let host = PluginHost::load(&common::config(vec![
-        common::plugin(dir, "gate", "scripted", json!({"container_deny": "not today"})),
+        common::plugin(
+            dir,
+            "gate",
+            "scripted",
+            json!({"container_deny": "not today"}),
+        ),
         common::plugin(dir, "after", "env-injector", json!({"env": {"X": "1"}})),
     ]))
     .unwrap();
     let d = host.admit_container(&container(&[], &[]));
     assert!(!d.allowed);
-    assert_eq!(d.reason.as_deref(), Some("denied by plugin 'gate': not today"));
-    assert_eq!(d.records.len(), 1, "later plugins are not called after a denial");
+    assert_eq!(
+        d.reason.as_deref(),
+        Some("denied by plugin 'gate': not today")
+    );
+    assert_eq!(
+        d.records.len(),
+        1,
+        "later plugins are not called after a denial"
+    );
 }
 
 #[test]
@@ -229,16 +280,27 @@ fn annotations_select_opt_in_and_opt_out_plugins() {
     opt_in.selection = Selection::OptIn;
     let mut opt_out = common::plugin(dir, "usual", "env-injector", json!({"env": {"USUAL": "1"}}));
     opt_out.selection = Selection::OptOut;
-    let always = common::plugin(dir, "policy", "env-injector", json!({"env": {"POLICY": "1"}}));
+    let always = common::plugin(
+        dir,
+        "policy",
+        "env-injector",
+        json!({"env": {"POLICY": "1"}}),
+    );
     let host = PluginHost::load(&common::config(vec![opt_in, opt_out, always])).unwrap();
 
     let keys = |d: &skiff_plugins::ContainerDecision| -> Vec<String> {
         d.adjustments.env.keys().cloned().collect()
     };
-    assert_eq!(keys(&host.admit_container(&container(&[], &[]))), ["POLICY", "USUAL"]);
+    assert_eq!(
+        keys(&host.admit_container(&container(&[], &[]))),
+        ["POLICY", "USUAL"]
+    );
     let d = host.admit_container(&container(
         &[],
-        &[(ENABLE_ANNOTATION, "extra"), (DISABLE_ANNOTATION, "usual, policy")],
+        &[
+            (ENABLE_ANNOTATION, "extra"),
+            (DISABLE_ANNOTATION, "usual, policy"),
+        ],
     ));
     // `always` plugins cannot be disabled by a container.
     assert_eq!(keys(&d), ["EXTRA", "POLICY"]);
@@ -248,7 +310,12 @@ fn annotations_select_opt_in_and_opt_out_plugins() {
 fn lifecycle_events_produce_audit_records() {
     let dir = need_components!();
     let host = PluginHost::load(&common::config(vec![
-        common::plugin(dir, "audit", "audit-logger", json!({"labels": ["team"], "log": true})),
+        common::plugin(
+            dir,
+            "audit",
+            "audit-logger",
+            json!({"labels": ["team"], "log": true}),
+        ),
         // An admission-only plugin is not called for events.
         common::plugin(dir, "proxy", "env-injector", json!({"env": {"X": "1"}})),
     ]))
@@ -295,7 +362,7 @@ fn summaries_list_hooks_and_grants() {
     let s = &host.plugins()[0];
     assert_eq!(s.reports_name, "audit-logger");
     assert_eq!(s.hooks, ["lifecycle"]);
-    assert_eq!(s.deadline_ms, 100);
+    assert_eq!(s.deadline_ms, common::TEST_DEADLINE_MS);
     assert_eq!(s.memory_mib, 32);
     assert!(s.granted_env.is_empty() && s.granted_dirs.is_empty() && !s.granted_network);
 }

@@ -69,7 +69,12 @@ pub fn shared_cache() -> PathBuf {
 }
 
 /// A plugin entry with defaults.
-pub fn plugin(dir: &Path, name: &str, component: &str, settings: serde_json::Value) -> PluginConfig {
+pub fn plugin(
+    dir: &Path,
+    name: &str,
+    component: &str,
+    settings: serde_json::Value,
+) -> PluginConfig {
     PluginConfig {
         name: name.to_string(),
         path: dir.join(format!("{component}.wasm")),
@@ -83,9 +88,14 @@ pub fn plugin(dir: &Path, name: &str, component: &str, settings: serde_json::Val
     }
 }
 
+/// Tests give well-behaved plugins a generous deadline so a loaded CI machine cannot
+/// make them fail; tests of the deadline set their own.
+pub const TEST_DEADLINE_MS: u64 = 10_000;
+
 pub fn config(plugins: Vec<PluginConfig>) -> PluginsConfig {
     PluginsConfig {
         cache_dir: Some(shared_cache()),
+        deadline_ms: Some(TEST_DEADLINE_MS),
         plugins,
         ..Default::default()
     }
