@@ -238,7 +238,7 @@ fn run(work: &Path, base_mb: u64, layer_mb: u64) -> Result<()> {
     ));
     let erofs = work.join("cmp.erofs");
     let t = Instant::now();
-    layerdisk::mkfs_erofs(&tree, &erofs)?;
+    layerdisk::mkfs_erofs(&tree, &erofs, false)?;
     let erofs_s = t.elapsed().as_secs_f64();
     let ext4 = work.join("cmp.ext4");
     let t = Instant::now();

@@ -52,6 +52,8 @@ pub fn ensure(store: &Store, layer: &Layer) -> Result<PathBuf> {
     if out.is_file() {
         return Ok(out);
     }
+    // Keep GC from sweeping our scratch dir while we convert.
+    let _ingest = store.ingest_guard()?;
     let lock_path = store
         .root()
         .join("layers")
@@ -100,7 +102,8 @@ pub fn convert(
         });
     }
     let disk = scratch.path().join("disk");
-    mkfs_erofs(&tree, &disk)?;
+    // Chunked (hole-keeping) files only when holes are worth it.
+    mkfs_erofs(&tree, &disk, stats.hole_bytes >= 16 << 20)?;
     fs::rename(&disk, out).ctx(|| format!("publish {}", out.display()))?;
     crate::fsutil::fsync_dir(out.parent().unwrap_or(Path::new(".")))?;
     Ok(stats)
@@ -114,8 +117,15 @@ pub fn hash_stream(r: &mut dyn Read) -> Result<(crate::Digest, u64)> {
     Ok((d, n))
 }
 
-pub fn mkfs_erofs(tree: &Path, out: &Path) -> Result<()> {
-    let o = Command::new("mkfs.erofs")
+/// Build the erofs image. `sparse`: use chunk-based files so holes stay
+/// holes (measured: a 100 MB sparse file takes 112 KB instead of 100 MB), only
+/// when needed because chunked mode makes mkfs.erofs 1.5 ~3x slower.
+pub fn mkfs_erofs(tree: &Path, out: &Path, sparse: bool) -> Result<()> {
+    let mut cmd = Command::new("mkfs.erofs");
+    if sparse {
+        cmd.arg("--chunksize=4096");
+    }
+    let o = cmd
         .arg("--quiet")
         .arg("-x1")
         .arg(out)

@@ -27,6 +27,8 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 pub struct UnpackStats {
     pub entries: u64,
     pub bytes: u64,
+    /// Bytes of zeros left as holes in sparse files.
+    pub hole_bytes: u64,
 }
 
 fn hostile(msg: impl Into<String>) -> Error {
@@ -92,7 +94,7 @@ pub fn unpack<R: Read>(stream: R, dest: &Path, limits: &Limits) -> Result<(Unpac
         for entry in entries {
             let mut entry = entry.map_err(stream_error)?;
             stats.entries += 1;
-            unpack_entry(&mut entry, dest, &mut dir_times)?;
+            stats.hole_bytes += unpack_entry(&mut entry, dest, &mut dir_times)?;
         }
     }
     // Drain trailing padding: it belongs to the diff_id.
@@ -106,11 +108,12 @@ pub fn unpack<R: Read>(stream: R, dest: &Path, limits: &Limits) -> Result<(Unpac
     Ok((stats, guard.into_inner()))
 }
 
+/// Returns the bytes left as holes.
 fn unpack_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     dest: &Path,
     dir_times: &mut Vec<(PathBuf, i64)>,
-) -> Result<()> {
+) -> Result<u64> {
     let raw = entry.path_bytes().into_owned();
     let comps = clean_path(&raw)?;
     let kind = entry.header().entry_type();
@@ -119,13 +122,13 @@ fn unpack_entry<R: Read>(
         if kind.is_dir() {
             apply_meta(entry, dest, false)?;
         }
-        return Ok(());
+        return Ok(0);
     };
     let parent = ensure_parents(dest, parents)?;
     let name_b = name.as_bytes();
     if name_b == b".wh..wh..opq" {
         set_xattr(&parent, OPAQUE_XATTR, b"y")?;
-        return Ok(());
+        return Ok(0);
     }
     if let Some(victim) = name_b.strip_prefix(b".wh.") {
         if victim.is_empty() || victim == b"." || victim == b".." || victim.contains(&b'/') {
@@ -134,7 +137,7 @@ fn unpack_entry<R: Read>(
         let target = parent.join(OsStr::from_bytes(victim));
         remove_existing(&target)?;
         mknod(&target, libc::S_IFCHR, 0)?;
-        return Ok(());
+        return Ok(0);
     }
     let target = parent.join(name);
     let existing = fs::symlink_metadata(&target).ok();
@@ -147,6 +150,7 @@ fn unpack_entry<R: Read>(
         .map_err(|e| hostile(format!("bad mode: {e}")))?
         & 0o7777;
     use tar::EntryType as T;
+    let mut holes = 0;
     match kind {
         T::Regular | T::Continuous | T::GNUSparse => {
             let f = OpenOptions::new()
@@ -156,7 +160,7 @@ fn unpack_entry<R: Read>(
                 .mode(0o600)
                 .open(&target)
                 .ctx(|| format!("create {}", target.display()))?;
-            write_sparse(entry, f, &target)?;
+            holes = write_sparse(entry, f, &target)?;
         }
         T::Directory => {
             if existing.as_ref().is_none_or(|m| !m.is_dir()) {
@@ -197,7 +201,7 @@ fn unpack_entry<R: Read>(
             }
             // linkat without AT_SYMLINK_FOLLOW: links the symlink itself, never its target.
             fs::hard_link(&src, &target).ctx(|| format!("hardlink {}", target.display()))?;
-            return Ok(());
+            return Ok(0);
         }
         T::Char | T::Block | T::Fifo => {
             let fmt = match kind {
@@ -209,14 +213,14 @@ fn unpack_entry<R: Read>(
             let minor = header.device_minor().ok().flatten().unwrap_or(0);
             mknod(&target, fmt | (mode & 0o777), libc::makedev(major, minor))?;
         }
-        T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(()),
+        T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(0),
         other => {
             tracing::warn!("skipping tar entry {:?} of type {other:?}", target);
-            return Ok(());
+            return Ok(0);
         }
     }
     apply_meta(entry, &target, kind == T::Symlink)?;
-    Ok(())
+    Ok(holes)
 }
 
 /// Create missing parent directories; refuse to pass through symlinks or files.
@@ -267,10 +271,11 @@ fn remove_existing(p: &Path) -> Result<()> {
 }
 
 /// Copy entry data, seeking over zero blocks so holes stay holes.
-fn write_sparse(r: &mut dyn Read, mut f: File, path: &Path) -> Result<()> {
+fn write_sparse(r: &mut dyn Read, mut f: File, path: &Path) -> Result<u64> {
     const BLK: usize = 64 * 1024;
     let mut buf = vec![0u8; BLK];
     let mut len: u64 = 0;
+    let mut holes = 0;
     loop {
         let mut filled = 0;
         while filled < BLK {
@@ -285,6 +290,7 @@ fn write_sparse(r: &mut dyn Read, mut f: File, path: &Path) -> Result<()> {
         }
         let chunk = &buf[..filled];
         if chunk.iter().all(|&b| b == 0) {
+            holes += filled as u64;
             f.seek(SeekFrom::Current(filled as i64))
                 .ctx(|| format!("seek {}", path.display()))?;
         } else {
@@ -298,7 +304,7 @@ fn write_sparse(r: &mut dyn Read, mut f: File, path: &Path) -> Result<()> {
     }
     f.set_len(len)
         .ctx(|| format!("truncate {}", path.display()))?;
-    Ok(())
+    Ok(holes)
 }
 
 fn cpath(p: &Path) -> Result<CString> {

@@ -250,3 +250,39 @@ fn concurrent_imports_of_one_layer_store_it_once() {
         3
     );
 }
+
+#[test]
+fn sparse_layers_give_sparse_disks() {
+    if !ready() {
+        return;
+    }
+    let (_d, s) = store();
+    let mut data = vec![0u8; 32 << 20];
+    data[0] = 1;
+    let tar = tar_of(&[E::File("sparse", &data)]);
+    let img = archive::import(&s, Box::new(std::io::Cursor::new(tar)), &[]).unwrap();
+    let disk = &s.layer_disks(&img).unwrap()[0];
+    let m = std::fs::metadata(disk).unwrap();
+    assert!(
+        m.blocks() * 512 < 4 << 20,
+        "layer disk uses {} bytes",
+        m.blocks() * 512
+    );
+}
+
+#[test]
+fn hostile_archive_symlink_is_refused() {
+    if !ready() {
+        return;
+    }
+    let (_d, s) = store();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.tar");
+    let tar = tar_of(&[
+        E::File("oci-layout", b"{}"),
+        E::Symlink("index.json", "/etc/passwd"),
+    ]);
+    std::fs::write(&path, tar).unwrap();
+    let e = archive::load(&s, &path).unwrap_err();
+    assert!(matches!(e, Error::HostileLayer(_)), "{e}");
+}
