@@ -1,8 +1,12 @@
 //! `skiff`: the command line. It parses and reports; the runtime crates act.
 
+mod attach;
+mod container_cmds;
 mod image_cmds;
 mod info;
+mod run_config;
 mod signals;
+mod template;
 mod terminal;
 mod vm;
 
@@ -47,6 +51,8 @@ pub struct GlobalOpts {
 #[derive(Subcommand)]
 enum Command {
     #[command(flatten)]
+    Container(container_cmds::ContainerCommand),
+    #[command(flatten)]
     Image(image_cmds::ImageCommand),
     /// Low-level microVM commands (layer disks in, a process out).
     #[command(subcommand)]
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global.log_level);
     let result = match cli.command {
+        Command::Container(cmd) => container_cmds::run(cmd, &cli.global),
         Command::Image(cmd) => image_cmds::run(cmd, cli.global.root.clone())
             .map(|code| u8::try_from(code).unwrap_or(EXIT_SKIFF_ERROR)),
         Command::Vm(cmd) => vm::run(cmd, &cli.global),

@@ -1,18 +1,17 @@
 //! `skiff vm run`: the microVM slice end to end. Layer disks and a writable disk in,
 //! one process run inside the VM, its stdio relayed and its exit status returned.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec, DEFAULT_PATH};
+use skiff_proto::{ContainerConfig, ProcessSpec, DEFAULT_PATH};
 use skiff_runtime::{
-    hypervisor, writable, AgentSender, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig,
+    hypervisor, writable, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig,
 };
 
-use crate::{signals, terminal, GlobalOpts};
+use crate::{attach, signals, terminal, GlobalOpts};
 
 const MAIN_STREAM: u32 = 1;
 
@@ -163,29 +162,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
     config.die_with_parent = true;
 
     // Signals that arrive before the process runs are delivered once it does.
-    let target: Arc<Mutex<Option<AgentSender>>> = Arc::default();
-    let early: Arc<Mutex<Vec<i32>>> = Arc::default();
-    {
-        let (target, early) = (Arc::clone(&target), Arc::clone(&early));
-        let tty = args.tty;
-        signals::spawn_forwarder(move |sig| {
-            let guard = target.lock().unwrap_or_else(|p| p.into_inner());
-            match guard.as_ref() {
-                Some(sender) if sig == libc::SIGWINCH => {
-                    if let (true, Some((rows, cols))) = (tty, terminal::window_size(1)) {
-                        let _ = sender.resize(MAIN_STREAM, rows, cols);
-                    }
-                }
-                Some(sender) => {
-                    let _ = sender.signal(MAIN_STREAM, sig);
-                }
-                None if sig != libc::SIGWINCH => {
-                    early.lock().unwrap_or_else(|p| p.into_inner()).push(sig)
-                }
-                None => {}
-            }
-        });
-    }
+    let target = attach::SignalTarget::spawn(MAIN_STREAM, args.tty);
 
     let (mut vm, mut agent) = MicroVm::boot(&config)?;
     agent
@@ -209,15 +186,12 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
         .start(MAIN_STREAM, true, &process)
         .context("start the process")?;
     let sender = agent.sender();
-    *target.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-    for sig in std::mem::take(&mut *early.lock().unwrap_or_else(|p| p.into_inner())) {
-        let _ = sender.signal(MAIN_STREAM, sig);
-    }
+    target.set(sender.clone(), MAIN_STREAM);
     let mut status = match outcome {
         StartOutcome::Failed { status } => Some(status),
         StartOutcome::Running { .. } => {
             if args.interactive {
-                spawn_stdin_pump(sender.clone());
+                attach::spawn_stdin_pump(sender.clone(), MAIN_STREAM);
             }
             None
         }
@@ -250,7 +224,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
         vm.kill();
     }
     match status {
-        Some(s) => Ok(exit_code(s)),
+        Some(s) => Ok(attach::exit_code(s)),
         None => {
             let tail = vm.console_tail(10).join("\n  ");
             bail!(
@@ -258,28 +232,4 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
             )
         }
     }
-}
-
-fn exit_code(s: ExitStatus) -> u8 {
-    u8::try_from(s.code().clamp(0, 255)).unwrap_or(255)
-}
-
-fn spawn_stdin_pump(sender: AgentSender) {
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = sender.stdin(MAIN_STREAM, Vec::new());
-                    return;
-                }
-                Ok(n) => {
-                    if sender.stdin(MAIN_STREAM, buf[..n].to_vec()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
 }

@@ -14,7 +14,7 @@ pub mod supervisor;
 mod time;
 
 pub use control::{request as control_request, ControlRequest};
-pub use logfile::{read_log, LogEntry, LogStream, LogWriter};
+pub use logfile::{read_from as read_log_from, read_log, LogEntry, LogStream, LogWriter};
 pub use records::{
     BootSettings, ContainerSpec, ContainerState, Containers, StateLock, Status, STATE_ERROR_GONE,
 };

@@ -173,7 +173,8 @@ impl Containers {
     }
 
     /// Records a new container. `spec.id` is filled in; `spec.name` is generated when
-    /// empty and must be unused otherwise.
+    /// empty and must be unused otherwise; an empty `spec.hostname` becomes the short ID
+    /// (also in a `HOSTNAME=` entry of the process environment).
     pub fn create(&self, mut spec: ContainerSpec) -> Result<ContainerSpec> {
         let _names = self.names_lock()?;
         let existing = self.list_specs()?;
@@ -204,6 +205,15 @@ impl Containers {
             }
         };
         spec.created_ms = now_ms();
+        // As Docker: the hostname defaults to the short ID (and so does $HOSTNAME).
+        if spec.hostname.is_empty() {
+            spec.hostname = spec.id[..12].to_owned();
+            for e in &mut spec.process.env {
+                if e == "HOSTNAME=" {
+                    *e = format!("HOSTNAME={}", spec.hostname);
+                }
+            }
+        }
         let staging = self.dir.join(format!(".new-{}", spec.id));
         fs::create_dir_all(&staging).map_err(Error::io(format!("create {}", staging.display())))?;
         let result = write_atomic(&staging.join("spec.json"), &spec)
