@@ -23,7 +23,8 @@ use crate::arch::layout::{
 use crate::arch::{mptable, paging};
 use crate::devices::{BootTimer, ConsoleOut, Devices, IrqLine, MmioSlot, SerialConsole, I8042};
 use crate::event_loop::EventLoop;
-use crate::exit::GuestExit;
+use crate::exit::{GuestExit, EXIT_VMM_ERROR};
+use crate::seccomp::{Filters, SeccompError, ThreadKind};
 use crate::vmm_config::{ConsoleConfig, VmConfig, MAX_VCPUS};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
 use crate::vstate::vcpu::Vcpu;
@@ -43,6 +44,8 @@ pub enum BuildError {
     Boot(#[from] BootError),
     #[error(transparent)]
     Disk(#[from] DiskError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error("vsock socket {path}: {source}")]
     Vsock {
         path: String,
@@ -75,6 +78,7 @@ pub struct Microvm {
     devices: Arc<Devices>,
     event_loop: EventLoop,
     exit_rx: mpsc::Receiver<GuestExit>,
+    filters: Filters,
 }
 
 /// How a run ended.
@@ -108,6 +112,15 @@ fn console_out(config: &ConsoleConfig) -> Result<ConsoleOut, BuildError> {
                 })?,
         ),
     })
+}
+
+/// Threads cannot hand errors back: a filter that does not install ends the VMM
+/// before the thread runs unconfined.
+fn install_or_die(filters: &Filters, kind: ThreadKind) {
+    if let Err(e) = filters.install(kind) {
+        eprintln!("skiff-vmm: {e}");
+        std::process::exit(EXIT_VMM_ERROR);
+    }
 }
 
 fn validate(config: &VmConfig) -> Result<(), BuildError> {
@@ -223,6 +236,11 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
         config.memory_mib,
         config.vcpus
     );
+    let filters = if config.seccomp {
+        Filters::strict()?
+    } else {
+        Filters::disabled()
+    };
     Ok(Microvm {
         _vm: vm,
         _mem: mem,
@@ -230,6 +248,7 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
         devices,
         event_loop,
         exit_rx,
+        filters,
     })
 }
 
@@ -244,18 +263,28 @@ impl Microvm {
             devices,
             event_loop,
             exit_rx,
+            filters,
         } = self;
+        let device_filters = filters.clone();
         std::thread::Builder::new()
             .name("skiff-devices".into())
-            .spawn(move || event_loop.run())
+            .spawn(move || {
+                install_or_die(&device_filters, ThreadKind::Device);
+                event_loop.run()
+            })
             .map_err(io_err("spawn device thread"))?;
         for vcpu in vcpus {
             let devices = devices.clone();
+            let vcpu_filters = filters.clone();
             std::thread::Builder::new()
                 .name("skiff-vcpu".into())
-                .spawn(move || vcpu.run(devices))
+                .spawn(move || {
+                    install_or_die(&vcpu_filters, ThreadKind::Vcpu);
+                    vcpu.run(devices)
+                })
                 .map_err(io_err("spawn vCPU thread"))?;
         }
+        filters.install(ThreadKind::Vmm)?;
         let exit = exit_rx
             .recv()
             .unwrap_or_else(|_| GuestExit::Crash("all vCPUs stopped".into()));

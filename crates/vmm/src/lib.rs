@@ -35,6 +35,7 @@ pub mod builder;
 pub mod devices;
 pub mod event_loop;
 pub mod exit;
+pub mod seccomp;
 pub mod vhost_user;
 pub mod vmm_config;
 pub mod vstate;

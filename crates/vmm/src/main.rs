@@ -59,6 +59,9 @@ struct RunArgs {
     /// Print `skiff-vmm: boot-timer ...` on stderr when the guest hits the boot timer.
     #[arg(long)]
     report_boot_time: bool,
+    /// Do not install the per-thread seccomp filters (debugging only).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 #[derive(clap::Args)]
@@ -110,6 +113,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         }),
         console: parse_console(&args.console),
         report_boot_time: args.report_boot_time,
+        seccomp: !args.no_seccomp,
     };
     let vm = skiff_vmm::builder::build(&config, start)?;
     let outcome = vm.run()?;

@@ -51,6 +51,8 @@ pub struct VmConfig {
     pub console: ConsoleConfig,
     /// Print the boot-timer result on stderr.
     pub report_boot_time: bool,
+    /// Install the per-thread seccomp filters (see [`crate::seccomp`]).
+    pub seccomp: bool,
 }
 
 /// Parses `PATH[,ro][,id=SERIAL]`.

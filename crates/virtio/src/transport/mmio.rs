@@ -378,9 +378,10 @@ impl MmioTransport {
         match self.device.activate(self.mem.clone(), queues) {
             Ok(()) => {
                 self.activated = true;
-                // Buffers the driver queued before DRIVER_OK must not wait for a kick.
-                for i in 0..self.queue_evts.len() {
-                    self.notify_queue(i);
+                // Buffers the driver queued before DRIVER_OK must not wait for a kick;
+                // the device thread picks them up (vCPU threads do no device I/O).
+                for evt in &self.queue_evts {
+                    let _ = evt.write(1);
                 }
             }
             Err(e) => {
