@@ -13,7 +13,8 @@
 //! It reports through COM1 (`testguest: ...` lines), writes 0 (pass) or 1 (fail) to
 //! port 0x501 and resets through the i8042. With `testguest.bench=N` it instead does
 //! N random 4 KiB reads and `testguest.seqmib=M` 1 MiB sequential reads on the first
-//! disk, writing markers 1, 2, 3 to port 0x503 around the phases.
+//! disk, writing markers 1, 2, 3 to port 0x503 around the phases. With
+//! `testguest.crash` it executes `ud2` without an IDT (a triple fault).
 
 #![no_std]
 #![no_main]
@@ -156,6 +157,11 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
     let mut bases = [0u64; MAX_DEVICES];
     let n = mmio_bases(&cmdline, &mut bases);
     println!("testguest: {} virtio-mmio devices announced", n);
+    if cmdline.tokens().any(|t| t == b"testguest.crash") {
+        println!("testguest: crashing on purpose");
+        // SAFETY: deliberately raises #UD with no IDT: the CPU triple-faults.
+        unsafe { core::arch::asm!("ud2") };
+    }
     let bench = cmdline.value(b"testguest.bench=").and_then(parse_num);
     let seq_mib = cmdline
         .value(b"testguest.seqmib=")
