@@ -324,7 +324,8 @@ impl Ctx {
     }
 
     fn store(&self) -> Result<Store> {
-        Store::open(&self.root).with_context(|| format!("open the image store {}", self.root.display()))
+        Store::open(&self.root)
+            .with_context(|| format!("open the image store {}", self.root.display()))
     }
 }
 
@@ -341,7 +342,9 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
             Ok(0)
         }
         ContainerCommand::Start(a) => start(&ctx, &a),
-        ContainerCommand::Stop(a) => each(&ctx, &a.containers, |c, id| stop(c, id, a.time, a.signal.as_deref())),
+        ContainerCommand::Stop(a) => each(&ctx, &a.containers, |c, id| {
+            stop(c, id, a.time, a.signal.as_deref())
+        }),
         ContainerCommand::Kill(a) => {
             let sig = run_config::parse_signal(&a.signal)?;
             each(&ctx, &a.containers, |c, id| kill(c, id, sig))
@@ -354,7 +357,9 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
             let store = ctx.store()?;
             each(&ctx, &a.containers, |c, id| remove(c, &store, id, a.force))
         }
-        ContainerCommand::Ps(a) | ContainerCommand::Container(ContainerSubcommand::Ps(a)) => ps(&ctx, &a),
+        ContainerCommand::Ps(a) | ContainerCommand::Container(ContainerSubcommand::Ps(a)) => {
+            ps(&ctx, &a)
+        }
         ContainerCommand::Logs(a) => logs(&ctx, &a),
         ContainerCommand::Exec(a) => exec(&ctx, &a),
         ContainerCommand::Wait(a) => {
@@ -366,9 +371,8 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
             }
             Ok(0)
         }
-        ContainerCommand::Inspect(a) | ContainerCommand::Container(ContainerSubcommand::Inspect(a)) => {
-            inspect(&ctx, &a)
-        }
+        ContainerCommand::Inspect(a)
+        | ContainerCommand::Container(ContainerSubcommand::Inspect(a)) => inspect(&ctx, &a),
         ContainerCommand::Top(a) => top(&ctx, &a),
         ContainerCommand::Commit(a) => commit(&ctx, &a),
         ContainerCommand::Rename(a) => {
@@ -389,7 +393,11 @@ fn each(ctx: &Ctx, names: &[String], f: impl Fn(&Containers, &str) -> Result<()>
     let c = ctx.containers()?;
     let mut first_err = None;
     for name in names {
-        match c.resolve(name).map_err(anyhow::Error::from).and_then(|s| f(&c, &s.id)) {
+        match c
+            .resolve(name)
+            .map_err(anyhow::Error::from)
+            .and_then(|s| f(&c, &s.id))
+        {
             Ok(()) => println!("{name}"),
             Err(e) => {
                 if first_err.is_some() {
@@ -421,8 +429,12 @@ fn image_for_run(store: &Store, name: &str) -> Result<()> {
     let starter = Path::new(busybox::DEFAULT_BUSYBOX);
     if is_busybox && starter.is_file() {
         // Offline first: the starter image is deterministic and needs no network.
-        eprintln!("Unable to find image '{name}' locally; building the offline starter image from {}", starter.display());
-        busybox::build(store, starter, busybox::DEFAULT_NAME).context("build the busybox starter image")?;
+        eprintln!(
+            "Unable to find image '{name}' locally; building the offline starter image from {}",
+            starter.display()
+        );
+        busybox::build(store, starter, busybox::DEFAULT_NAME)
+            .context("build the busybox starter image")?;
         return Ok(());
     }
     eprintln!("Unable to find image '{name}' locally");
@@ -430,7 +442,8 @@ fn image_for_run(store: &Store, name: &str) -> Result<()> {
         progress: false,
         ..Default::default()
     };
-    registry::pull(store, &r, &opts).with_context(|| format!("unable to find or pull image {name:?}"))?;
+    registry::pull(store, &r, &opts)
+        .with_context(|| format!("unable to find or pull image {name:?}"))?;
     Ok(())
 }
 
@@ -468,7 +481,8 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
     image_for_run(&store, &a.image)?;
     let image = store.image(&a.image)?;
     let defaults = ImageDefaults::from_config_json(&image.config_json);
-    let (entrypoint, cmd) = run_config::entrypoint_and_cmd(&defaults, a.entrypoint.as_deref(), &a.command)?;
+    let (entrypoint, cmd) =
+        run_config::entrypoint_and_cmd(&defaults, a.entrypoint.as_deref(), &a.command)?;
     let hostname = a.hostname.clone().unwrap_or_default();
     let env = run_config::process_env(&defaults, &hostname, &overrides, a.tty)?;
     let cwd = run_config::working_dir(&defaults, a.workdir.as_deref())?;
@@ -487,7 +501,11 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
     process.user = parsed_user;
     process.terminal = a.tty;
     process.stdin = a.interactive;
-    process.console_size = if a.tty { terminal::window_size(1) } else { None };
+    process.console_size = if a.tty {
+        terminal::window_size(1)
+    } else {
+        None
+    };
 
     let spec = ContainerSpec {
         id: String::new(),
@@ -603,7 +621,8 @@ fn start_detached(ctx: &Ctx, c: &Containers, id: &str) -> Result<()> {
         bail!("container {} is already running", &id[..12]);
     }
     let exe = std::env::current_exe().context("find the skiff executable")?;
-    let log = std::fs::File::create(c.dir_of(id).join("supervisor.log")).context("create the supervisor log")?;
+    let log = std::fs::File::create(c.dir_of(id).join("supervisor.log"))
+        .context("create the supervisor log")?;
     let mut cmd = Command::new(exe);
     cmd.arg("--root")
         .arg(&ctx.root)
@@ -624,11 +643,18 @@ fn start_detached(ctx: &Ctx, c: &Containers, id: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let st = c.state(id)?;
+        // Until the supervisor claims the record, the state is the previous run's.
+        let claimed = st.pid == Some(child.id());
         match st.status {
+            _ if !claimed => {}
             Status::Running if st.guest_pid.is_some() => break,
             // The command could not be executed: report it as `run` would.
-            Status::Running | Status::Exited if st.started_ms.is_some() || st.status == Status::Exited => {
-                if st.status == Status::Exited || wait_exited(c, id, Some(Duration::from_secs(30))).is_ok() {
+            Status::Running | Status::Exited
+                if st.started_ms.is_some() || st.status == Status::Exited =>
+            {
+                if st.status == Status::Exited
+                    || wait_exited(c, id, Some(Duration::from_secs(30))).is_ok()
+                {
                     let st = c.state(id)?;
                     if st.error.is_some() || matches!(st.exit_code, Some(126 | 127)) {
                         let (entries, _) = read_log(&c.log_path(id)).unwrap_or_default();
@@ -648,13 +674,16 @@ fn start_detached(ctx: &Ctx, c: &Containers, id: &str) -> Result<()> {
         }
         if let Ok(Some(status)) = child.try_wait() {
             let st = c.state(id)?;
-            if st.status == Status::Exited {
+            if st.status == Status::Exited && st.pid == Some(child.id()) {
                 if let Some(e) = st.error {
                     bail!("{e}");
                 }
                 break;
             }
-            bail!("the container's supervisor exited ({status}) before the container started; see {}", c.dir_of(id).join("supervisor.log").display());
+            bail!(
+                "the container's supervisor exited ({status}) before the container started; see {}",
+                c.dir_of(id).join("supervisor.log").display()
+            );
         }
         if Instant::now() >= deadline {
             bail!("container {} did not start within 180 s", &id[..12]);
@@ -709,10 +738,14 @@ fn stop(c: &Containers, id: &str, time: Option<u64>, signal: Option<&str>) -> Re
         Some(s) => run_config::parse_signal(s)?,
         None => spec.stop_signal,
     };
-    control(c, id, ControlRequest::Stop {
-        signal,
-        grace_ms: grace.saturating_mul(1000),
-    })?;
+    control(
+        c,
+        id,
+        ControlRequest::Stop {
+            signal,
+            grace_ms: grace.saturating_mul(1000),
+        },
+    )?;
     let limit = Duration::from_secs(grace.saturating_add(30));
     if wait_exited(c, id, Some(limit)).is_err() {
         kill_supervisor(c, id)?;
@@ -747,7 +780,14 @@ fn remove(c: &Containers, store: &Store, id: &str, force: bool) -> Result<()> {
     }
     if busy {
         if st.is_running() {
-            let _ = control(c, id, ControlRequest::Stop { signal: libc::SIGKILL, grace_ms: 0 });
+            let _ = control(
+                c,
+                id,
+                ControlRequest::Stop {
+                    signal: libc::SIGKILL,
+                    grace_ms: 0,
+                },
+            );
         }
         if wait_exited(c, id, Some(Duration::from_secs(20))).is_err() {
             kill_supervisor(c, id)?;
@@ -792,14 +832,22 @@ fn prune(ctx: &Ctx) -> Result<u8> {
         }
         println!();
     }
-    println!("Total reclaimed space: {}", skiff_image::fsutil::human_size(freed));
+    println!(
+        "Total reclaimed space: {}",
+        skiff_image::fsutil::human_size(freed)
+    );
     Ok(0)
 }
 
 fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.blocks() * 512).sum())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -824,7 +872,10 @@ fn status_text(st: &ContainerState) -> String {
     match st.status {
         Status::Created if st.pid.is_some() => "Starting".into(),
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", human_duration(now.saturating_sub(st.started_ms.unwrap_or(now)))),
+        Status::Running => format!(
+            "Up {}",
+            human_duration(now.saturating_sub(st.started_ms.unwrap_or(now)))
+        ),
         Status::Exited => format!(
             "Exited ({}) {} ago",
             st.exit_code.unwrap_or(0),
@@ -838,7 +889,11 @@ fn command_text(spec: &ContainerSpec) -> String {
 }
 
 fn ps_row(spec: &ContainerSpec, st: &ContainerState, no_trunc: bool) -> Value {
-    let id = if no_trunc { spec.id.clone() } else { spec.id[..12].to_owned() };
+    let id = if no_trunc {
+        spec.id.clone()
+    } else {
+        spec.id[..12].to_owned()
+    };
     let mut command = command_text(spec);
     if !no_trunc && command.chars().count() > 20 {
         command = command.chars().take(19).collect::<String>() + "…";
@@ -875,13 +930,35 @@ fn ps(ctx: &Ctx, a: &PsArgs) -> Result<u8> {
     }
     match a.format.as_deref() {
         None | Some("table") => {
-            let cols = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"];
-            let heads = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
+            let cols = [
+                "ID",
+                "Image",
+                "Command",
+                "RunningFor",
+                "Status",
+                "Ports",
+                "Names",
+            ];
+            let heads = [
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "PORTS",
+                "NAMES",
+            ];
             let cell = |r: &Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
             let widths: Vec<usize> = cols
                 .iter()
                 .zip(heads)
-                .map(|(k, h)| rows.iter().map(|r| cell(r, k).chars().count()).chain([h.len()]).max().unwrap_or(0))
+                .map(|(k, h)| {
+                    rows.iter()
+                        .map(|r| cell(r, k).chars().count())
+                        .chain([h.len()])
+                        .max()
+                        .unwrap_or(0)
+                })
                 .collect();
             let line = |cells: Vec<String>| {
                 let mut s = String::new();
@@ -894,7 +971,11 @@ fn ps(ctx: &Ctx, a: &PsArgs) -> Result<u8> {
                 }
                 s
             };
-            writeln!(out, "{}", line(heads.iter().map(|h| (*h).to_owned()).collect()))?;
+            writeln!(
+                out,
+                "{}",
+                line(heads.iter().map(|h| (*h).to_owned()).collect())
+            )?;
             for r in &rows {
                 writeln!(out, "{}", line(cols.iter().map(|k| cell(r, k)).collect()))?;
             }
@@ -922,7 +1003,9 @@ fn ps(ctx: &Ctx, a: &PsArgs) -> Result<u8> {
 
 fn inspect_value(c: &Containers, spec: &ContainerSpec) -> Result<Value> {
     let st = c.state(&spec.id)?;
-    let time = |ms: Option<u64>| ms.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), container::rfc3339_ms);
+    let time = |ms: Option<u64>| {
+        ms.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), container::rfc3339_ms)
+    };
     Ok(json!({
         "Id": spec.id,
         "Created": container::rfc3339_ms(spec.created_ms),
@@ -1005,7 +1088,11 @@ fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<u8> {
     let (entries, mut offset) = read_log(&path)?;
     let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
     let print = |e: &container::LogEntry| {
-        let text = if a.timestamps { format!("{} {}", e.time, e.log) } else { e.log.clone() };
+        let text = if a.timestamps {
+            format!("{} {}", e.time, e.log)
+        } else {
+            e.log.clone()
+        };
         let _ = match e.stream {
             LogStream::Stdout => {
                 let mut o = std::io::stdout();
@@ -1073,7 +1160,11 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<u8> {
     }
     p.terminal = a.tty;
     p.stdin = a.interactive;
-    p.console_size = if a.tty { terminal::window_size(1) } else { None };
+    p.console_size = if a.tty {
+        terminal::window_size(1)
+    } else {
+        None
+    };
     let mut agent = agent_of(&c, &spec.id)?;
     let target = attach::SignalTarget::spawn(MAIN_STREAM, a.tty);
     let _raw = if a.tty && terminal::is_tty(0) {
@@ -1081,7 +1172,9 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<u8> {
     } else {
         None
     };
-    let outcome = agent.start(MAIN_STREAM, false, &p).context("start the process")?;
+    let outcome = agent
+        .start(MAIN_STREAM, false, &p)
+        .context("start the process")?;
     let sender = agent.sender();
     if a.detach {
         sender.hang_up();
@@ -1137,7 +1230,9 @@ fn exec_capture(c: &Containers, id: &str, args: Vec<String>) -> Result<(i32, Vec
     let mut out = Vec::new();
     while status.is_none() {
         match agent.next_event()? {
-            Some(Event::Stdout { bytes, .. }) if out.len() < (4 << 20) => out.extend_from_slice(&bytes),
+            Some(Event::Stdout { bytes, .. }) if out.len() < (4 << 20) => {
+                out.extend_from_slice(&bytes)
+            }
             Some(Event::Exited { status: s, .. }) => status = Some(s),
             None => break,
             _ => {}
@@ -1156,14 +1251,35 @@ fn top(ctx: &Ctx, a: &TopArgs) -> Result<u8> {
     if code != 0 {
         bail!("ps in the container failed with status {code} (does the image have ps?)");
     }
-    std::io::stdout().write_all(&out)?;
+    // The guest's own PID 1 (the agent), kernel threads and our ps are not the
+    // container's processes.
+    let text = String::from_utf8_lossy(&out);
+    let mut lines = text.lines();
+    let mut stdout = std::io::stdout().lock();
+    if let Some(header) = lines.next() {
+        writeln!(stdout, "{header}")?;
+    }
+    let cmd_col = text
+        .lines()
+        .next()
+        .and_then(|h| h.find("COMMAND").or_else(|| h.find("CMD")));
+    for line in lines {
+        let command = cmd_col.and_then(|c| line.get(c..)).unwrap_or(line).trim();
+        let hidden = command.starts_with('[') || command == "/init" || command.starts_with("ps");
+        if !hidden {
+            writeln!(stdout, "{line}")?;
+        }
+    }
     Ok(0)
 }
 
 // ---- commit -----------------------------------------------------------------------------
 
 fn parse_change(change: &str, out: &mut ConfigChange) -> Result<()> {
-    let (instr, rest) = change.trim().split_once(char::is_whitespace).unwrap_or((change.trim(), ""));
+    let (instr, rest) = change
+        .trim()
+        .split_once(char::is_whitespace)
+        .unwrap_or((change.trim(), ""));
     let rest = rest.trim();
     let list = |s: &str| -> Vec<String> {
         match serde_json::from_str::<Vec<String>>(s) {
@@ -1207,7 +1323,9 @@ struct MountedWritable {
 
 impl MountedWritable {
     fn mount(disk: &Path, parent: &Path) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("commit-").tempdir_in(parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("commit-")
+            .tempdir_in(parent)?;
         let out = Command::new("mount")
             .args(["-t", "ext4", "-o", "loop,ro,noload"])
             .arg(disk)
@@ -1215,7 +1333,10 @@ impl MountedWritable {
             .output()
             .context("run mount (commit needs root and loop devices)")?;
         if !out.status.success() {
-            bail!("mount the writable layer: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "mount the writable layer: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(Self { dir })
     }
@@ -1244,10 +1365,13 @@ fn commit(ctx: &Ctx, a: &CommitArgs) -> Result<u8> {
         parse_change(ch, &mut change)?;
     }
     let store = ctx.store()?;
-    let _lock = c.lock(&spec.id)?;
-    let st = c.state(&spec.id)?;
+    let lock = c.lock(&spec.id)?;
+    let st = lock.refreshed_state()?;
     if st.is_running() || (st.status == Status::Created && st.pid.is_some()) {
-        bail!("container {} is running; stop it before commit", &spec.id[..12]);
+        bail!(
+            "container {} is running; stop it before commit",
+            &spec.id[..12]
+        );
     }
     let disk = c.writable_disk(&spec.id);
     let image = if disk.exists() {
@@ -1260,10 +1384,22 @@ fn commit(ctx: &Ctx, a: &CommitArgs) -> Result<u8> {
             empty = tempfile::tempdir_in(store.tmp_dir())?;
             empty.path().to_path_buf()
         };
-        skiff_image::commit::commit(&store, &spec.image_id, &upper, &change, a.repository.as_deref())?
+        skiff_image::commit::commit(
+            &store,
+            &spec.image_id,
+            &upper,
+            &change,
+            a.repository.as_deref(),
+        )?
     } else {
         let empty = tempfile::tempdir_in(store.tmp_dir())?;
-        skiff_image::commit::commit(&store, &spec.image_id, empty.path(), &change, a.repository.as_deref())?
+        skiff_image::commit::commit(
+            &store,
+            &spec.image_id,
+            empty.path(),
+            &change,
+            a.repository.as_deref(),
+        )?
     };
     println!("{}", image.id);
     Ok(0)
@@ -1277,7 +1413,9 @@ fn tree_usage(root: u32) -> (u64, u64) {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             if let Some(ppid) = proc_stat(pid).map(|s| s.0) {
                 parents.push((pid, ppid));
             }
@@ -1328,7 +1466,10 @@ fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
     let pick = || -> Result<Vec<(ContainerSpec, ContainerState)>> {
         let all = c.list()?;
         if a.containers.is_empty() {
-            return Ok(all.into_iter().filter(|(_, st)| a.all || st.is_running()).collect());
+            return Ok(all
+                .into_iter()
+                .filter(|(_, st)| a.all || st.is_running())
+                .collect());
         }
         let mut out = Vec::new();
         for n in &a.containers {
@@ -1338,15 +1479,30 @@ fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
         Ok(out)
     };
     // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
     loop {
         let list = pick()?;
-        let before: Vec<u64> = list.iter().map(|(_, st)| st.pid.filter(|_| st.is_running()).map_or(0, |p| tree_usage(p).0)).collect();
+        let before: Vec<u64> = list
+            .iter()
+            .map(|(_, st)| {
+                st.pid
+                    .filter(|_| st.is_running())
+                    .map_or(0, |p| tree_usage(p).0)
+            })
+            .collect();
         let interval = Duration::from_millis(500);
         std::thread::sleep(interval);
-        println!("{:<14}{:<24}{:<10}{:<24}{:<8}", "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %");
+        println!(
+            "{:<14}{:<24}{:<10}{:<24}{:<8}",
+            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %"
+        );
         for ((spec, st), b) in list.iter().zip(before) {
-            let (ticks, pss) = st.pid.filter(|_| st.is_running()).map_or((0, 0), tree_usage);
+            let (ticks, pss) = st
+                .pid
+                .filter(|_| st.is_running())
+                .map_or((0, 0), tree_usage);
             let cpu = (ticks.saturating_sub(b)) as f64 / hz as f64 / interval.as_secs_f64() * 100.0;
             let limit = u64::from(spec.memory_mib) << 20;
             let mem_pct = pss as f64 / limit as f64 * 100.0;
@@ -1355,7 +1511,11 @@ fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
                 &spec.id[..12],
                 spec.name,
                 format!("{cpu:.2}%"),
-                format!("{} / {}", skiff_image::fsutil::human_size(pss), skiff_image::fsutil::human_size(limit)),
+                format!(
+                    "{} / {}",
+                    skiff_image::fsutil::human_size(pss),
+                    skiff_image::fsutil::human_size(limit)
+                ),
                 format!("{mem_pct:.2}%")
             );
         }

@@ -62,7 +62,21 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // As Docker: a bad command line is one line and exit 125; help and version are not
+    // errors.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("skiff: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_SKIFF_ERROR);
+        }
+    };
     init_logging(&cli.global.log_level);
     let result = match cli.command {
         Command::Container(cmd) => container_cmds::run(cmd, &cli.global),

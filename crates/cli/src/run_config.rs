@@ -27,7 +27,11 @@ impl ImageDefaults {
         let c = &v["config"];
         let strings = |k: &str| -> Vec<String> {
             c[k].as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let string = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
@@ -238,10 +242,22 @@ mod tests {
     #[test]
     fn entrypoint_and_cmd_follow_docker() {
         let i = image();
-        assert_eq!(entrypoint_and_cmd(&i, None, &[]).unwrap(), (v(&["/ep"]), v(&["a", "b"])));
-        assert_eq!(entrypoint_and_cmd(&i, None, &v(&["c"])).unwrap(), (v(&["/ep"]), v(&["c"])));
-        assert_eq!(entrypoint_and_cmd(&i, Some("/e2"), &[]).unwrap(), (v(&["/e2"]), v(&[])));
-        assert_eq!(entrypoint_and_cmd(&i, Some(""), &v(&["sh"])).unwrap(), (v(&[]), v(&["sh"])));
+        assert_eq!(
+            entrypoint_and_cmd(&i, None, &[]).unwrap(),
+            (v(&["/ep"]), v(&["a", "b"]))
+        );
+        assert_eq!(
+            entrypoint_and_cmd(&i, None, &v(&["c"])).unwrap(),
+            (v(&["/ep"]), v(&["c"]))
+        );
+        assert_eq!(
+            entrypoint_and_cmd(&i, Some("/e2"), &[]).unwrap(),
+            (v(&["/e2"]), v(&[]))
+        );
+        assert_eq!(
+            entrypoint_and_cmd(&i, Some(""), &v(&["sh"])).unwrap(),
+            (v(&[]), v(&["sh"]))
+        );
         assert!(entrypoint_and_cmd(&ImageDefaults::default(), None, &[]).is_err());
         assert!(entrypoint_and_cmd(&i, Some(""), &[]).is_err());
     }
@@ -250,11 +266,17 @@ mod tests {
     fn env_merges_by_key() {
         let i = image();
         let env = process_env(&i, "h", &v(&["A=2", "B=3"]), true).unwrap();
-        assert_eq!(env, v(&["HOSTNAME=h", "PATH=/x", "A=2", "B=3", "TERM=xterm"]));
+        assert_eq!(
+            env,
+            v(&["HOSTNAME=h", "PATH=/x", "A=2", "B=3", "TERM=xterm"])
+        );
         let env = process_env(&ImageDefaults::default(), "h", &[], false).unwrap();
         assert!(env[0].starts_with("PATH=/usr/local/sbin"));
         assert!(merge_env(&[], &v(&["=x"])).is_err());
-        assert_eq!(merge_env(&[], &v(&["SKIFF_SURELY_UNSET_VAR"])).unwrap(), v(&[]));
+        assert_eq!(
+            merge_env(&[], &v(&["SKIFF_SURELY_UNSET_VAR"])).unwrap(),
+            v(&[])
+        );
     }
 
     #[test]

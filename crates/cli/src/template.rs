@@ -28,7 +28,9 @@ pub fn header(template: &str) -> String {
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find("}}") else { break };
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
         let action = rest[start + 2..start + end].trim();
         let name = action.rsplit('.').next().unwrap_or(action);
         out.push_str(&name.to_ascii_uppercase());
@@ -44,7 +46,9 @@ fn unescape(s: &str) -> String {
 
 fn eval(action: &str, v: &Value) -> String {
     if let Some(path) = action.strip_prefix("json ") {
-        return lookup(path.trim(), v).map(|x| x.to_string()).unwrap_or_else(|| "null".into());
+        return lookup(path.trim(), v)
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "null".into());
     }
     match lookup(action, v) {
         Some(Value::String(s)) => s.clone(),
@@ -74,7 +78,10 @@ mod tests {
         let v = json!({"ID": "abc", "State": {"Status": "running", "Pid": 5}});
         assert_eq!(render("{{.ID}} {{.State.Status}}", &v), "abc running");
         assert_eq!(render("{{.State.Pid}}", &v), "5");
-        assert_eq!(render("{{json .State}}", &v), r#"{"Pid":5,"Status":"running"}"#);
+        assert_eq!(
+            render("{{json .State}}", &v),
+            r#"{"Pid":5,"Status":"running"}"#
+        );
         assert_eq!(render("{{.Nope}}", &v), "<no value>");
         assert_eq!(render("{{.ID}}\\t{{.ID", &v), "abc\t{{.ID");
         assert_eq!(header("{{.ID}}\\t{{.Names}}"), "ID\tNAMES");

@@ -78,23 +78,11 @@ pub fn run(cmd: VmCommand, global: &GlobalOpts) -> Result<u8> {
 }
 
 fn build_process(args: &RunArgs) -> Result<ProcessSpec> {
-    let mut env = vec![
+    let env = vec![
         format!("PATH={DEFAULT_PATH}"),
         format!("HOSTNAME={}", args.hostname),
     ];
-    for e in &args.env {
-        let entry = match e.split_once('=') {
-            Some((k, _)) if k.is_empty() => bail!("invalid environment variable {e:?}: empty name"),
-            Some(_) => e.clone(),
-            None => match std::env::var(e) {
-                Ok(v) => format!("{e}={v}"),
-                Err(_) => continue,
-            },
-        };
-        let key = entry.split('=').next().unwrap_or_default().to_owned();
-        env.retain(|x| x.split('=').next() != Some(key.as_str()));
-        env.push(entry);
-    }
+    let mut env = crate::run_config::merge_env(&env, &args.env)?;
     if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }

@@ -54,12 +54,17 @@ pub fn request(path: &Path, req: ControlRequest) -> Result<()> {
         .map_err(Error::io("read the supervisor's reply"))?;
     match reply.trim_end() {
         "ok" => Ok(()),
-        r => Err(Error::Agent(r.strip_prefix("error ").unwrap_or(r).to_owned())),
+        r => Err(Error::Agent(
+            r.strip_prefix("error ").unwrap_or(r).to_owned(),
+        )),
     }
 }
 
 /// Serves requests on `listener` until the process ends; `apply` acts on each one.
-pub fn serve(listener: UnixListener, apply: impl Fn(ControlRequest) -> Result<()> + Send + 'static) {
+pub fn serve(
+    listener: UnixListener,
+    apply: impl Fn(ControlRequest) -> Result<()> + Send + 'static,
+) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
@@ -84,7 +89,13 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_garbage_is_refused() {
-        for r in [ControlRequest::Signal(10), ControlRequest::Stop { signal: 15, grace_ms: 5 }] {
+        for r in [
+            ControlRequest::Signal(10),
+            ControlRequest::Stop {
+                signal: 15,
+                grace_ms: 5,
+            },
+        ] {
             assert_eq!(ControlRequest::decode(&r.encode()), Some(r));
         }
         for bad in ["", "signal", "signal x", "stop 1", "stop 1 2 3", "reboot 1"] {
@@ -102,6 +113,9 @@ mod tests {
             _ => Ok(()),
         });
         request(&p, ControlRequest::Signal(15)).unwrap();
-        assert!(request(&p, ControlRequest::Signal(9)).unwrap_err().to_string().contains("no"));
+        assert!(request(&p, ControlRequest::Signal(9))
+            .unwrap_err()
+            .to_string()
+            .contains("no"));
     }
 }

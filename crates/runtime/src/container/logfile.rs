@@ -88,7 +88,9 @@ impl LogWriter {
             time: rfc3339_ns(now_ns()),
             log: String::from_utf8_lossy(bytes).into_owned(),
         };
-        let Ok(mut line) = serde_json::to_vec(&entry) else { return };
+        let Ok(mut line) = serde_json::to_vec(&entry) else {
+            return;
+        };
         line.push(b'\n');
         if self.size + line.len() as u64 > MAX_LOG_BYTES {
             self.rotate();
@@ -104,7 +106,11 @@ impl LogWriter {
         if fs::rename(&self.path, &old).is_err() {
             return;
         }
-        if let Ok(f) = OpenOptions::new().create(true).append(true).open(&self.path) {
+        if let Ok(f) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             self.file = f;
             self.size = 0;
         }
@@ -172,7 +178,8 @@ mod tests {
         w.write(LogStream::Stdout, b"tail");
         w.flush();
         let (entries, off) = read_log(&p).unwrap();
-        let logs: Vec<(LogStream, &str)> = entries.iter().map(|e| (e.stream, e.log.as_str())).collect();
+        let logs: Vec<(LogStream, &str)> =
+            entries.iter().map(|e| (e.stream, e.log.as_str())).collect();
         assert_eq!(
             logs,
             [
@@ -205,7 +212,11 @@ mod tests {
     fn garbage_lines_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log.json");
-        fs::write(&p, b"not json\n{\"stream\":\"stdout\",\"time\":\"t\",\"log\":\"ok\\n\"}\npartial").unwrap();
+        fs::write(
+            &p,
+            b"not json\n{\"stream\":\"stdout\",\"time\":\"t\",\"log\":\"ok\\n\"}\npartial",
+        )
+        .unwrap();
         let (entries, _) = read_log(&p).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].log, "ok\n");

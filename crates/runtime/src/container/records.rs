@@ -130,6 +130,16 @@ impl StateLock {
         read_json(&self.dir.join("state.json"))
     }
 
+    /// The state with a dead supervisor accounted for (recorded as exited).
+    pub fn refreshed_state(&self) -> Result<ContainerState> {
+        let mut st = self.state()?;
+        if st.status != Status::Exited && st.pid.is_some() && !process_alive(st.pid, st.pid_start) {
+            mark_gone(&mut st);
+            self.save(&st)?;
+        }
+        Ok(st)
+    }
+
     pub fn save(&self, state: &ContainerState) -> Result<()> {
         write_atomic(&self.dir.join("state.json"), state)
     }
@@ -230,7 +240,8 @@ impl Containers {
 
     fn list_specs(&self) -> Result<Vec<ContainerSpec>> {
         let mut out = Vec::new();
-        let entries = fs::read_dir(&self.dir).map_err(Error::io(format!("list {}", self.dir.display())))?;
+        let entries =
+            fs::read_dir(&self.dir).map_err(Error::io(format!("list {}", self.dir.display())))?;
         for e in entries.flatten() {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -267,11 +278,12 @@ impl Containers {
             return Ok(s.clone());
         }
         let lower = input.to_ascii_lowercase();
-        let hits: Vec<&ContainerSpec> = if !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-            specs.iter().filter(|s| s.id.starts_with(&lower)).collect()
-        } else {
-            Vec::new()
-        };
+        let hits: Vec<&ContainerSpec> =
+            if !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+                specs.iter().filter(|s| s.id.starts_with(&lower)).collect()
+            } else {
+                Vec::new()
+            };
         match hits.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(Error::Config(format!("No such container: {input}"))),
@@ -299,13 +311,7 @@ impl Containers {
         if st.status == Status::Exited || st.pid.is_none() || process_alive(st.pid, st.pid_start) {
             return Ok(st);
         }
-        let lock = self.lock(id)?;
-        let mut st = lock.state()?;
-        if st.status != Status::Exited && st.pid.is_some() && !process_alive(st.pid, st.pid_start) {
-            mark_gone(&mut st);
-            lock.save(&st)?;
-        }
-        Ok(st)
+        self.lock(id)?.refreshed_state()
     }
 
     pub fn spec(&self, id: &str) -> Result<ContainerSpec> {
@@ -371,7 +377,10 @@ pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
 
 fn validate_name(name: &str) -> Result<()> {
     let ok = name.len() <= 128
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
@@ -393,7 +402,10 @@ fn random_bytes(n: usize) -> Result<Vec<u8>> {
 }
 
 fn random_hex(n: usize) -> Result<String> {
-    Ok(random_bytes(n)?.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(random_bytes(n)?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn generated_name() -> Result<String> {
@@ -402,8 +414,22 @@ fn generated_name() -> Result<String> {
         "nimble", "quiet", "sharp", "swift", "tidy", "witty",
     ];
     const NAMES: [&str; 16] = [
-        "archimedes", "babbage", "curie", "darwin", "euler", "fermat", "galois", "hopper",
-        "kepler", "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak",
+        "archimedes",
+        "babbage",
+        "curie",
+        "darwin",
+        "euler",
+        "fermat",
+        "galois",
+        "hopper",
+        "kepler",
+        "lovelace",
+        "noether",
+        "pascal",
+        "ritchie",
+        "shannon",
+        "turing",
+        "wozniak",
     ];
     let r = random_bytes(3)?;
     let pick = |i: usize, n: usize| usize::from(r.get(i).copied().unwrap_or(0)) % n;
@@ -425,7 +451,9 @@ fn lock_file(path: &Path) -> Result<File> {
         .map_err(Error::io(format!("open {}", path.display())))?;
     // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(Error::io(format!("lock {}", path.display()))(std::io::Error::last_os_error()));
+        return Err(Error::io(format!("lock {}", path.display()))(
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(f)
 }
@@ -495,14 +523,22 @@ mod tests {
         let c = Containers::open(dir.path()).unwrap();
         let a = c.create(spec("web")).unwrap();
         assert_eq!(a.id.len(), 64);
-        assert!(c.create(spec("web")).unwrap_err().to_string().contains("already in use"));
+        assert!(c
+            .create(spec("web"))
+            .unwrap_err()
+            .to_string()
+            .contains("already in use"));
         assert!(c.create(spec("bad name")).is_err());
         let b = c.create(spec("")).unwrap();
         assert!(!b.name.is_empty());
         assert_eq!(c.resolve("web").unwrap().id, a.id);
         assert_eq!(c.resolve(&a.id[..12]).unwrap().id, a.id);
         assert_eq!(c.resolve(&b.id).unwrap().id, b.id);
-        assert!(c.resolve("nope").unwrap_err().to_string().contains("No such container"));
+        assert!(c
+            .resolve("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("No such container"));
         c.rename(&a.id, "api").unwrap();
         assert_eq!(c.resolve("api").unwrap().id, a.id);
         assert!(c.rename(&a.id, &b.name).is_err());

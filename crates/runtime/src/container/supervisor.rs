@@ -53,7 +53,7 @@ impl Supervisor {
         let spec = {
             let lock = containers.lock(id)?;
             let spec = lock.spec()?;
-            let mut st = containers.state(id)?;
+            let mut st = lock.refreshed_state()?;
             if st.status == Status::Running || (st.status == Status::Created && st.pid.is_some()) {
                 return Err(Error::Config(format!(
                     "container {} is already running",
@@ -123,7 +123,9 @@ impl Supervisor {
         agent.create_container(&ContainerConfig {
             id: id.clone(),
             hostname: spec.hostname.clone(),
-            layers: (0..spec.layers.len()).map(|i| format!("layer{i}")).collect(),
+            layers: (0..spec.layers.len())
+                .map(|i| format!("layer{i}"))
+                .collect(),
             writable: Some("rw".into()),
             readonly_rootfs: spec.readonly_rootfs,
         })?;
@@ -238,7 +240,14 @@ impl Supervisor {
                         vm_status.as_deref().unwrap_or("killed")
                     )
                 });
-                (137, Some(if tail.is_empty() { why } else { format!("{why}; console: {tail}") }))
+                (
+                    137,
+                    Some(if tail.is_empty() {
+                        why
+                    } else {
+                        format!("{why}; console: {tail}")
+                    }),
+                )
             }
         };
         record_exit(&self.containers, &self.spec.id, code, error)?;
