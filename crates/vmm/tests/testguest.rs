@@ -220,7 +220,13 @@ fn bad_input_gives_one_line_and_status_125() {
 #[test]
 fn guest_crash_is_reported_as_124() {
     let Some(guest) = prerequisites() else { return };
-    let out = run_vmm(&["run", "--kernel", guest.to_str().unwrap(), "--cmdline", "testguest.crash"]);
+    let out = run_vmm(&[
+        "run",
+        "--kernel",
+        guest.to_str().unwrap(),
+        "--cmdline",
+        "testguest.crash",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(124), "{stderr}");
     assert!(stderr.contains("guest crashed"), "{stderr}");
