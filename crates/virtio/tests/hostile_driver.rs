@@ -25,9 +25,10 @@ const MEM: usize = 1 << 20;
 
 /// Returns in how many rounds the device was active (so the test cannot pass idly).
 fn hammer(device: Box<dyn VirtioDevice>, seed: u64) -> u32 {
-    let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap());
-    let irq = Arc::new(IrqTrigger::with_new_eventfd().unwrap());
-    let mut t = MmioTransport::new(device, mem.clone(), irq).unwrap();
+    let mem =
+        Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).expect("guest memory"));
+    let irq = Arc::new(IrqTrigger::with_new_eventfd().expect("eventfd"));
+    let mut t = MmioTransport::new(device, mem.clone(), irq).expect("transport");
     let mut rng = Rng(seed);
     let registers = [
         0x14u64, 0x20, 0x24, 0x30, 0x38, 0x44, 0x50, 0x64, 0x70, 0x80, 0x84, 0x90, 0x94, 0xa0,
@@ -43,7 +44,7 @@ fn hammer(device: Box<dyn VirtioDevice>, seed: u64) -> u32 {
                 let q = (r >> 8) % 4;
                 t.write(0x30, &(q as u32).to_le_bytes());
                 t.write(0x38, &[16, 0, 0, 0]);
-                let base = (r >> 16) % (MEM as u64 - 0x1000) & !0xfff;
+                let base = ((r >> 16) % (MEM as u64 - 0x1000)) & !0xfff;
                 t.write(0x80, &(base as u32).to_le_bytes());
                 t.write(0x90, &((base + 0x100) as u32).to_le_bytes());
                 t.write(0xa0, &((base + 0x200) as u32).to_le_bytes());
