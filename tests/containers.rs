@@ -280,6 +280,30 @@ fn detached_containers_live_beyond_the_cli() {
     s.expect(&["exec", "web", "sh", "-c", "exit 4"], 4);
     s.expect(&["exec", "web", "no-such-command"], 127);
     assert!(s.ok(&["top", "web"]).contains("sleep"));
+    // cp both ways.
+    let host = s.root.path().join("cp");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("in.txt"), "from the host\n").unwrap();
+    s.ok(&[
+        "cp",
+        host.join("in.txt").to_str().unwrap(),
+        "web:/tmp/copied.txt",
+    ]);
+    assert_eq!(
+        s.ok(&["exec", "web", "cat", "/tmp/copied.txt"]),
+        "from the host\n"
+    );
+    s.ok(&[
+        "cp",
+        "web:/tmp/copied.txt",
+        host.join("back.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("back.txt")).unwrap(),
+        "from the host\n"
+    );
+    s.ok(&["cp", "web:/etc", host.to_str().unwrap()]);
+    assert!(host.join("etc/passwd").is_file());
     assert!(s.ok(&["stats", "--no-stream"]).contains("web"));
 
     // rm without -f refuses a running container and changes nothing.

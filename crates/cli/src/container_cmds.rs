@@ -51,6 +51,8 @@ pub enum ContainerCommand {
     Top(TopArgs),
     /// Create a new image from a container's changes
     Commit(CommitArgs),
+    /// Copy files between a running container and the host (CONTAINER:PATH either side)
+    Cp(CpArgs),
     /// Rename a container
     Rename(RenameArgs),
     /// Display CPU and memory use of the containers' microVMs
@@ -289,6 +291,14 @@ pub struct CommitArgs {
 }
 
 #[derive(Args)]
+pub struct CpArgs {
+    /// SRC: CONTAINER:PATH or a host path
+    src: String,
+    /// DEST: CONTAINER:PATH or a host path
+    dest: String,
+}
+
+#[derive(Args)]
 pub struct RenameArgs {
     container: String,
     new_name: String,
@@ -330,6 +340,7 @@ impl Ctx {
 }
 
 pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
+    container::trace::mark("cli_main");
     let ctx = Ctx {
         root: global.root.clone().unwrap_or_else(Store::default_root),
         global: global.clone(),
@@ -375,6 +386,7 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
         | ContainerCommand::Container(ContainerSubcommand::Inspect(a)) => inspect(&ctx, &a),
         ContainerCommand::Top(a) => top(&ctx, &a),
         ContainerCommand::Commit(a) => commit(&ctx, &a),
+        ContainerCommand::Cp(a) => crate::copy::run(&ctx.containers()?, &a.src, &a.dest),
         ContainerCommand::Rename(a) => {
             let c = ctx.containers()?;
             let id = c.resolve(&a.container)?.id;
@@ -494,6 +506,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
     };
     let labels = run_config::labels(&defaults, &a.label)?;
     let layers = store.layer_disks(&image)?;
+    container::trace::mark("image_ready");
 
     let mut process = ProcessSpec::new([entrypoint.clone(), cmd.clone()].concat());
     process.env = env;
@@ -569,6 +582,7 @@ fn run_container(ctx: &Ctx, a: RunArgs) -> Result<u8> {
             eprintln!("skiff: remove {}: {e:#}", &spec.id[..12]);
         }
     }
+    container::trace::mark("removed");
     code
 }
 
@@ -1129,7 +1143,7 @@ fn logs(ctx: &Ctx, a: &LogsArgs) -> Result<u8> {
 
 // ---- exec / top -------------------------------------------------------------------------
 
-fn agent_of(c: &Containers, id: &str) -> Result<AgentConn> {
+pub(crate) fn agent_of(c: &Containers, id: &str) -> Result<AgentConn> {
     let st = c.state(id)?;
     let running = st.is_running();
     let Some(uds) = st.vsock_uds.filter(|_| running) else {

@@ -2,6 +2,7 @@
 
 mod attach;
 mod container_cmds;
+mod copy;
 mod image_cmds;
 mod info;
 mod run_config;

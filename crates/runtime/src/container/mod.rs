@@ -12,6 +12,7 @@ mod logfile;
 mod records;
 pub mod supervisor;
 mod time;
+pub mod trace;
 
 pub use control::{request as control_request, ControlRequest};
 pub use logfile::{read_from as read_log_from, read_log, LogEntry, LogStream, LogWriter};

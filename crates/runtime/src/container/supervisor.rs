@@ -120,6 +120,8 @@ impl Supervisor {
 
         let log = LogWriter::open(&containers.log_path(&id))?;
         let (vm, mut agent) = MicroVm::boot(&config)?;
+        super::trace::mark_ago("vmm_spawn", vm.timings.launch_to_ready);
+        super::trace::mark("agent_ready");
         agent.create_container(&ContainerConfig {
             id: id.clone(),
             hostname: spec.hostname.clone(),
@@ -211,7 +213,10 @@ impl Supervisor {
                         a.stderr(&bytes);
                     }
                 }
-                Event::Exited { stream, status: s } if stream == MAIN_STREAM => status = Some(s),
+                Event::Exited { stream, status: s } if stream == MAIN_STREAM => {
+                    super::trace::mark("exited");
+                    status = Some(s);
+                }
                 Event::Error { message, .. } => {
                     tracing::warn!("guest agent: {message}");
                     agent_error = Some(message);
@@ -230,6 +235,7 @@ impl Supervisor {
                 None
             }
         };
+        super::trace::mark("vm_gone");
         let (code, error) = match status {
             Some(s) => (s.code(), None),
             None => {
