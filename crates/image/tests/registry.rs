@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use skiff_image::registry::{self, RegistryOptions};
 use skiff_image::{archive, Reference, Store};
 
+enum Auth<'a> {
+    Basic((&'a str, &'a str)),
+    Token { realm: String, cert: PathBuf },
+}
+
 struct Registry {
     child: Child,
     port: u16,
@@ -29,6 +34,10 @@ impl Drop for Registry {
 
 impl Registry {
     fn start(basic: Option<(&str, &str)>) -> Registry {
+        Self::start_with(basic.map(Auth::Basic))
+    }
+
+    fn start_with(auth: Option<Auth>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -39,13 +48,22 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
-        if let Some((u, p)) = basic {
-            let hash = bcrypt::hash(p, 4).unwrap();
-            std::fs::write(dir.path().join("htpasswd"), format!("{u}:{hash}\n")).unwrap();
-            cfg += &format!(
-                "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
-                dir.path().join("htpasswd").display()
-            );
+        match auth {
+            Some(Auth::Basic((u, p))) => {
+                let hash = bcrypt::hash(p, 4).unwrap();
+                std::fs::write(dir.path().join("htpasswd"), format!("{u}:{hash}\n")).unwrap();
+                cfg += &format!(
+                    "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+                    dir.path().join("htpasswd").display()
+                );
+            }
+            Some(Auth::Token { realm, cert }) => {
+                cfg += &format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: skiff-test\n    issuer: skiff-test-issuer\n    rootcertbundle: {}\n",
+                    cert.display()
+                );
+            }
+            None => {}
         }
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg).unwrap();
@@ -421,4 +439,249 @@ fn skiff_save_read_by_skopeo_and_umoci_layout_loaded() {
     let l = archive::load(&s3, &da).unwrap();
     assert_eq!(l[0].names[0].to_string(), "docker.io/legacy/app:v9");
     assert_eq!(l[0].image.layers.len(), 3);
+}
+
+/// A token server for the registry's `auth: token` mode: checks basic
+/// credentials and issues ES256 JWTs whose x5c header carries a self-signed
+/// certificate that the registry trusts.
+struct TokenServer {
+    port: u16,
+    cert_pem: PathBuf,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+fn openssl(args: &[&str]) {
+    let o = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TokenServer {
+    fn start(user: &'static str, pass: &'static str) -> TokenServer {
+        use std::io::{BufRead, BufReader, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &p("key.pem"),
+        ]);
+        openssl(&[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            &p("key.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &p("key.p8"),
+        ]);
+        openssl(&[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            &p("key.pem"),
+            "-out",
+            &p("cert.pem"),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=skiff-test-token",
+        ]);
+        openssl(&[
+            "x509",
+            "-in",
+            &p("cert.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &p("cert.der"),
+        ]);
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &std::fs::read(p("key.p8")).unwrap(),
+            &rng,
+        )
+        .unwrap();
+        let cert_der = std::fs::read(p("cert.der")).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = issued.clone();
+        std::thread::spawn(move || {
+            use base64::Engine as _;
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+            );
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let mut authz = String::new();
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authz = v.trim().to_owned();
+                        }
+                    }
+                }
+                if authz != want {
+                    let _ = conn.write_all(b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("");
+                let query = path.split_once('?').map_or("", |(_, q)| q);
+                let mut access = Vec::new();
+                for kv in query.split('&') {
+                    if let Some(v) = kv.strip_prefix("scope=") {
+                        let v = percent_decode(v);
+                        let mut parts = v.splitn(3, ':');
+                        let (t, name, actions) = (
+                            parts.next().unwrap_or(""),
+                            parts.next().unwrap_or(""),
+                            parts.next().unwrap_or(""),
+                        );
+                        access.push(serde_json::json!({"type": t, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}));
+                    }
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"typ": "JWT", "alg": "ES256",
+                    "x5c": [base64::engine::general_purpose::STANDARD.encode(&cert_der)]});
+                let claims = serde_json::json!({"iss": "skiff-test-issuer", "sub": user, "aud": "skiff-test",
+                    "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("t{now}"), "access": access});
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let sig = key.sign(&rng, signing_input.as_bytes()).unwrap();
+                let jwt = format!("{signing_input}.{}", b64url(sig.as_ref()));
+                let body = serde_json::json!({"token": jwt, "access_token": jwt}).to_string();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+                );
+            }
+        });
+        TokenServer {
+            port,
+            cert_pem: dir.path().join("cert.pem"),
+            issued,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn token_auth_push_and_pull() {
+    if !ready() || !require("openssl", have_tool("openssl")) {
+        return;
+    }
+    let ts = TokenServer::start("bob", "hunter2");
+    let reg = Registry::start_with(Some(Auth::Token {
+        realm: format!("http://127.0.0.1:{}/token", ts.port),
+        cert: ts.cert_pem.clone(),
+    }));
+    let (_d, s) = store();
+    let lay = tempfile::tempdir().unwrap();
+    sample_layout(lay.path(), "v1", "token");
+    let id = archive::load(&s, lay.path()).unwrap()[0].image.id.clone();
+    let dest = Reference::parse(&format!("{}/secure/app:1", reg.host())).unwrap();
+    s.tag(id.as_str(), &dest.to_string()).unwrap();
+
+    let authdir = tempfile::tempdir().unwrap();
+    let auth_file = authdir.path().join("config.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"bob","password":"hunter2"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let o = RegistryOptions {
+        auth_file: Some(auth_file),
+        ..opts()
+    };
+    registry::push(&s, &dest.to_string(), &dest, &o).unwrap();
+    assert!(ts.issued.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "bob:hunter2",
+        &format!("docker://{}", dest),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
+
+    let (_d2, s2) = store();
+    assert_eq!(registry::pull(&s2, &dest, &o).unwrap().image.id, id);
+    // Wrong password: the token server refuses, the pull fails cleanly.
+    let bad = authdir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"bob","password":"x"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let (_d3, s3) = store();
+    let e = registry::pull(
+        &s3,
+        &dest,
+        &RegistryOptions {
+            auth_file: Some(bad),
+            ..opts()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("token"), "{e}");
 }
