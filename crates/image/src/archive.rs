@@ -64,6 +64,7 @@ pub fn load(store: &Store, input: &Path) -> Result<Vec<Loaded>> {
 
 /// `load` from a stream (`skiff load` without `-i` reads stdin).
 pub fn load_stream(store: &Store, r: Box<dyn Read>) -> Result<Vec<Loaded>> {
+    let _ingest = store.ingest_guard()?;
     let scratch = tempfile::tempdir_in(store.tmp_dir()).ctx(|| "scratch dir".to_owned())?;
     let path = scratch.path().join("archive.tar");
     let mut f = File::create(&path).ctx(|| "spool stdin".to_owned())?;

@@ -96,7 +96,8 @@ type Resp = ureq::Response;
 enum Body<'a> {
     None,
     Bytes(&'a [u8]),
-    File(&'a Path),
+    /// A file upload; the bar advances as bytes go out.
+    File(&'a Path, Option<&'a ProgressBar>),
 }
 
 impl Client {
@@ -164,11 +165,18 @@ impl Client {
             let r = match body {
                 Body::None => req.call(),
                 Body::Bytes(b) => req.send_bytes(b),
-                Body::File(p) => {
+                Body::File(p, bar) => {
                     let f = File::open(p).ctx(|| format!("open {}", p.display()))?;
                     let len = f.metadata().ctx(|| "stat blob".to_owned())?.len();
-                    req.set("Content-Length", &len.to_string())
-                        .send(io::BufReader::with_capacity(1 << 20, f))
+                    let r = io::BufReader::with_capacity(1 << 20, f);
+                    let req = req.set("Content-Length", &len.to_string());
+                    match bar {
+                        Some(b) => {
+                            b.set_position(0);
+                            req.send(b.wrap_read(r))
+                        }
+                        None => req.send(r),
+                    }
                 }
             };
             match r {
@@ -432,7 +440,7 @@ impl Client {
         }
     }
 
-    fn upload_blob(&self, store: &Store, d: &Digest) -> Result<()> {
+    fn upload_blob(&self, store: &Store, d: &Digest, bar: &ProgressBar) -> Result<()> {
         let resp = self.send("POST", &self.url("blobs/uploads/"), &[], &Body::Bytes(&[]))?;
         let loc = resp
             .header("location")
@@ -449,7 +457,7 @@ impl Client {
             "PUT",
             &url,
             &[("Content-Type", "application/octet-stream".into())],
-            &Body::File(&store.blob_path(d)),
+            &Body::File(&store.blob_path(d), Some(bar)),
         )?;
         Ok(())
     }
@@ -608,7 +616,7 @@ pub fn push(
             continue;
         }
         let b = bar(&mp, d.short(), *size);
-        client.upload_blob(store, d)?;
+        client.upload_blob(store, d, &b)?;
         b.finish_and_clear();
     }
     let bytes =
