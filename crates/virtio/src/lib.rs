@@ -1,7 +1,7 @@
 //! virtio device models for skiff microVMs and the virtio-mmio transport that exposes
 //! them to a guest.
 //!
-//! The device models (`block`, `vsock`) only see a [`virtio_queue::Queue`] and guest
+//! The device models (`block`, `vsock`, `net`) only see a [`virtio_queue::Queue`] and guest
 //! memory, never the transport, so the same code runs inside `skiff-vmm` (behind
 //! [`transport::MmioTransport`]) and behind a vhost-user backend driven by QEMU. Every
 //! address and length a guest hands over is resolved through `vm-memory`, which
@@ -9,6 +9,7 @@
 
 pub mod block;
 pub mod device;
+pub mod net;
 pub mod queue;
 pub mod transport;
 pub mod vsock;
@@ -26,6 +27,8 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
 /// virtio device IDs (virtio 1.2, section 5).
 pub mod device_type {
+    /// Network card.
+    pub const NET: u32 = 1;
     /// Block device.
     pub const BLOCK: u32 = 2;
     /// Socket device.

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use linux_loader::loader::Cmdline;
 use skiff_virtio::block::{Block, Disk, DiskError};
+use skiff_virtio::net::{Net, Tap};
 use skiff_virtio::transport::mmio::QUEUE_NOTIFY_OFFSET;
 use skiff_virtio::transport::{IrqTrigger, MmioTransport, MMIO_WINDOW_SIZE};
 use skiff_virtio::vsock::{Vsock, VsockMuxer};
@@ -129,7 +130,7 @@ fn validate(config: &VmConfig) -> Result<(), BuildError> {
             "--cpus must be 1..={MAX_VCPUS}"
         )));
     }
-    let devices = config.disks.len() + usize::from(config.vsock.is_some());
+    let devices = config.disks.len() + config.nets.len() + usize::from(config.vsock.is_some());
     if devices > MAX_VIRTIO_DEVICES {
         return Err(BuildError::Config(format!(
             "at most {MAX_VIRTIO_DEVICES} devices"
@@ -169,6 +170,12 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
     let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for disk in &config.disks {
         models.push(Box::new(Block::new(Disk::open(disk)?)));
+    }
+    for net in &config.nets {
+        let tap = Tap::open(&net.tap).map_err(|e| BuildError::Config(e.to_string()))?;
+        models.push(Box::new(
+            Net::new(tap, net.mac).map_err(io_err("virtio-net epoll"))?,
+        ));
     }
     if let Some(v) = &config.vsock {
         let muxer =

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use skiff_vmm::exit::EXIT_VMM_ERROR;
 use skiff_vmm::vmm_config::{
-    parse_console, parse_disk_spec, VmConfig, VsockConfig, DEFAULT_CMDLINE,
+    parse_console, parse_disk_spec, parse_net_spec, VmConfig, VsockConfig, DEFAULT_CMDLINE,
 };
 
 #[derive(Parser)]
@@ -47,6 +47,9 @@ struct RunArgs {
     /// virtio-blk disk: PATH[,ro][,id=SERIAL]; repeatable, in guest order.
     #[arg(long = "disk", value_name = "SPEC")]
     disks: Vec<String>,
+    /// virtio-net on a TAP: tap=NAME[,mac=XX:XX:XX:XX:XX:XX]; repeatable.
+    #[arg(long = "net", value_name = "SPEC")]
+    nets: Vec<String>,
     /// Host UNIX socket of a vsock device.
     #[arg(long, value_name = "UDS_PATH")]
     vsock: Option<PathBuf>,
@@ -100,6 +103,13 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         .map(|s| parse_disk_spec(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    let nets = args
+        .nets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_net_spec(s, i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let config = VmConfig {
         kernel: args.kernel,
         initramfs: args.initramfs,
@@ -107,6 +117,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         memory_mib: args.memory_mib,
         vcpus: args.cpus,
         disks,
+        nets,
         vsock: args.vsock.map(|uds_path| VsockConfig {
             guest_cid: args.guest_cid,
             uds_path,

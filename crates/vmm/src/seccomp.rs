@@ -3,7 +3,7 @@
 //! guest that subverts a device model still cannot open files or spawn programs.
 //!
 //! - vCPU threads: KVM_RUN (plus register reads for crash reports), writes to the
-//!   console and eventfds, locking and memory management.
+//!   console and eventfds, epoll_ctl (device activation), locking and memory.
 //! - the device thread: epoll, eventfds, disk I/O on already-open files, and UNIX
 //!   sockets for vsock (connect to `<uds>_<port>`, accept, read, write).
 //! - the VMM main thread: waits for the guest to end, flushes, exits.
@@ -68,7 +68,9 @@ const COMMON: &[i64] = &[
     libc::SYS_restart_syscall,
 ];
 
-const VCPU: &[i64] = &[libc::SYS_read];
+/// Activation and reset run on the vCPU thread that wrote the status register, and
+/// they (un)register device backend fds with the device's own epoll set.
+const VCPU: &[i64] = &[libc::SYS_read, libc::SYS_epoll_ctl];
 
 const DEVICE: &[i64] = &[
     libc::SYS_epoll_wait,

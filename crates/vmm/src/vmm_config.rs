@@ -30,6 +30,54 @@ pub struct VsockConfig {
     pub uds_path: PathBuf,
 }
 
+/// A virtio-net device on a host TAP interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// TAP interface name (opened, or created with CAP_NET_ADMIN).
+    pub tap: String,
+    /// Guest MAC address.
+    pub mac: [u8; 6],
+}
+
+/// Parses `tap=NAME[,mac=XX:XX:XX:XX:XX:XX]`; `index` picks the default MAC.
+pub fn parse_net_spec(spec: &str, index: usize) -> Result<NetConfig, String> {
+    let mut tap = None;
+    let mut mac = [
+        0x02,
+        0x53,
+        0x4b,
+        0x49,
+        0x46,
+        u8::try_from(index).unwrap_or(0xff),
+    ];
+    for opt in spec.split(',') {
+        if let Some(name) = opt.strip_prefix("tap=") {
+            tap = Some(name.to_string());
+        } else if let Some(text) = opt.strip_prefix("mac=") {
+            let bytes: Vec<u8> = text
+                .split(':')
+                .map(|h| {
+                    if h.len() == 2 {
+                        u8::from_str_radix(h, 16).ok()
+                    } else {
+                        None
+                    }
+                })
+                .collect::<Option<_>>()
+                .ok_or(format!("net: bad mac `{text}`"))?;
+            mac = bytes
+                .try_into()
+                .map_err(|_| format!("net: mac `{text}` needs 6 bytes"))?;
+        } else {
+            return Err(format!("net: unknown option `{opt}` (tap=NAME, mac=XX:..)"));
+        }
+    }
+    let tap = tap
+        .filter(|t| !t.is_empty())
+        .ok_or("net: tap=NAME is required")?;
+    Ok(NetConfig { tap, mac })
+}
+
 /// Everything needed to build and boot one microVM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -45,7 +93,9 @@ pub struct VmConfig {
     pub vcpus: u8,
     /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
     pub disks: Vec<DiskConfig>,
-    /// Optional vsock device.
+    /// virtio-net devices, in order (after the disks).
+    pub nets: Vec<NetConfig>,
+    /// Optional vsock device (after disks and nets).
     pub vsock: Option<VsockConfig>,
     /// Console destination.
     pub console: ConsoleConfig,
@@ -111,6 +161,17 @@ mod tests {
         assert!(parse_disk_spec("x,bogus").is_err());
         assert!(parse_disk_spec("x,id=").is_err());
         assert!(parse_disk_spec("x,id=123456789012345678901").is_err());
+    }
+
+    #[test]
+    fn net_specs() {
+        let n = parse_net_spec("tap=tap0,mac=02:00:00:00:00:0a", 0).unwrap();
+        assert_eq!((n.tap.as_str(), n.mac), ("tap0", [2, 0, 0, 0, 0, 10]));
+        assert_eq!(parse_net_spec("tap=t1", 3).unwrap().mac[5], 3);
+        assert!(parse_net_spec("mac=02:00:00:00:00:0a", 0).is_err());
+        assert!(parse_net_spec("tap=t,mac=02:00", 0).is_err());
+        assert!(parse_net_spec("tap=t,mac=zz:00:00:00:00:00", 0).is_err());
+        assert!(parse_net_spec("tap=t,x=1", 0).is_err());
     }
 
     #[test]

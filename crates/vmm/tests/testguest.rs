@@ -138,7 +138,7 @@ fn block_and_vsock_end_to_end() {
         "testguest: blk1 ro write refused ok",
         "testguest: vsock cid=7",
         "testguest: vsock echo ok (15 and 15 bytes)",
-        "testguest: PASS (2 disks, vsock true)",
+        "testguest: PASS (2 disks, vsock true, net false)",
     ] {
         assert!(log.contains(line), "missing `{line}` in console:\n{log}");
     }
@@ -230,4 +230,152 @@ fn guest_crash_is_reported_as_124() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(124), "{stderr}");
     assert!(stderr.contains("guest crashed"), "{stderr}");
+}
+
+/// A persistent TAP for the test, removed on drop.
+struct TestTap(String);
+
+impl TestTap {
+    fn create() -> Option<Self> {
+        let name = format!("sktg{}", std::process::id() % 100_000);
+        let ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(&["tuntap", "add", "dev", &name, "mode", "tap", "vnet_hdr"]) {
+            skip("cannot create a TAP device (needs root, /dev/net/tun and iproute2)");
+            return None;
+        }
+        let tap = TestTap(name);
+        assert!(ok(&["link", "set", "dev", &tap.0, "up"]));
+        Some(tap)
+    }
+}
+
+impl Drop for TestTap {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["tuntap", "del", "dev", &self.0, "mode", "tap"])
+            .status();
+    }
+}
+
+/// A raw packet socket on `ifname` (receives every frame the interface carries).
+fn packet_socket(ifname: &str) -> (std::os::fd::OwnedFd, i32) {
+    use std::os::fd::FromRawFd;
+    let all = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2), checked below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all)) };
+    assert!(
+        fd >= 0,
+        "packet socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: fd is fresh and owned from here on.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let name = std::ffi::CString::new(ifname).expect("interface name");
+    // SAFETY: valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+    // SAFETY: all-zero sockaddr_ll is valid.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = all;
+    addr.sll_ifindex = ifindex;
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+    // SAFETY: addr is a valid sockaddr_ll of `len` bytes.
+    let bound = unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_ll).cast(), len) };
+    assert_eq!(bound, 0, "bind: {}", std::io::Error::last_os_error());
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: valid timeval option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            16,
+        )
+    };
+    (owned, ifindex)
+}
+
+#[test]
+fn net_frames_flow_between_guest_and_tap() {
+    use std::os::fd::AsRawFd;
+    let Some(guest) = prerequisites() else { return };
+    let Some(tap) = TestTap::create() else { return };
+    let (sock, ifindex) = packet_socket(&tap.0);
+    let net_spec = format!("tap={},mac=02:aa:bb:cc:dd:01", tap.0);
+    let child = Command::new(vmm_binary())
+        .args([
+            "run",
+            "--kernel",
+            guest.to_str().unwrap(),
+            "--net",
+            &net_spec,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the guest's frame, then answer it.
+    let mut got_guest_frame = false;
+    for _ in 0..60 {
+        let mut buf = [0u8; 2048];
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 14 + 15 && buf[12..14] == [0x88, 0xb5] && &buf[14..29] == b"skiff-testguest" {
+            assert_eq!(&buf[6..12], &[2, 0xaa, 0xbb, 0xcc, 0xdd, 1], "source MAC");
+            got_guest_frame = true;
+            break;
+        }
+    }
+    let mut reply = [0u8; 60];
+    reply[..6].copy_from_slice(&[2, 0xaa, 0xbb, 0xcc, 0xdd, 1]);
+    reply[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+    reply[12..14].copy_from_slice(&[0x88, 0xb5]);
+    reply[14..24].copy_from_slice(b"host-reply");
+    // SAFETY: all-zero sockaddr_ll is valid.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = ifindex;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&reply[..6]);
+    // SAFETY: reply and `to` are valid for the given lengths.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            reply.as_ptr().cast(),
+            reply.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    let out = wait_with_deadline(child, DEADLINE);
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        got_guest_frame,
+        "guest frame never seen on {}; console:\n{console}",
+        tap.0
+    );
+    assert_eq!(sent, 60);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{console}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "testguest: net mac=02:aa:bb:cc:dd:01",
+        "testguest: net got host-reply",
+        "net true)",
+    ] {
+        assert!(console.contains(line), "missing `{line}` in:\n{console}");
+    }
 }

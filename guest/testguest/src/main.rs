@@ -10,6 +10,10 @@
 //!   to its port 5000 (host `CONNECT 5000`), echoes every byte on both until the host
 //!   closes them.
 //!
+//! - virtio-net: sends one broadcast frame (ethertype 0x88b5, payload
+//!   `skiff-testguest`) and waits for a frame of the same type from the host, whose
+//!   payload it prints.
+//!
 //! It reports through COM1 (`testguest: ...` lines), writes 0 (pass) or 1 (fail) to
 //! port 0x501 and resets through the i8042. With `testguest.bench=N` it instead does
 //! N random 4 KiB reads and `testguest.seqmib=M` 1 MiB sequential reads on the first
@@ -170,6 +174,7 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
 
     let mut blk_index = 0;
     let mut vsock_seen = false;
+    let mut net_seen = false;
     for (i, &base) in bases[..n].iter().enumerate() {
         let mmio = Mmio { base };
         check!(
@@ -202,13 +207,19 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
                     vsock_seen = true;
                 }
             }
+            1 => {
+                if bench.is_none() {
+                    net_test(mmio, queue_ram);
+                    net_seen = true;
+                }
+            }
             0 => println!("testguest: device {} is a placeholder", i),
             other => println!("testguest: device {} has unknown id {}", i, other),
         }
     }
     println!(
-        "testguest: PASS ({} disks, vsock {})",
-        blk_index, vsock_seen
+        "testguest: PASS ({} disks, vsock {}, net {})",
+        blk_index, vsock_seen, net_seen
     );
     finish(0)
 }
@@ -592,4 +603,82 @@ fn vsock_test(mmio: Mmio, queue_ram: u64) {
         "testguest: vsock echo ok ({} and {} bytes)",
         echoed[0], echoed[1]
     );
+}
+
+const NET_RX_BUF: u64 = 0x0330_0000;
+const NET_TX_BUF: u64 = 0x0331_0000;
+const ETHERTYPE_TEST: [u8; 2] = [0x88, 0xb5];
+
+fn net_test(mmio: Mmio, queue_ram: u64) {
+    const F_MAC: u64 = 1 << 5;
+    check!(
+        mmio.negotiate(VERSION_1 | F_MAC).is_some(),
+        "net: feature negotiation refused"
+    );
+    let rx = Vq::new(mmio, 0, 8, queue_ram);
+    let tx = Vq::new(mmio, 1, 4, queue_ram + 0x1_0000);
+    check!(rx.is_some() && tx.is_some(), "net: queue setup failed");
+    let (Some(mut rx), Some(mut tx)) = (rx, tx) else {
+        finish(1)
+    };
+    mmio.driver_ok();
+    let mut mac = [0u8; 6];
+    for (k, b) in mac.iter_mut().enumerate() {
+        *b = read8(mmio.base + 0x100 + k as u64);
+    }
+    println!(
+        "testguest: net mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    );
+    for i in 0..8u16 {
+        rx.set_desc(i, NET_RX_BUF + i as u64 * 0x1000, 2048, F_WRITE, 0);
+        rx.push(i);
+    }
+    rx.notify();
+    // 12-byte virtio-net header (all zero), then the Ethernet frame.
+    let payload = b"skiff-testguest";
+    let frame_len = 12 + 14 + payload.len() as u64;
+    for k in 0..frame_len.max(12 + 60) {
+        hw::write8(NET_TX_BUF + k, 0);
+    }
+    for k in 0..6 {
+        hw::write8(NET_TX_BUF + 12 + k, 0xff);
+        hw::write8(NET_TX_BUF + 12 + 6 + k, mac[k as usize]);
+    }
+    hw::write8(NET_TX_BUF + 24, ETHERTYPE_TEST[0]);
+    hw::write8(NET_TX_BUF + 25, ETHERTYPE_TEST[1]);
+    for (k, b) in payload.iter().enumerate() {
+        hw::write8(NET_TX_BUF + 26 + k as u64, *b);
+    }
+    tx.set_desc(0, NET_TX_BUF, (12 + 60) as u32, 0, 0);
+    tx.push(0);
+    tx.notify();
+    check!(tx.wait_used().is_some(), "net: tx timed out");
+    println!("testguest: net frame sent");
+    loop {
+        let Some((id, len)) = rx.wait_used() else {
+            println!("testguest: FAIL net: no frame from the host");
+            finish(1);
+        };
+        let buf = NET_RX_BUF + id as u64 * 0x1000;
+        let is_test = len >= 12 + 14
+            && read8(buf + 24) == ETHERTYPE_TEST[0]
+            && read8(buf + 25) == ETHERTYPE_TEST[1];
+        if is_test {
+            let mut text = [0u8; 32];
+            let n = ((len as usize) - 26).min(text.len());
+            for (k, b) in text[..n].iter_mut().enumerate() {
+                *b = read8(buf + 26 + k as u64);
+            }
+            let end = text[..n].iter().position(|b| *b == 0).unwrap_or(n);
+            println!(
+                "testguest: net got {}",
+                core::str::from_utf8(&text[..end]).unwrap_or("?")
+            );
+            return;
+        }
+        // Something else the host stack sent (IPv6 ND, ...): recycle the buffer.
+        rx.push(id as u16);
+        rx.notify();
+    }
 }

@@ -169,13 +169,14 @@ impl MmioTransport {
         self.after_device_work(interrupt);
     }
 
-    /// Handles readiness of the device's backend fd.
+    /// Handles readiness of the device's backend fd. Always forwarded, even before
+    /// activation or once broken: the device must consume or mute the readiness, or
+    /// the event loop would spin.
     pub fn process_backend(&mut self) {
-        if !self.activated || self.status & status::NEEDS_RESET != 0 {
-            return;
-        }
         let interrupt = self.device.process_backend();
-        self.after_device_work(interrupt);
+        if self.activated && self.status & status::NEEDS_RESET == 0 {
+            self.after_device_work(interrupt);
+        }
     }
 
     fn after_device_work(&mut self, interrupt: bool) {

@@ -193,6 +193,7 @@ impl VirtioDevice for Vsock {
         self.queues = queues;
         self.mem = Some(mem);
         self.broken = false;
+        self.muxer.set_rx_starved(false);
         Ok(())
     }
 
@@ -222,10 +223,14 @@ impl VirtioDevice for Vsock {
     }
 
     fn process_backend(&mut self) -> bool {
-        self.run(|muxer, queues, mem| {
-            muxer.process_host_events();
-            fill_rx(muxer, &mut queues[RX_QUEUE], mem)
-        })
+        // Accept clients and read CONNECT lines even while the driver is not ready.
+        self.muxer.process_host_events();
+        if self.broken || self.queues.len() < 2 || self.mem.is_none() {
+            // Nowhere to deliver: stop polling streams until the driver is back.
+            self.muxer.set_rx_starved(true);
+            return false;
+        }
+        self.run(|muxer, queues, mem| fill_rx(muxer, &mut queues[RX_QUEUE], mem))
     }
 
     fn is_broken(&self) -> bool {
@@ -567,6 +572,45 @@ mod tests {
         g.post_rx(1, 4096);
         fill_rx(&mut m, &mut g.rxq, &mem).unwrap();
         assert_eq!(ops(&g.recv()), [op::RST]);
+    }
+
+    fn readable(fd: std::os::fd::RawFd) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn host_clients_before_driver_start_do_not_spin_and_are_served_later() {
+        let (_dir, path, m) = muxer();
+        let mut dev = Vsock::new(m);
+        let mut host = UnixStream::connect(&path).unwrap();
+        host.write_all(b"CONNECT 99\n").unwrap();
+        let fd = dev.backend_fd().unwrap();
+        assert!(readable(fd));
+        assert!(!dev.process_backend());
+        assert!(
+            !readable(fd),
+            "backend still readable: the event loop would spin"
+        );
+
+        let mem = memory();
+        let mut g = Guest::new(&mem);
+        g.post_rx(2, 4096);
+        let queues = vec![
+            g.rx.create_queue().unwrap(),
+            g.tx.create_queue().unwrap(),
+            <Queue as virtio_queue::QueueT>::new(4).unwrap(),
+        ];
+        dev.activate(Arc::new(mem.clone()), queues).unwrap();
+        assert!(dev.process_queue(RX_QUEUE));
+        let pkts = g.recv();
+        assert_eq!(ops(&pkts), [op::REQUEST]);
+        assert_eq!(pkts[0].0.dst_port, 99);
     }
 
     #[test]
