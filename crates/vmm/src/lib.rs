@@ -3,20 +3,23 @@
 //! One `skiff-vmm` process runs one microVM: guest RAM with an MMIO hole below 4 GiB, an
 //! ELF vmlinux or bzImage loaded with linux-loader and entered in 64-bit mode (Linux
 //! boot protocol: zero page, e820, command line, initramfs), an in-kernel irqchip and
-//! PIT, 1..=32 vCPUs, a COM1 console, i8042 reset, a boot timer and virtio-mmio block
-//! and vsock devices (see `skiff-virtio`) wired with irqfds and ioeventfds.
+//! PIT, 1..=32 vCPUs, a COM1 console, i8042 reset, a boot timer and virtio-mmio block,
+//! net (TAP) and vsock devices (see `skiff-virtio`) wired with irqfds and ioeventfds,
+//! and a seccomp filter per thread kind.
 //!
 //! # Command line
 //!
 //! ```text
 //! skiff-vmm run --kernel PATH [--initramfs PATH] [--cmdline STR] [--memory-mib N]
-//!               [--cpus N] [--disk PATH[,ro][,id=SERIAL]]... [--vsock UDS_PATH]
+//!               [--cpus N] [--disk PATH[,ro][,id=SERIAL]]...
+//!               [--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]]... [--vsock UDS_PATH]
 //!               [--guest-cid N] [--console stdout|off|PATH] [--report-boot-time]
+//!               [--no-seccomp]
 //! skiff-vmm vhost-user-vsock --guest-cid N --socket VHOST_SOCK --uds-path VM_SOCK
 //! skiff-vmm vhost-user-blk --socket VHOST_SOCK --disk PATH [--readonly] [--id SERIAL]
 //! ```
 //!
-//! Devices appear in the order disks then vsock at `0xd0001000 + i*4K`, IRQ `5 + i`,
+//! Devices appear in the order disks, nets, vsock at `0xd0001000 + i*4K`, IRQ `5 + i`,
 //! and are announced on the command line as `virtio_mmio.device=4K@ADDR:IRQ`; the
 //! first disk is `/dev/vda`. Log verbosity: `SKIFF_VMM_LOG` (tracing env-filter,
 //! default `warn`), logs go to stderr.
