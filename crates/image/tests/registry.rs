@@ -685,3 +685,36 @@ fn token_auth_push_and_pull() {
     .unwrap_err();
     assert!(e.to_string().contains("token"), "{e}");
 }
+
+#[test]
+fn docker_v2s2_media_types_pull() {
+    if !ready() {
+        return;
+    }
+    let reg = Registry::start(None);
+    let lay = tempfile::tempdir().unwrap();
+    sample_layout_with(lay.path(), "v1", "docker", ["gzip", "gzip", "gzip"]);
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", lay.path().display()),
+        &format!("docker://{}/test/docker:v1", reg.host()),
+    ]);
+    let (_d, s) = store();
+    let r = Reference::parse(&format!("{}/test/docker:v1", reg.host())).unwrap();
+    let p = registry::pull(&s, &r, &opts()).unwrap();
+    let mt = p.image.manifest.media_type().as_ref().unwrap().to_string();
+    assert_eq!(mt, "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(
+        p.image.layers[0].media_type,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    assert_eq!(s.layer_disks(&p.image).unwrap().len(), 3);
+    assert_eq!(p.image.id, layout_id(lay.path()));
+    // Pushing it elsewhere keeps the Docker manifest byte for byte.
+    let dest = Reference::parse(&format!("{}/copy/docker:v1", reg.host())).unwrap();
+    let pushed = registry::push(&s, &r.to_string(), &dest, &opts()).unwrap();
+    assert_eq!(pushed, p.image.manifest_digest);
+}
