@@ -286,3 +286,43 @@ fn hostile_archive_symlink_is_refused() {
     let e = archive::load(&s, &path).unwrap_err();
     assert!(matches!(e, Error::HostileLayer(_)), "{e}");
 }
+
+#[test]
+fn crash_leftovers_are_harmless_and_collected() {
+    if !ready() {
+        return;
+    }
+    let (_d, s) = store();
+    let tar = tar_of(&[E::File("keep", b"k")]);
+    let img = archive::import(
+        &s,
+        Box::new(std::io::Cursor::new(tar)),
+        &[skiff_image::Reference::parse("keep").unwrap()],
+    )
+    .unwrap();
+    // What a crash at various points leaves: a half-written ingest file, a
+    // scratch tree, an unreferenced blob and layer disk, a stale lock file.
+    let root = s.root();
+    std::fs::write(root.join("ingest/.tmpXYZ"), b"half").unwrap();
+    std::fs::create_dir_all(root.join("tmp/.tmpABC/root/etc")).unwrap();
+    let orphan = s.put_blob(b"orphan").unwrap();
+    std::fs::write(root.join(format!("layers/{}.erofs", "d".repeat(64))), b"x").unwrap();
+    std::fs::write(root.join("layers/stale.lock"), b"").unwrap();
+    // The store still works (a fresh handle, as after a restart) ...
+    let s2 = Store::open(root).unwrap();
+    assert_eq!(s2.image("keep").unwrap().id, img.id);
+    // ... and GC removes exactly the leftovers.
+    assert!(s2.gc().unwrap() > 0);
+    assert!(!s2.has_blob(&orphan));
+    assert_eq!(std::fs::read_dir(root.join("ingest")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+    let layers: Vec<_> = std::fs::read_dir(root.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(layers.len(), 1, "{layers:?}");
+    assert!(s2.layer_disks(&s2.image("keep").unwrap()).unwrap()[0].is_file());
+    // A layer disk deleted by hand is rebuilt on demand.
+    std::fs::remove_file(&s2.layer_disks(&img).unwrap()[0]).unwrap();
+    assert!(s2.layer_disks(&img).unwrap()[0].is_file());
+}
