@@ -29,6 +29,12 @@ pub fn build(store: &Store, busybox: &Path, name: &str) -> Result<Image> {
             busybox.display()
         )
     })?;
+    if has_interpreter(&bin) {
+        return Err(Error::Unsupported(format!(
+            "{} is dynamically linked; the image needs a static busybox (apt-get install busybox-static)",
+            busybox.display()
+        )));
+    }
     let meta = fs::metadata(busybox).ctx(|| format!("stat {}", busybox.display()))?;
     let list = Command::new(busybox)
         .arg("--list-full")
@@ -64,6 +70,29 @@ pub fn build(store: &Store, busybox: &Path, name: &str) -> Result<Image> {
         media_type: manifest::OCI_LAYER_TAR.into(),
     };
     store.create_image(&config, &[layer], &[tag])
+}
+
+/// Whether a 64-bit little-endian ELF asks for a dynamic loader (PT_INTERP).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    if !elf.starts_with(b"\x7fELF\x02\x01") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..usize::from(phnum)).any(|i| {
+        let off = usize::try_from(phoff)
+            .unwrap_or(usize::MAX)
+            .saturating_add(i * usize::from(phentsize));
+        elf.get(off..off + 4) == Some(&3u32.to_le_bytes()[..])
+    })
 }
 
 fn layer_tar(bin: &[u8], applets: &str) -> std::io::Result<Vec<u8>> {
@@ -127,4 +156,21 @@ fn layer_tar(bin: &[u8], applets: &str) -> std::io::Result<Vec<u8>> {
     let mut out = b.into_inner()?;
     out.flush()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_dynamic_binaries() {
+        // /bin/sh on Debian is dynamic; busybox-static is not.
+        if let Ok(sh) = fs::read("/bin/sh") {
+            assert!(has_interpreter(&sh));
+        }
+        if let Ok(bb) = fs::read(DEFAULT_BUSYBOX) {
+            assert!(!has_interpreter(&bb));
+        }
+        assert!(!has_interpreter(b"not an elf"));
+    }
 }
