@@ -423,6 +423,67 @@ fn writes_are_private_and_commit_makes_a_runnable_image() {
 }
 
 #[test]
+fn volumes_share_a_host_directory_both_ways() {
+    let Some(s) = Skiff::new("volumes_share_a_host_directory_both_ways") else {
+        return;
+    };
+    let host = s.root.path().join("vol");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("from-host.txt"), "host\n").unwrap();
+    let bind = format!("{}:/data", host.display());
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/from-host.txt; echo ctr > /data/from-ctr.txt",
+    ]);
+    assert_eq!(out, "host\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("from-ctr.txt")).unwrap(),
+        "ctr\n"
+    );
+    // Live both ways while the container runs, and :ro refuses writes.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "v",
+        "-v",
+        &bind,
+        "-v",
+        &format!("{}:/ro:ro", host.display()),
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    std::fs::write(host.join("later.txt"), "later\n").unwrap();
+    assert_eq!(s.ok(&["exec", "v", "cat", "/data/later.txt"]), "later\n");
+    s.ok(&["exec", "v", "sh", "-c", "echo again > /data/again.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("again.txt")).unwrap(),
+        "again\n"
+    );
+    assert_ne!(
+        s.run(&["exec", "v", "touch", "/ro/x"]).status.code(),
+        Some(0)
+    );
+    assert!(!host.join("x").exists());
+    s.ok(&["rm", "-f", "v"]);
+    s.refused(&["run", "-v", "relative:/data", "busybox", "true"]);
+    s.refused(&[
+        "run",
+        "-v",
+        &format!("{}:/", host.display()),
+        "busybox",
+        "true",
+    ]);
+}
+
+#[test]
 fn four_containers_start_concurrently_and_a_dead_supervisor_is_noticed() {
     let Some(s) = Skiff::new("four_containers_start_concurrently_and_a_dead_supervisor_is_noticed")
     else {

@@ -129,7 +129,7 @@ pub struct CreateArgs {
     /// Size of the container's writable layer
     #[arg(long, default_value = "1G")]
     storage_size: String,
-    /// Bind mount a volume (not supported yet)
+    /// Bind mount a host directory (virtio-9p; QEMU backend)
     #[arg(short, long, value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
     /// Image to run
@@ -460,9 +460,11 @@ fn image_for_run(store: &Store, name: &str) -> Result<()> {
 }
 
 fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec> {
-    if !a.volume.is_empty() {
-        bail!("-v/--volume is not supported yet");
-    }
+    let binds = a
+        .volume
+        .iter()
+        .map(|v| parse_bind(v))
+        .collect::<Result<Vec<_>>>()?;
     // Everything that can be refused is checked before anything is recorded.
     let memory_mib = match &a.memory {
         Some(m) => {
@@ -545,6 +547,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
             initramfs: ctx.global.initramfs.clone(),
             hypervisor: ctx.global.hypervisor.map(|h| h.to_string()),
         },
+        binds,
     };
     let containers = ctx.containers()?;
     let spec = containers.create(spec)?;
@@ -554,6 +557,38 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         return Err(e.into());
     }
     Ok(spec)
+}
+
+/// `-v HOST:CONTAINER[:ro|rw]`: an absolute host directory (created if missing, as
+/// Docker does) and an absolute container path.
+fn parse_bind(v: &str) -> Result<container::Bind> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (host, target, readonly) = match parts.as_slice() {
+        [h, t] => (*h, *t, false),
+        [h, t, "ro"] => (*h, *t, true),
+        [h, t, "rw"] => (*h, *t, false),
+        _ => bail!("invalid volume {v:?}: expected HOST:CONTAINER[:ro]"),
+    };
+    if !host.starts_with('/') {
+        bail!(
+            "invalid volume {v:?}: named volumes are not supported; the host path must be absolute"
+        );
+    }
+    if !target.starts_with('/') || target == "/" || target.split('/').any(|c| c == "..") {
+        bail!("invalid volume {v:?}: the container path must be absolute, not / and without ..");
+    }
+    let host = Path::new(host);
+    if !host.exists() {
+        std::fs::create_dir_all(host).with_context(|| format!("create {}", host.display()))?;
+    }
+    if !host.is_dir() {
+        bail!("invalid volume {v:?}: only directories can be bound");
+    }
+    Ok(container::Bind {
+        host: host.canonicalize()?,
+        target: target.to_owned(),
+        readonly,
+    })
 }
 
 fn run_container(ctx: &Ctx, a: RunArgs) -> Result<u8> {

@@ -162,6 +162,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
                 .collect(),
             writable: args.writable.as_ref().map(|_| "rw".into()),
             readonly_rootfs: args.read_only,
+            shares: Vec::new(),
         })
         .context("create the container")?;
 

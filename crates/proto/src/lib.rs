@@ -12,7 +12,9 @@ mod frame;
 mod message;
 
 pub use frame::{read_frame, write_frame, DataKind, Frame, FrameError, HEADER_LEN, MAX_PAYLOAD};
-pub use message::{ContainerConfig, ExitStatus, Message, ProcessSpec, Rlimit, User, DEFAULT_PATH};
+pub use message::{
+    ContainerConfig, ExitStatus, Message, ProcessSpec, Rlimit, SharedDir, User, DEFAULT_PATH,
+};
 
 /// Bumped on any incompatible change of frames or messages.
 pub const PROTOCOL_VERSION: u32 = 1;

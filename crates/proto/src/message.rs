@@ -102,6 +102,21 @@ pub struct ContainerConfig {
     /// Mount the root filesystem read-only (`--read-only`).
     #[serde(default)]
     pub readonly_rootfs: bool,
+    /// Host directories shared into the container (`-v`), found by their 9p mount tag.
+    /// Omitted when empty so agents that predate it still accept the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<SharedDir>,
+}
+
+/// A host directory the VM exposes as a virtio-9p device, mounted at `target` (an
+/// absolute path inside the container).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedDir {
+    pub tag: String,
+    pub target: String,
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 /// The parts of an OCI runtime-spec `process` that the agent applies.
@@ -187,6 +202,23 @@ mod tests {
         assert!(serde_json::from_str::<Message>(json).is_err());
         let json = r#"{"type":"stop","signal":15,"grace_ms":10}"#;
         assert!(serde_json::from_str::<Message>(json).is_ok());
+    }
+
+    #[test]
+    fn configs_without_shares_keep_the_old_wire_form() {
+        let json = serde_json::to_string(&ContainerConfig::default()).unwrap();
+        assert!(!json.contains("shares"), "{json}");
+        let with = ContainerConfig {
+            shares: vec![SharedDir {
+                tag: "v0".into(),
+                target: "/data".into(),
+                readonly: true,
+            }],
+            ..ContainerConfig::default()
+        };
+        let back: ContainerConfig =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 
     #[test]

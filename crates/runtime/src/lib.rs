@@ -19,5 +19,5 @@ pub mod writable;
 pub use agent::{AgentConn, AgentSender, Event, StartOutcome};
 pub use artifacts::GuestArtifacts;
 pub use error::{Error, Result};
-pub use hypervisor::{Disk, HypervisorKind, Selection};
+pub use hypervisor::{Disk, HypervisorKind, Selection, Share};
 pub use microvm::{BootTimings, MicroVm, VmConfig};

@@ -11,7 +11,7 @@ use skiff_proto::{AGENT_PORT, READY_PORT};
 
 use crate::agent::AgentConn;
 use crate::artifacts::GuestArtifacts;
-use crate::hypervisor::{self, Disk, LaunchSpec, Selection, VmProcess};
+use crate::hypervisor::{self, Disk, LaunchSpec, Selection, Share, VmProcess};
 use crate::{Error, Result};
 
 /// Lines of console output kept in boot errors.
@@ -24,6 +24,8 @@ pub struct VmConfig {
     pub memory_mib: u32,
     pub vcpus: u32,
     pub disks: Vec<Disk>,
+    /// Host directories shared with the guest (`-v`).
+    pub shares: Vec<Share>,
     pub cmdline_extra: String,
     /// How long the agent may take to dial in after the VMM starts.
     pub boot_timeout: Duration,
@@ -40,6 +42,7 @@ impl VmConfig {
             memory_mib: 256,
             vcpus: 1,
             disks: Vec::new(),
+            shares: Vec::new(),
             cmdline_extra: String::new(),
             boot_timeout: Duration::from_secs(30),
             die_with_parent: false,
@@ -94,6 +97,7 @@ impl MicroVm {
             memory_mib: config.memory_mib,
             vcpus: config.vcpus,
             disks: &config.disks,
+            shares: &config.shares,
             cmdline_extra: &config.cmdline_extra,
             vsock_uds: &vsock_uds,
             console_log: &console_log,

@@ -110,7 +110,59 @@ pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
     };
     mount("overlay", &rootfs, "overlay", flags, Some(&opts))?;
     mounts.push(rootfs.clone());
+    for share in &config.shares {
+        let target = share_target(&rootfs, &share.target)?;
+        // The mount point is created in the container's writable layer, as Docker does.
+        std::fs::create_dir_all(&target)?;
+        let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
+        if share.readonly {
+            flags |= libc::MS_RDONLY;
+        }
+        mount(
+            &share.tag,
+            &target,
+            "9p",
+            flags,
+            Some("trans=virtio,version=9p2000.L,msize=262144,cache=none"),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("mount {} at {}: {e}", share.tag, share.target),
+            )
+        })?;
+        mounts.push(target);
+    }
     Ok(Mounted { rootfs, mounts })
+}
+
+/// Where a shared directory goes under `rootfs`: an absolute container path without
+/// `..`, and no symlink on the way (it would resolve outside the container's root).
+fn share_target(rootfs: &Path, target: &str) -> io::Result<PathBuf> {
+    let bad = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mount target {target:?}: {why}"),
+        )
+    };
+    let rel = target
+        .strip_prefix('/')
+        .ok_or_else(|| bad("must be absolute"))?;
+    let mut out = rootfs.to_path_buf();
+    for part in Path::new(rel).components() {
+        match part {
+            std::path::Component::Normal(p) => out.push(p),
+            std::path::Component::CurDir => {}
+            _ => return Err(bad("must not contain ..")),
+        }
+        if std::fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(bad("a symlink on the way is not supported"));
+        }
+    }
+    if out == rootfs {
+        return Err(bad("cannot be /"));
+    }
+    Ok(out)
 }
 
 impl Mounted {

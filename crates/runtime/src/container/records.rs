@@ -58,6 +58,17 @@ pub struct ContainerSpec {
     pub writable_bytes: u64,
     #[serde(default)]
     pub boot: BootSettings,
+    /// Host directories bound into the container (`-v`).
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+}
+
+/// `-v HOST:TARGET[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub target: String,
+    pub readonly: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -514,6 +525,7 @@ mod tests {
             layers: Vec::new(),
             writable_bytes: 1 << 30,
             boot: BootSettings::default(),
+            binds: Vec::new(),
         }
     }
 

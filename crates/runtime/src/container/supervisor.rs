@@ -11,13 +11,13 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use skiff_proto::{ContainerConfig, ExitStatus};
+use skiff_proto::{ContainerConfig, ExitStatus, SharedDir};
 
 use super::control::{self, ControlRequest};
 use super::logfile::{LogStream, LogWriter};
 use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
 use super::time::now_ms;
-use crate::hypervisor::{self, Disk, HypervisorKind};
+use crate::hypervisor::{self, Disk, HypervisorKind, Share};
 use crate::{
     writable, AgentConn, AgentSender, Error, Event, GuestArtifacts, MicroVm, Result, StartOutcome,
     VmConfig,
@@ -114,6 +114,16 @@ impl Supervisor {
         config.memory_mib = spec.memory_mib;
         config.vcpus = spec.vcpus;
         config.disks = disks;
+        config.shares = spec
+            .binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Share {
+                host_path: b.host.clone(),
+                tag: format!("skiffv{i}"),
+                readonly: b.readonly,
+            })
+            .collect();
         config.boot_timeout = BOOT_TIMEOUT;
         config.die_with_parent = true;
         config.scratch_parent = Some(containers.run_dir().to_path_buf());
@@ -130,6 +140,16 @@ impl Supervisor {
                 .collect(),
             writable: Some("rw".into()),
             readonly_rootfs: spec.readonly_rootfs,
+            shares: spec
+                .binds
+                .iter()
+                .enumerate()
+                .map(|(i, b)| SharedDir {
+                    tag: format!("skiffv{i}"),
+                    target: b.target.clone(),
+                    readonly: b.readonly,
+                })
+                .collect(),
         })?;
         let control_path: PathBuf = vm.work_dir().join("ctl.sock");
         let listener = UnixListener::bind(&control_path)

@@ -149,6 +149,14 @@ pub struct Disk {
     pub serial: String,
 }
 
+/// A host directory exposed to the guest as a virtio-9p device with `tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub host_path: PathBuf,
+    pub tag: String,
+    pub readonly: bool,
+}
+
 /// Everything a backend needs to start one microVM.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec<'a> {
@@ -156,6 +164,8 @@ pub struct LaunchSpec<'a> {
     pub memory_mib: u32,
     pub vcpus: u32,
     pub disks: &'a [Disk],
+    /// Host directories shared with the guest (QEMU backend only, for now).
+    pub shares: &'a [Share],
     pub cmdline_extra: &'a str,
     /// The vsock device's host-side UNIX socket (`CONNECT <port>` convention).
     pub vsock_uds: &'a Path,
@@ -178,8 +188,12 @@ pub trait VmProcess: Send {
 
 pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn VmProcess>> {
     validate_disks(spec.disks)?;
+    validate_shares(spec.shares)?;
     match selection.kind {
         HypervisorKind::Qemu => Ok(Box::new(qemu::QemuVm::launch(selection.accel, spec)?)),
+        HypervisorKind::Vmm if !spec.shares.is_empty() => Err(Error::Config(
+            "shared directories (-v) need the qemu backend for now (--hypervisor qemu)".into(),
+        )),
         HypervisorKind::Vmm => {
             let vmm = crate::tools::find_program("skiff-vmm", "SKIFF_VMM").map_err(|looked| {
                 Error::MissingTool {
@@ -191,6 +205,30 @@ pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn Vm
             Ok(Box::new(vmm::VmmVm::launch(&vmm, spec)?))
         }
     }
+}
+
+fn validate_shares(shares: &[Share]) -> Result<()> {
+    for sh in shares {
+        if sh.tag.is_empty()
+            || sh.tag.len() > 31
+            || !sh
+                .tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(Error::Config(format!(
+                "share tag {:?} must be 1-31 characters of [A-Za-z0-9_-]",
+                sh.tag
+            )));
+        }
+        if !sh.host_path.is_dir() {
+            return Err(Error::Disk {
+                path: sh.host_path.clone(),
+                message: "a shared directory must be an existing directory".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn validate_disks(disks: &[Disk]) -> Result<()> {

@@ -184,6 +184,22 @@ impl QemuVm {
                 }
             }
         }
+        // QEMU's own 9p server; passthrough keeps owners and modes as the guest sets
+        // them (we run as root, as Docker's bind mounts do).
+        for (i, sh) in spec.shares.iter().enumerate() {
+            let ro = if sh.readonly { ",readonly=on" } else { "" };
+            cmd.args([
+                "-fsdev",
+                &format!(
+                    "local,id=fs{i},path={},security_model=passthrough{ro}",
+                    qemu_escape(&sh.host_path)
+                ),
+            ])
+            .args([
+                "-device",
+                &format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", sh.tag),
+            ]);
+        }
         processes.spawn(
             &format!("{}", qemu_bin.display()),
             cmd,
