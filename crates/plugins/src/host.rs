@@ -448,3 +448,42 @@ fn authority(pc: &PluginConfig, asked: &wit::CapabilityRequest) -> Authority {
     }
     a
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<PluginHost>();
+    }
+
+    #[test]
+    fn authority_is_what_was_asked_and_granted() {
+        let mut pc = PluginConfig {
+            name: "p".into(),
+            path: "p.wasm".into(),
+            sha256: None,
+            selection: Selection::Always,
+            on_error: FailurePolicy::Deny,
+            deadline_ms: None,
+            memory_mib: None,
+            settings: None,
+            grants: Default::default(),
+        };
+        pc.grants.env.insert("PATH".into());
+        pc.grants.env.insert("HOME".into());
+        pc.grants.dirs.insert("/a".into(), "/srv/a".into());
+        let asked = wit::CapabilityRequest {
+            env: vec!["PATH".into(), "SECRET".into()],
+            dirs: vec!["/a".into(), "/b".into()],
+            network: true,
+        };
+        let a = authority(&pc, &asked);
+        let env: Vec<_> = a.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(env.iter().all(|k| *k == "PATH"));
+        assert_eq!(a.dirs, [("/a".to_string(), "/srv/a".into())]);
+        assert!(!a.network);
+    }
+}
