@@ -48,6 +48,18 @@ pub fn decompress<'a>(r: Box<dyn Read + 'a>, c: Compression) -> Result<Box<dyn R
 
 /// The layer disk for `layer`, converting it now if nobody has yet.
 pub fn ensure(store: &Store, layer: &Layer) -> Result<PathBuf> {
+    ensure_from(store, layer, None)
+}
+
+/// `ensure`, converting from `stream` (the layer blob as it downloads)
+/// instead of the stored blob. The disk is trusted only because the
+/// uncompressed content matches the diff_id; a short or failed stream just
+/// fails (the caller then converts from the stored blob).
+pub fn ensure_from(
+    store: &Store,
+    layer: &Layer,
+    stream: Option<Box<dyn Read + '_>>,
+) -> Result<PathBuf> {
     let out = disk_path(store, layer);
     if out.is_file() {
         return Ok(out);
@@ -58,14 +70,24 @@ pub fn ensure(store: &Store, layer: &Layer) -> Result<PathBuf> {
         .root()
         .join("layers")
         .join(format!("{}.lock", layer.diff_id.hex()));
-    let _lock = FileLock::acquire(&lock_path, LockKind::Exclusive)?;
+    let _lock = if stream.is_some() {
+        // Never wait while a downloader waits on us through the pipe: another
+        // process may hold this lock while waiting for our blob lock.
+        FileLock::try_acquire(&lock_path, LockKind::Exclusive)?
+            .ok_or_else(|| Error::Store(lock_path.clone(), "layer conversion busy".into()))?
+    } else {
+        FileLock::acquire(&lock_path, LockKind::Exclusive)?
+    };
     if out.is_file() {
         return Ok(out);
     }
-    let blob = store.open_blob(&layer.digest)?;
+    let blob: Box<dyn Read + '_> = match stream {
+        Some(s) => s,
+        None => Box::new(store.open_blob(&layer.digest)?),
+    };
     let c = Compression::from_media_type(&layer.media_type)?;
     let t = std::time::Instant::now();
-    let r = convert(store, Box::new(blob), c, &layer.diff_id, &out);
+    let r = convert(store, blob, c, &layer.diff_id, &out);
     // Losing the race on a removed lock file only means converting twice; the
     // rename makes the result the same.
     let _ = fs::remove_file(&lock_path);

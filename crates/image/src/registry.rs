@@ -315,6 +315,7 @@ impl Client {
         size: u64,
         bar: &ProgressBar,
         retries: u32,
+        mut tee: Option<io::PipeWriter>,
     ) -> Result<u64> {
         if store.has_blob(d) {
             return Ok(0);
@@ -331,7 +332,10 @@ impl Client {
         let mut fetched = 0;
         let mut last_err = None;
         for attempt in 0..=retries {
-            match self.fetch_once(d, size, &partial, bar, store.limits.max_blob) {
+            // Only a download from the first byte can feed the converter.
+            let fresh = fs::metadata(&partial).map_or(true, |m| m.len() == 0);
+            let t = if fresh { tee.take() } else { None };
+            match self.fetch_once(d, size, &partial, bar, store.limits.max_blob, t) {
                 Ok(n) => {
                     fetched += n;
                     last_err = None;
@@ -364,6 +368,7 @@ impl Client {
         partial: &Path,
         bar: &ProgressBar,
         max: u64,
+        mut tee: Option<io::PipeWriter>,
     ) -> Result<u64> {
         let mut f = OpenOptions::new()
             .create(true)
@@ -410,6 +415,12 @@ impl Client {
                 )));
             }
             w.write_all(&buf[..n]).ctx(|| "write partial".to_owned())?;
+            if let Some(p) = &mut tee {
+                if p.write_all(&buf[..n]).is_err() {
+                    // The converter stopped (it will report why); keep downloading.
+                    tee = None;
+                }
+            }
             hasher.write_all(&buf[..n]).ctx(|| "hash".to_owned())?;
             n_total += n as u64;
             bar.inc(n as u64);
@@ -505,7 +516,14 @@ pub fn pull(store: &Store, reference: &Reference, opts: &RegistryOptions) -> Res
     let mut written = Vec::new();
     if !store.has_blob(&config_digest) {
         let b = bar(&mp, config_digest.short(), m.config().size());
-        client.fetch_blob(store, &config_digest, m.config().size(), &b, opts.retries)?;
+        client.fetch_blob(
+            store,
+            &config_digest,
+            m.config().size(),
+            &b,
+            opts.retries,
+            None,
+        )?;
         b.finish_and_clear();
         written.push(config_digest.clone());
     }
@@ -543,6 +561,46 @@ pub fn pull(store: &Store, reference: &Reference, opts: &RegistryOptions) -> Res
     })
 }
 
+/// Download one layer; when neither blob nor disk exists yet, convert it
+/// while it downloads (gunzip + unpack overlap the transfer).
+fn fetch_and_convert(
+    store: &Store,
+    client: &Client,
+    l: &Layer,
+    b: &ProgressBar,
+    retries: u32,
+) -> Result<u64> {
+    let disk = crate::layerdisk::disk_path(store, l);
+    if store.has_blob(&l.digest) || disk.is_file() {
+        let n = client.fetch_blob(store, &l.digest, l.size, b, retries, None)?;
+        crate::layerdisk::ensure(store, l)?;
+        return Ok(n);
+    }
+    let (reader, writer) = io::pipe().ctx(|| "pipe".to_owned())?;
+    let (fetched, streamed) = std::thread::scope(|s| {
+        let conv = s.spawn(move || crate::layerdisk::ensure_from(store, l, Some(Box::new(reader))));
+        let fetched = client.fetch_blob(store, &l.digest, l.size, b, retries, Some(writer));
+        (fetched, conv.join())
+    });
+    let n = fetched?;
+    match streamed {
+        Ok(Ok(_)) => {}
+        // A hostile or corrupt layer: the stored blob would fail the same way.
+        Ok(Err(e @ (Error::HostileLayer(_) | Error::LimitExceeded(_)))) => return Err(e),
+        // Interrupted stream, or a diff_id mismatch on a partial stream:
+        // convert from the verified blob instead.
+        Ok(Err(e)) => {
+            tracing::debug!(
+                "streamed conversion of {} failed ({e}); converting from the blob",
+                l.digest.short()
+            );
+            crate::layerdisk::ensure(store, l)?;
+        }
+        Err(_) => return Err(client.err("layer converter panicked")),
+    }
+    Ok(n)
+}
+
 /// Fetch and convert layers with `opts.parallel` workers.
 fn fetch_layers(
     store: &Store,
@@ -569,9 +627,7 @@ fn fetch_layers(
                     break;
                 }
                 let b = bar(mp, l.digest.short(), l.size);
-                let r = client
-                    .fetch_blob(store, &l.digest, l.size, &b, opts.retries)
-                    .and_then(|n| crate::layerdisk::ensure(store, l).map(|_| n));
+                let r = fetch_and_convert(store, client, l, &b, opts.retries);
                 b.finish_and_clear();
                 match r {
                     Ok(n) => {
