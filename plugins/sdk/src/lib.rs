@@ -52,14 +52,19 @@ pub mod bindings {
         default_bindings_module: "skiff_plugin_sdk::bindings",
         runtime_path: "skiff_plugin_sdk::wit_bindgen::rt",
         bitflags_path: "skiff_plugin_sdk::wit_bindgen::rt::bitflags",
+        additional_type_attributes: {
+            "skiff:plugin/types@0.1.0/vm-size": [#[derive(Default)]],
+            "skiff:plugin/types@0.1.0/resources": [#[derive(Default)]],
+            "skiff:plugin/types@0.1.0/adjustment": [#[derive(Default)]],
+        },
     });
 }
 
 pub use bindings::skiff::plugin::host::Level;
 pub use bindings::skiff::plugin::types::{
     Adjustment, AuditRecord, CapabilityRequest, ContainerAdmission, ContainerEvent,
-    ContainerVerdict, EventKind, Hook, HookSet, HookStage, ImageAdmission, ImageVerdict,
-    KeyValue, Layer, Mount, PluginInfo, Resources, VmSize,
+    ContainerVerdict, EventKind, Hook, HookSet, HookStage, ImageAdmission, ImageVerdict, KeyValue,
+    Layer, Mount, PluginInfo, Resources, VmSize,
 };
 
 /// What a plugin author implements. Every hook has a harmless default (allow, no
@@ -231,41 +236,6 @@ impl KeyValue {
         KeyValue {
             key: key.into(),
             value: value.into(),
-        }
-    }
-}
-
-impl Default for VmSize {
-    fn default() -> Self {
-        VmSize {
-            memory_mib: None,
-            vcpus: None,
-        }
-    }
-}
-
-impl Default for Resources {
-    fn default() -> Self {
-        Resources {
-            memory_limit_bytes: None,
-            cpu_shares: None,
-            cpu_quota: None,
-            cpu_period: None,
-            pids_limit: None,
-        }
-    }
-}
-
-impl Default for Adjustment {
-    fn default() -> Self {
-        Adjustment {
-            env: Vec::new(),
-            mounts: Vec::new(),
-            annotations: Vec::new(),
-            labels: Vec::new(),
-            vm: VmSize::default(),
-            resources: Resources::default(),
-            hooks: Vec::new(),
         }
     }
 }

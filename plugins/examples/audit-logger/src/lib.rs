@@ -29,7 +29,9 @@ impl Plugin for AuditLogger {
         let (action, what) = match event.kind {
             EventKind::Created => ("container.created", "created".to_string()),
             EventKind::Started => ("container.started", "started".to_string()),
-            EventKind::Exited(status) => ("container.exited", format!("exited with status {status}")),
+            EventKind::Exited(status) => {
+                ("container.exited", format!("exited with status {status}"))
+            }
             EventKind::Removed => ("container.removed", "removed".to_string()),
         };
         let message = format!("container {} {what}", event.id);

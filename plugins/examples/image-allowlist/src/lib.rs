@@ -33,7 +33,7 @@ impl Plugin for ImageAllowlist {
     }
 
     fn admit_image(settings: &Settings, image: &ImageAdmission) -> ImageVerdict {
-        if settings.digests.iter().any(|d| *d == image.digest) {
+        if settings.digests.contains(&image.digest) {
             return ImageVerdict::Allow;
         }
         let registry = registry_of(&image.reference);
@@ -49,7 +49,10 @@ impl Plugin for ImageAllowlist {
 
 fn is_digest(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

@@ -49,7 +49,9 @@ impl Plugin for TenantLimits {
         let all = settings.tenants.iter().map(|(n, l)| (n.as_str(), l));
         for (name, limits) in all.chain(settings.default.iter().map(|l| ("default", l))) {
             if limits.memory_mib == 0 || limits.vcpus == 0 {
-                return Err(format!("limits of {name} must be at least 1 MiB and 1 vcpu"));
+                return Err(format!(
+                    "limits of {name} must be at least 1 MiB and 1 vcpu"
+                ));
             }
         }
         Ok(())
@@ -69,7 +71,11 @@ impl Plugin for TenantLimits {
                 }
             },
         };
-        let requested = |key: &str| container.annotation(key).and_then(|v| v.parse::<u32>().ok());
+        let requested = |key: &str| {
+            container
+                .annotation(key)
+                .and_then(|v| v.parse::<u32>().ok())
+        };
         let capped = |req: Option<u32>, cap: u32| Some(req.map_or(cap, |r| r.min(cap)));
         Adjustment {
             vm: VmSize {

@@ -10,9 +10,9 @@
 use std::hint::black_box;
 
 use skiff_plugin_sdk::{
-    export_plugin, log, Adjustment, CapabilityRequest, AuditRecord, ContainerAdmission, ContainerEvent,
-    ContainerVerdict, HookSet, ImageAdmission, ImageVerdict, KeyValue, Level, Mount, Plugin,
-    VmSize,
+    export_plugin, log, Adjustment, AuditRecord, CapabilityRequest, ContainerAdmission,
+    ContainerEvent, ContainerVerdict, HookSet, ImageAdmission, ImageVerdict, KeyValue, Level,
+    Mount, Plugin, VmSize,
 };
 
 #[derive(serde::Deserialize, Default)]
@@ -138,7 +138,9 @@ impl Plugin for Hostile {
         misbehave(&settings.mode);
         match settings.mode.as_str() {
             "huge" => vec![AuditRecord::new("huge", huge())],
-            "garbage" => (0..10_000).map(|i| AuditRecord::new("", i.to_string())).collect(),
+            "garbage" => (0..10_000)
+                .map(|i| AuditRecord::new("", i.to_string()))
+                .collect(),
             _ => Vec::new(),
         }
     }

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use skiff_plugin_sdk::{
     export_plugin, log, Adjustment, AuditRecord, ContainerAdmission, ContainerEvent,
-    ContainerVerdict, EventKind, Hook, HookSet, HookStage, ImageAdmission, ImageVerdict,
-    KeyValue, Level, Mount, Plugin, Resources, VmSize,
+    ContainerVerdict, EventKind, Hook, HookSet, HookStage, ImageAdmission, ImageVerdict, KeyValue,
+    Level, Mount, Plugin, Resources, VmSize,
 };
 
 #[derive(serde::Deserialize, Default)]
