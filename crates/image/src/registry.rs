@@ -199,7 +199,12 @@ impl Client {
                     )));
                 }
                 Err(ureq::Error::Transport(t)) => {
-                    return Err(self.err(format!("{method} {url}: {t}")));
+                    // ureq's Display repeats the URL; say it once.
+                    let why = match t.message() {
+                        Some(m) => format!("{}: {m}", t.kind()),
+                        None => t.kind().to_string(),
+                    };
+                    return Err(self.err(format!("{method} {url}: {why}")));
                 }
             }
         }
