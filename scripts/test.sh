@@ -31,6 +31,10 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "plugins workspace (wasm32-wasip2): fmt and clippy"
+(cd plugins && cargo fmt --all --check && cargo clippy --quiet --release --target wasm32-wasip2 --all-targets -- -D warnings)
+step "test guest (x86_64-unknown-none): fmt and clippy"
+(cd guest/testguest && cargo fmt --all --check && cargo clippy --quiet --release --target x86_64-unknown-none -- -D warnings)
 step "cargo test"
 cargo test --workspace 2>&1 | tee "$cache/last-test.log"
 # The QEMU backend runs on skiff's own device models by default; check that the
