@@ -173,6 +173,37 @@ fn run_applies_the_image_config_and_flags_like_docker() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(text(&out.stderr), "e\n");
 
+    // User names come from the container's own /etc/passwd, as Docker's do.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "nobody",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $(id -u):$(id -g)"
+        ]),
+        "65534:65534\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "1234",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $(id -u):$(id -g)"
+        ]),
+        "1234:0\n"
+    );
+    s.expect(
+        &["run", "--rm", "-u", "no-such-user", "busybox", "true"],
+        126,
+    );
     // Entrypoint replaced; the image's Cmd (sh) is then dropped.
     assert_eq!(
         s.ok(&["run", "--rm", "--entrypoint", "echo", "busybox", "a", "b"]),
@@ -229,7 +260,7 @@ fn bad_input_is_one_line_exit_125_and_changes_nothing() {
     s.refused(&["run", "--memory", "12Q", "busybox", "true"]);
     s.refused(&["run", "--cpus", "-1", "busybox", "true"]);
     s.refused(&["run", "-w", "relative", "busybox", "true"]);
-    s.refused(&["run", "-u", "nobody-by-name", "busybox", "true"]);
+    s.refused(&["run", "-u", "bad user", "busybox", "true"]);
     s.refused(&["run", "--name", "taken", "busybox", "true"]);
     s.refused(&["run", "--name", "bad name", "busybox", "true"]);
     s.refused(&["exec", "taken", "true"]);

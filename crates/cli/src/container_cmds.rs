@@ -93,7 +93,7 @@ pub struct CreateArgs {
     /// Working directory inside the container
     #[arg(short, long)]
     workdir: Option<String>,
-    /// User: UID[:GID] or root
+    /// User: NAME|UID[:GROUP|GID]
     #[arg(short, long)]
     user: Option<String>,
     /// Overwrite the default ENTRYPOINT of the image
@@ -243,7 +243,7 @@ pub struct ExecArgs {
     /// Working directory inside the container
     #[arg(short, long)]
     workdir: Option<String>,
-    /// User: UID[:GID] or root
+    /// User: NAME|UID[:GROUP|GID]
     #[arg(short, long)]
     user: Option<String>,
     container: String,
@@ -501,7 +501,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
     let env = run_config::process_env(&defaults, &hostname, &overrides, a.tty)?;
     let cwd = run_config::working_dir(&defaults, a.workdir.as_deref())?;
     let user = a.user.clone().unwrap_or_else(|| defaults.user.clone());
-    let parsed_user = run_config::parse_user(&user)?;
+    let (parsed_user, user_name) = run_config::parse_user(&user)?;
     let stop_signal = match a.stop_signal.as_deref().or(defaults.stop_signal.as_deref()) {
         Some(s) => run_config::parse_signal(s)?,
         None => libc::SIGTERM,
@@ -514,6 +514,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
     process.env = env;
     process.cwd = cwd;
     process.user = parsed_user;
+    process.user_name = user_name;
     process.terminal = a.tty;
     process.stdin = a.interactive;
     process.console_size = if a.tty {
@@ -1205,7 +1206,7 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<u8> {
         p.cwd = w.clone();
     }
     if let Some(u) = &a.user {
-        p.user = run_config::parse_user(u)?;
+        (p.user, p.user_name) = run_config::parse_user(u)?;
     }
     p.terminal = a.tty;
     p.stdin = a.interactive;

@@ -55,6 +55,7 @@ fn exec_spec(
     p.terminal = false;
     p.stdin = stdin;
     p.user = skiff_proto::User::default();
+    p.user_name = None;
     Ok(p)
 }
 

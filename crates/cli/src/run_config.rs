@@ -136,32 +136,38 @@ pub fn working_dir(image: &ImageDefaults, flag: Option<&str>) -> Result<String> 
     Ok(w.to_owned())
 }
 
-/// `-u` (or the image's User): `UID[:GID]`, or `root`. Other user names need the
-/// image's /etc/passwd, which skiff does not read yet.
-pub fn parse_user(s: &str) -> Result<User> {
+/// `-u` (or the image's User): `UID[:GID]`, `NAME[:GROUP]`. The numeric form is
+/// applied as is; names (and a UID's primary group) are resolved by the agent against
+/// the container's /etc/passwd and /etc/group, so the spec carries the text too.
+pub fn parse_user(s: &str) -> Result<(User, Option<String>)> {
+    if s.is_empty() {
+        return Ok((User::default(), None));
+    }
     let (u, g) = match s.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (s, None),
     };
-    let id = |name: &str, what: &str| -> Result<u32> {
-        match name {
-            "" | "root" => Ok(0),
-            n => n.parse().with_context(|| {
-                format!("{what} {n:?}: only numeric IDs and root are supported (use -u UID[:GID])")
-            }),
-        }
+    let valid = |x: &str| {
+        !x.is_empty()
+            && x.len() <= 256
+            && x.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'))
     };
-    let uid = id(u, "user")?;
-    let gid = match g {
-        Some(g) => id(g, "group")?,
-        None => uid,
-    };
-    Ok(User {
-        uid,
-        gid,
-        additional_gids: Vec::new(),
-        umask: None,
-    })
+    if !valid(u) || g.is_some_and(|g| !valid(g)) {
+        bail!("invalid user {s:?}: expected NAME|UID[:GROUP|GID]");
+    }
+    let numeric = |x: &str| x.parse::<u32>().ok();
+    let uid = numeric(u).unwrap_or(0);
+    let gid = g.and_then(numeric).unwrap_or(0);
+    Ok((
+        User {
+            uid,
+            gid,
+            additional_gids: Vec::new(),
+            umask: None,
+        },
+        Some(s.to_owned()),
+    ))
 }
 
 /// Signal names (`SIGTERM`, `TERM`) and numbers, as `kill -s` and StopSignal take them.
@@ -285,11 +291,12 @@ mod tests {
         assert_eq!(working_dir(&i, None).unwrap(), "/w");
         assert_eq!(working_dir(&ImageDefaults::default(), None).unwrap(), "/");
         assert!(working_dir(&i, Some("rel")).is_err());
-        let u = parse_user("7:8").unwrap();
-        assert_eq!((u.uid, u.gid), (7, 8));
-        assert_eq!(parse_user("root").unwrap().uid, 0);
-        assert_eq!(parse_user("1000").unwrap().gid, 1000);
-        assert!(parse_user("nobody").is_err());
+        let (u, name) = parse_user("7:8").unwrap();
+        assert_eq!((u.uid, u.gid, name.as_deref()), (7, 8, Some("7:8")));
+        assert_eq!(parse_user("").unwrap(), (User::default(), None));
+        assert_eq!(parse_user("nobody").unwrap().1.as_deref(), Some("nobody"));
+        assert!(parse_user("a b").is_err());
+        assert!(parse_user("x:").is_err());
         assert_eq!(parse_signal("SIGQUIT").unwrap(), libc::SIGQUIT);
         assert_eq!(parse_signal("kill").unwrap(), 9);
         assert_eq!(parse_signal("15").unwrap(), 15);

@@ -130,6 +130,11 @@ pub struct ProcessSpec {
     pub cwd: String,
     #[serde(default)]
     pub user: User,
+    /// `-u` as typed (`NAME`, `UID`, `NAME:GROUP`...): when set, the agent resolves it
+    /// against the container's /etc/passwd and /etc/group and it replaces `user`.
+    /// Omitted when unset so agents that predate it still accept the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
     #[serde(default)]
@@ -156,6 +161,7 @@ impl ProcessSpec {
             env: vec![format!("PATH={DEFAULT_PATH}")],
             cwd: root_dir(),
             user: User::default(),
+            user_name: None,
             rlimits: Vec::new(),
             no_new_privileges: false,
             terminal: false,

@@ -44,6 +44,7 @@ pub fn process_from_oci(p: &oci_spec::runtime::Process) -> Result<ProcessSpec> {
             additional_gids: u.additional_gids().clone().unwrap_or_default(),
             umask: u.umask(),
         },
+        user_name: None,
         rlimits,
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),

@@ -54,6 +54,11 @@ pub fn create(config: &ContainerConfig) -> io::Result<()> {
     Ok(())
 }
 
+/// The container's root filesystem as the agent sees it (for reading /etc/passwd).
+pub fn rootfs() -> Option<std::path::PathBuf> {
+    with(|s| s.mounted.as_ref().map(|m| m.rootfs.clone()))
+}
+
 /// The container's mount namespace, for `setns` in new processes.
 pub fn namespace() -> io::Result<Arc<OwnedFd>> {
     with(|s| s.namespace.clone()).ok_or_else(|| {

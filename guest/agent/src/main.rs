@@ -12,6 +12,7 @@ mod reaper;
 mod rootfs;
 mod session;
 mod sys;
+mod users;
 mod vsock;
 
 use skiff_proto::{AGENT_PORT, HOST_CID, READY_PORT};

@@ -222,6 +222,37 @@ impl Session {
                 return fail(e.to_string());
             }
         }
+        let resolved;
+        let spec = match (&spec.user_name, container::rootfs()) {
+            (Some(name), Some(rootfs)) => {
+                match crate::users::resolve(&rootfs, name, spec.user.umask) {
+                    Ok(user) => {
+                        resolved = ProcessSpec {
+                            user,
+                            ..spec.clone()
+                        };
+                        &resolved
+                    }
+                    Err(e) => {
+                        // As an exec failure: the reason on stderr, status 126.
+                        self.writer.send(&Frame::Data {
+                            kind: DataKind::Stderr,
+                            stream,
+                            bytes: format!("skiff: {e}\n").into_bytes(),
+                        });
+                        self.writer.control(Message::Exited {
+                            stream,
+                            status: ExitStatus::Exited(126),
+                        });
+                        if main {
+                            self.finish_container();
+                        }
+                        return;
+                    }
+                }
+            }
+            _ => spec,
+        };
         let spawned = match process::spawn(spec, std::os::fd::AsRawFd::as_raw_fd(&*ns)) {
             Ok(s) => s,
             Err(SpawnError::Exec { message, code }) => {
