@@ -341,6 +341,22 @@ impl Ctx {
 
 pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
     container::trace::mark("cli_main");
+    // Listing commands end quietly when their reader goes away (`skiff ps | head`);
+    // commands that run a container keep writing errors as errors.
+    if matches!(
+        cmd,
+        ContainerCommand::Ps(_)
+            | ContainerCommand::Inspect(_)
+            | ContainerCommand::Logs(_)
+            | ContainerCommand::Stats(_)
+            | ContainerCommand::Top(_)
+            | ContainerCommand::Container(
+                ContainerSubcommand::Ps(_) | ContainerSubcommand::Inspect(_)
+            )
+    ) {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let ctx = Ctx {
         root: global.root.clone().unwrap_or_else(Store::default_root),
         global: global.clone(),

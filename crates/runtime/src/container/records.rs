@@ -356,6 +356,15 @@ impl Containers {
 }
 
 fn mark_gone(st: &mut ContainerState) {
+    // The dead supervisor could not remove its VM's scratch directory (sockets, logs).
+    if let Some(dir) = st.vsock_uds.as_deref().and_then(Path::parent) {
+        if dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("skiff-vm-"))
+        {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
     st.status = Status::Exited;
     st.exit_code.get_or_insert(137);
     st.error.get_or_insert_with(|| STATE_ERROR_GONE.to_owned());
