@@ -173,6 +173,17 @@ fn run_applies_the_image_config_and_flags_like_docker() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(text(&out.stderr), "e\n");
 
+    // A reader that goes away gives the process SIGPIPE, as a shell pipeline would.
+    let mut yes = s
+        .command(&["run", "--rm", "busybox", "yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 4];
+    yes.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"y\ny\n");
+    assert_eq!(yes.wait().unwrap().code(), Some(128 + libc::SIGPIPE));
     // User names come from the container's own /etc/passwd, as Docker's do.
     assert_eq!(
         s.ok(&[

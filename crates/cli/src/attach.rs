@@ -11,18 +11,46 @@ use skiff_runtime::AgentSender;
 
 use crate::{signals, terminal};
 
-/// Writes process output to our stdout and stderr, unbuffered.
-pub struct Stdio;
+/// Writes process output to our stdout and stderr, unbuffered. When our stdout's
+/// reader goes away (`skiff run ... | head`), the process gets SIGPIPE, as it would
+/// writing to that pipe itself.
+pub struct Stdio {
+    sender: Option<AgentSender>,
+    stream: u32,
+    broken: bool,
+}
+
+impl Stdio {
+    pub fn new(sender: Option<AgentSender>, stream: u32) -> Self {
+        Self {
+            sender,
+            stream,
+            broken: false,
+        }
+    }
+
+    fn write(&mut self, out: &mut dyn Write, bytes: &[u8]) {
+        if self.broken {
+            return;
+        }
+        if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                self.broken = true;
+                if let Some(s) = &self.sender {
+                    let _ = s.signal(self.stream, libc::SIGPIPE);
+                }
+            }
+        }
+    }
+}
 
 impl Attach for Stdio {
     fn stdout(&mut self, bytes: &[u8]) {
-        let mut out = std::io::stdout();
-        let _ = out.write_all(bytes).and_then(|()| out.flush());
+        self.write(&mut std::io::stdout(), bytes);
     }
 
     fn stderr(&mut self, bytes: &[u8]) {
-        let mut err = std::io::stderr();
-        let _ = err.write_all(bytes).and_then(|()| err.flush());
+        self.write(&mut std::io::stderr(), bytes);
     }
 }
 

@@ -651,9 +651,9 @@ fn attach_foreground(c: &Containers, spec: &ContainerSpec, stdin: bool) -> Resul
         None
     };
     if stdin && sup.start_failure().is_none() {
-        attach::spawn_stdin_pump(sender, MAIN_STREAM);
+        attach::spawn_stdin_pump(sender.clone(), MAIN_STREAM);
     }
-    let code = sup.wait(Some(&mut attach::Stdio))?;
+    let code = sup.wait(Some(&mut attach::Stdio::new(Some(sender), MAIN_STREAM)))?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -1256,7 +1256,7 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<u8> {
             None
         }
     };
-    let mut out = attach::Stdio;
+    let mut out = attach::Stdio::new(Some(sender.clone()), MAIN_STREAM);
     use skiff_runtime::container::Attach;
     loop {
         match agent.next_event() {
