@@ -184,6 +184,17 @@ fn run_applies_the_image_config_and_flags_like_docker() {
     yes.stdout.take().unwrap().read_exact(&mut first).unwrap();
     assert_eq!(&first, b"y\ny\n");
     assert_eq!(yes.wait().unwrap().code(), Some(128 + libc::SIGPIPE));
+    // -t gives the process a terminal.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "[ -t 0 ] && [ -t 1 ] && echo is-a-tty",
+    ]);
+    assert_eq!(out, "is-a-tty\r\n");
     // User names come from the container's own /etc/passwd, as Docker's do.
     assert_eq!(
         s.ok(&[
@@ -561,6 +572,24 @@ fn four_containers_start_concurrently_and_a_dead_supervisor_is_noticed() {
     hosts.dedup();
     assert_eq!(hosts.len(), 4, "{hosts:?}");
     assert_eq!(s.ids().len(), 1);
+
+    // A foreground `run` is stopped from another shell like a detached one.
+    let fg = s
+        .command(&["run", "--name", "fg", "busybox", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the foreground container", Duration::from_secs(60), || {
+        text(&s.run(&["inspect", "-f", "{{.State.Status}}", "fg"]).stdout).trim() == "running"
+    });
+    assert!(s.ok(&["ps"]).contains("fg"));
+    s.ok(&["stop", "-t", "5", "fg"]);
+    assert_eq!(
+        fg.wait_with_output().unwrap().status.code(),
+        Some(128 + libc::SIGTERM)
+    );
+    s.ok(&["rm", "fg"]);
 
     // A supervisor killed behind skiff's back shows as exited with the reason.
     s.ok(&["run", "-d", "--name", "victim", "busybox", "sleep", "1000"]);
