@@ -96,7 +96,11 @@ fn runc_bundle(dir: &Path) -> Result<()> {
             let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
         }
     }
-    let st = Command::new("runc").arg("spec").current_dir(dir).status().context("runc spec (apt-get install runc)")?;
+    let st = Command::new("runc")
+        .arg("spec")
+        .current_dir(dir)
+        .status()
+        .context("runc spec (apt-get install runc)")?;
     if !st.success() {
         bail!("runc spec failed");
     }
@@ -167,7 +171,11 @@ fn process_tree(root: u32) -> Vec<(u32, String)> {
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i].0;
-        tree.extend(all.iter().filter(|(_, pp, _)| *pp == parent).map(|(p, _, c)| (*p, c.clone())));
+        tree.extend(
+            all.iter()
+                .filter(|(_, pp, _)| *pp == parent)
+                .map(|(p, _, c)| (*p, c.clone())),
+        );
         i += 1;
     }
     tree
@@ -187,7 +195,10 @@ fn idle_pss(root: &Path, n: usize) -> Result<Vec<Vec<String>>> {
     let mut total = 0;
     for id in &ids {
         let out = skiff(root, &["inspect", "-f", "{{.State.Pid}}", id]).output()?;
-        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().context("supervisor pid")?;
+        let pid: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("supervisor pid")?;
         for (p, comm) in process_tree(pid) {
             let kib = pss_kib(p);
             *by_kind.entry(comm).or_default() += kib;
@@ -204,7 +215,10 @@ fn idle_pss(root: &Path, n: usize) -> Result<Vec<Vec<String>>> {
 }
 
 fn main() -> Result<()> {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
     let work = tempfile_dir()?;
     let root = work.join("root");
     let trace = work.join("trace");
@@ -224,20 +238,47 @@ fn main() -> Result<()> {
         }
         runc.push(runc_run(&bundle, i)?);
     }
-    println!("skiff run --rm busybox true, {runs} runs ({})", skiff_bin().display());
+    println!(
+        "skiff run --rm busybox true, {runs} runs ({})",
+        skiff_bin().display()
+    );
     let mut rows: Vec<Vec<String>> = PHASES
         .iter()
         .zip(&phases)
-        .map(|((name, _, _), s)| vec![(*name).to_owned(), ms(percentile(s, 50.0)), ms(percentile(s, 95.0))])
+        .map(|((name, _, _), s)| {
+            vec![
+                (*name).to_owned(),
+                ms(percentile(s, 50.0)),
+                ms(percentile(s, 95.0)),
+            ]
+        })
         .collect();
-    rows.push(vec!["total".into(), ms(percentile(&totals, 50.0)), ms(percentile(&totals, 95.0))]);
+    rows.push(vec![
+        "total".into(),
+        ms(percentile(&totals, 50.0)),
+        ms(percentile(&totals, 95.0)),
+    ]);
     print_table(&["phase", "p50 ms", "p95 ms"], &rows);
     println!();
-    let ratio = |p: f64| percentile(&totals, p).as_secs_f64() / percentile(&runc, p).as_secs_f64().max(1e-9);
+    let ratio = |p: f64| {
+        percentile(&totals, p).as_secs_f64() / percentile(&runc, p).as_secs_f64().max(1e-9)
+    };
     print_table(
-        &["runtime", "p50 ms", "p95 ms", "skiff / this (p50)", "skiff / this (p95)"],
         &[
-            vec!["skiff (microVM)".into(), ms(percentile(&totals, 50.0)), ms(percentile(&totals, 95.0)), "1.0".into(), "1.0".into()],
+            "runtime",
+            "p50 ms",
+            "p95 ms",
+            "skiff / this (p50)",
+            "skiff / this (p95)",
+        ],
+        &[
+            vec![
+                "skiff (microVM)".into(),
+                ms(percentile(&totals, 50.0)),
+                ms(percentile(&totals, 95.0)),
+                "1.0".into(),
+                "1.0".into(),
+            ],
             vec![
                 "runc run (namespaces)".into(),
                 ms(percentile(&runc, 50.0)),
