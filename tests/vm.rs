@@ -307,6 +307,20 @@ fn boot_library_vm(
     Some(MicroVm::boot(&config))
 }
 
+/// Boots a VM from the busybox layer and creates its container.
+fn boot_container(test: &str, hostname: &str) -> Option<(MicroVm, skiff_runtime::AgentConn)> {
+    let (vm, mut agent) = boot_library_vm(test, Duration::from_secs(60), None)?.unwrap();
+    agent
+        .create_container(&ContainerConfig {
+            id: "t".into(),
+            hostname: hostname.into(),
+            layers: vec!["layer0".into()],
+            ..ContainerConfig::default()
+        })
+        .unwrap();
+    Some((vm, agent))
+}
+
 /// Collects events for `stream` until its exit.
 fn collect(agent: &mut skiff_runtime::AgentConn, stream: u32) -> (String, String, ExitStatus) {
     let (mut out, mut err) = (String::new(), String::new());
@@ -326,22 +340,11 @@ fn collect(agent: &mut skiff_runtime::AgentConn, stream: u32) -> (String, String
 
 #[test]
 fn exec_into_a_running_container_and_stop_it() {
-    let Some(boot) = boot_library_vm(
-        "exec_into_a_running_container_and_stop_it",
-        Duration::from_secs(60),
-        None,
-    ) else {
+    let Some((mut vm, mut agent)) =
+        boot_container("exec_into_a_running_container_and_stop_it", "exec-test")
+    else {
         return;
     };
-    let (mut vm, mut agent) = boot.unwrap();
-    agent
-        .create_container(&ContainerConfig {
-            id: "t".into(),
-            hostname: "exec-test".into(),
-            layers: vec!["layer0".into()],
-            ..ContainerConfig::default()
-        })
-        .unwrap();
     let main = ProcessSpec::new(vec![
         "sh".into(),
         "-c".into(),
@@ -438,21 +441,11 @@ fn exec_into_a_running_container_and_stop_it() {
 
 #[test]
 fn stop_escalates_to_sigkill_after_the_grace_period() {
-    let Some(boot) = boot_library_vm(
-        "stop_escalates_to_sigkill_after_the_grace_period",
-        Duration::from_secs(60),
-        None,
-    ) else {
+    let Some((mut vm, mut agent)) =
+        boot_container("stop_escalates_to_sigkill_after_the_grace_period", "")
+    else {
         return;
     };
-    let (mut vm, mut agent) = boot.unwrap();
-    agent
-        .create_container(&ContainerConfig {
-            id: "t".into(),
-            layers: vec!["layer0".into()],
-            ..Default::default()
-        })
-        .unwrap();
     let main = ProcessSpec::new(vec![
         "sh".into(),
         "-c".into(),

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::VmProcess;
 use crate::{Error, Result};
 
 #[derive(Default)]
@@ -72,20 +73,23 @@ impl ProcessGroup {
             ),
         })
     }
+}
 
-    pub fn last_pid(&self) -> u32 {
+/// The VMM is the last process started; device daemons come before it.
+impl VmProcess for ProcessGroup {
+    fn pid(&self) -> u32 {
         self.children.last().map_or(0, |(_, c)| c.id())
     }
 
-    pub fn try_wait_last(&mut self) -> io::Result<Option<String>> {
+    fn try_wait(&mut self) -> io::Result<Option<String>> {
         match self.children.last_mut() {
             Some((_, c)) => Ok(c.try_wait()?.map(|s| s.to_string())),
             None => Ok(Some("no process".into())),
         }
     }
 
-    /// Kills the VMM first (the last one started), then the device daemons.
-    pub fn kill_all(&mut self) {
+    /// Kills the VMM first, then the device daemons, and reaps them all.
+    fn kill(&mut self) {
         for (_, child) in self.children.iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
@@ -95,7 +99,7 @@ impl ProcessGroup {
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        self.kill_all();
+        self.kill();
     }
 }
 

@@ -190,7 +190,7 @@ pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn Vm
     validate_disks(spec.disks)?;
     validate_shares(spec.shares)?;
     match selection.kind {
-        HypervisorKind::Qemu => Ok(Box::new(qemu::QemuVm::launch(selection.accel, spec)?)),
+        HypervisorKind::Qemu => Ok(Box::new(qemu::launch(selection.accel, spec)?)),
         HypervisorKind::Vmm if !spec.shares.is_empty() => Err(Error::Config(
             "shared directories (-v) need the qemu backend for now (--hypervisor qemu)".into(),
         )),
@@ -202,7 +202,7 @@ pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn Vm
                     hint: "build it with `cargo build --release -p skiff-vmm` (scripts/setup.sh does)",
                 }
             })?;
-            Ok(Box::new(vmm::VmmVm::launch(&vmm, spec)?))
+            Ok(Box::new(vmm::launch(&vmm, spec)?))
         }
     }
 }
@@ -266,6 +266,22 @@ fn validate_disks(disks: &[Disk]) -> Result<()> {
     Ok(())
 }
 
+/// The guest command line both backends share: serial console, no reboot loop on
+/// panic, quiet boot (the console is slow under emulation); `reboot` picks how the
+/// guest's reboot reaches the VMM (`t`: triple fault for QEMU with -no-reboot, `k`: the
+/// i8042 reset that skiff-vmm exits on). `extra` comes last so it can override.
+fn kernel_cmdline(reboot: char, extra: &str) -> String {
+    let mut c = format!(
+        "console=ttyS0 reboot={reboot} panic=-1 quiet loglevel=4 tsc=reliable no_timer_check \
+         i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+    );
+    if !extra.is_empty() {
+        c.push(' ');
+        c.push_str(extra);
+    }
+    c
+}
+
 /// Sets PR_SET_PDEATHSIG in a child about to exec (used through `pre_exec`).
 pub(crate) fn die_with_parent() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only; async-signal-safe.
@@ -278,6 +294,12 @@ pub(crate) fn die_with_parent() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cmdline_keeps_extra_args_last() {
+        assert!(kernel_cmdline('t', "skiff.debug=1").ends_with(" skiff.debug=1"));
+        assert!(kernel_cmdline('k', "").contains("reboot=k panic=-1 quiet"));
+    }
 
     #[test]
     fn kinds_parse() {

@@ -6,13 +6,12 @@
 //! `SKIFF_QEMU_DEVICES=qemu` selects QEMU's built-in virtio-blk and the third-party
 //! `vhost-device-vsock` daemon instead (for comparison and as a fallback).
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use super::daemons::ProcessGroup;
-use super::{Accel, LaunchSpec, VmProcess};
+use super::{Accel, LaunchSpec};
 use crate::tools::find_program;
 use crate::{Error, Result};
 
@@ -70,169 +69,139 @@ fn qemu_escape(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
-pub struct QemuVm {
-    processes: ProcessGroup,
-}
+/// Starts the device daemons and QEMU; the group owns them all.
+pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
+    let qemu_bin = find_qemu().map_err(|looked| Error::MissingTool {
+        tool: "qemu-system-x86_64",
+        looked,
+        hint: "install it with `apt-get install qemu-system-x86`",
+    })?;
+    let devices = DeviceModels::detect()?;
+    let mut processes = ProcessGroup::default();
+    let dir = spec.work_dir;
+    let socket_timeout = Duration::from_secs(5);
 
-impl QemuVm {
-    pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<Self> {
-        let qemu_bin = find_qemu().map_err(|looked| Error::MissingTool {
-            tool: "qemu-system-x86_64",
-            looked,
-            hint: "install it with `apt-get install qemu-system-x86`",
-        })?;
-        let devices = DeviceModels::detect()?;
-        let mut processes = ProcessGroup::default();
-        let dir = spec.work_dir;
-        let socket_timeout = Duration::from_secs(5);
+    // vsock device backend.
+    let vhost_vsock = dir.join("vhost-vsock.sock");
+    let mut vsock = match &devices {
+        DeviceModels::Skiff(vmm) => {
+            let mut c = Command::new(vmm);
+            c.arg("vhost-user-vsock");
+            c
+        }
+        DeviceModels::QemuBuiltin(daemon) => Command::new(daemon),
+    };
+    vsock
+        .args(["--guest-cid", "3", "--socket"])
+        .arg(&vhost_vsock)
+        .arg("--uds-path")
+        .arg(spec.vsock_uds);
+    processes.spawn(
+        "the vsock device backend",
+        vsock,
+        &dir.join("vsock-device.log"),
+        spec.die_with_parent,
+    )?;
+    processes.wait_for_socket(&vhost_vsock, socket_timeout)?;
 
-        // vsock device backend.
-        let vhost_vsock = dir.join("vhost-vsock.sock");
-        let mut vsock = match &devices {
-            DeviceModels::Skiff(vmm) => {
-                let mut c = Command::new(vmm);
-                c.arg("vhost-user-vsock");
-                c
-            }
-            DeviceModels::QemuBuiltin(daemon) => Command::new(daemon),
-        };
-        vsock
-            .args(["--guest-cid", "3", "--socket"])
-            .arg(&vhost_vsock)
-            .arg("--uds-path")
-            .arg(spec.vsock_uds);
-        processes.spawn(
-            "the vsock device backend",
-            vsock,
-            &dir.join("vsock-device.log"),
-            spec.die_with_parent,
-        )?;
-        processes.wait_for_socket(&vhost_vsock, socket_timeout)?;
-
-        let mut cmd = Command::new(&qemu_bin);
-        let mem = format!("{}M", spec.memory_mib);
-        cmd.args([
-            "-M",
-            "microvm,x-option-roms=off,isa-serial=on,acpi=off,rtc=on,memory-backend=mem",
+    let mut cmd = Command::new(&qemu_bin);
+    let mem = format!("{}M", spec.memory_mib);
+    cmd.args([
+        "-M",
+        "microvm,x-option-roms=off,isa-serial=on,acpi=off,rtc=on,memory-backend=mem",
+    ])
+    .args([
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+    ])
+    .args(["-m", &mem])
+    .args(["-smp", &spec.vcpus.to_string()])
+    .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    match accel {
+        Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
+    };
+    cmd.arg("-kernel")
+        .arg(&spec.artifacts.kernel)
+        .arg("-initrd")
+        .arg(&spec.artifacts.initramfs)
+        .args(["-append", &super::kernel_cmdline('t', spec.cmdline_extra)])
+        .args([
+            "-serial",
+            &format!("file:{}", qemu_escape(spec.console_log)),
         ])
         .args([
-            "-object",
-            &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
+            "-chardev",
+            &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_vsock)),
         ])
-        .args(["-m", &mem])
-        .args(["-smp", &spec.vcpus.to_string()])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-        match accel {
-            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
-        };
-        cmd.arg("-kernel")
-            .arg(&spec.artifacts.kernel)
-            .arg("-initrd")
-            .arg(&spec.artifacts.initramfs)
-            .args(["-append", &kernel_cmdline(spec.cmdline_extra)])
-            .args([
-                "-serial",
-                &format!("file:{}", qemu_escape(spec.console_log)),
-            ])
-            .args([
-                "-chardev",
-                &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_vsock)),
-            ])
-            .args(["-device", "vhost-user-vsock-device,chardev=vsock0"]);
+        .args(["-device", "vhost-user-vsock-device,chardev=vsock0"]);
 
-        for (i, d) in spec.disks.iter().enumerate() {
-            match &devices {
-                DeviceModels::Skiff(vmm) => {
-                    let sock = dir.join(format!("vhost-blk{i}.sock"));
-                    let mut blk = Command::new(vmm);
-                    blk.arg("vhost-user-blk")
-                        .arg("--socket")
-                        .arg(&sock)
-                        .arg("--disk")
-                        .arg(&d.path)
-                        .args(["--id", &d.serial]);
-                    if d.readonly {
-                        blk.arg("--readonly");
-                    }
-                    processes.spawn(
-                        &format!("the block device backend for {}", d.path.display()),
-                        blk,
-                        &dir.join(format!("blk{i}.log")),
-                        spec.die_with_parent,
-                    )?;
-                    processes.wait_for_socket(&sock, socket_timeout)?;
-                    cmd.args([
-                        "-chardev",
-                        &format!("socket,id=blk{i},path={}", qemu_escape(&sock)),
-                    ])
-                    .args(["-device", &format!("vhost-user-blk,chardev=blk{i}")]);
+    for (i, d) in spec.disks.iter().enumerate() {
+        match &devices {
+            DeviceModels::Skiff(vmm) => {
+                let sock = dir.join(format!("vhost-blk{i}.sock"));
+                let mut blk = Command::new(vmm);
+                blk.arg("vhost-user-blk")
+                    .arg("--socket")
+                    .arg(&sock)
+                    .arg("--disk")
+                    .arg(&d.path)
+                    .args(["--id", &d.serial]);
+                if d.readonly {
+                    blk.arg("--readonly");
                 }
-                DeviceModels::QemuBuiltin(_) => {
-                    let ro = if d.readonly { ",readonly=on" } else { "" };
-                    cmd.args([
-                        "-drive",
-                        &format!(
-                            "id=disk{i},file={},format=raw,if=none,cache=unsafe{ro}",
-                            qemu_escape(&d.path)
-                        ),
-                    ])
-                    .args([
-                        "-device",
-                        &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
-                    ]);
-                }
+                processes.spawn(
+                    &format!("the block device backend for {}", d.path.display()),
+                    blk,
+                    &dir.join(format!("blk{i}.log")),
+                    spec.die_with_parent,
+                )?;
+                processes.wait_for_socket(&sock, socket_timeout)?;
+                cmd.args([
+                    "-chardev",
+                    &format!("socket,id=blk{i},path={}", qemu_escape(&sock)),
+                ])
+                .args(["-device", &format!("vhost-user-blk,chardev=blk{i}")]);
+            }
+            DeviceModels::QemuBuiltin(_) => {
+                let ro = if d.readonly { ",readonly=on" } else { "" };
+                cmd.args([
+                    "-drive",
+                    &format!(
+                        "id=disk{i},file={},format=raw,if=none,cache=unsafe{ro}",
+                        qemu_escape(&d.path)
+                    ),
+                ])
+                .args([
+                    "-device",
+                    &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
+                ]);
             }
         }
-        // QEMU's own 9p server; passthrough keeps owners and modes as the guest sets
-        // them (we run as root, as Docker's bind mounts do).
-        for (i, sh) in spec.shares.iter().enumerate() {
-            let ro = if sh.readonly { ",readonly=on" } else { "" };
-            cmd.args([
-                "-fsdev",
-                &format!(
-                    "local,id=fs{i},path={},security_model=passthrough{ro}",
-                    qemu_escape(&sh.host_path)
-                ),
-            ])
-            .args([
-                "-device",
-                &format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", sh.tag),
-            ]);
-        }
-        processes.spawn(
-            &format!("{}", qemu_bin.display()),
-            cmd,
-            &dir.join("qemu.log"),
-            spec.die_with_parent,
-        )?;
-        Ok(Self { processes })
     }
-}
-
-/// The guest command line: serial console, reset = exit (`reboot=t` with `-no-reboot`),
-/// no reboot loop on panic, and quiet boot (the console is slow under emulation).
-fn kernel_cmdline(extra: &str) -> String {
-    let base = "console=ttyS0 reboot=t panic=-1 quiet loglevel=4 tsc=reliable no_timer_check i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
-    if extra.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base} {extra}")
+    // QEMU's own 9p server; passthrough keeps owners and modes as the guest sets
+    // them (we run as root, as Docker's bind mounts do).
+    for (i, sh) in spec.shares.iter().enumerate() {
+        let ro = if sh.readonly { ",readonly=on" } else { "" };
+        cmd.args([
+            "-fsdev",
+            &format!(
+                "local,id=fs{i},path={},security_model=passthrough{ro}",
+                qemu_escape(&sh.host_path)
+            ),
+        ])
+        .args([
+            "-device",
+            &format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", sh.tag),
+        ]);
     }
-}
-
-impl VmProcess for QemuVm {
-    fn pid(&self) -> u32 {
-        self.processes.last_pid()
-    }
-
-    fn try_wait(&mut self) -> io::Result<Option<String>> {
-        self.processes.try_wait_last()
-    }
-
-    fn kill(&mut self) {
-        self.processes.kill_all();
-    }
+    processes.spawn(
+        &format!("{}", qemu_bin.display()),
+        cmd,
+        &dir.join("qemu.log"),
+        spec.die_with_parent,
+    )?;
+    Ok(processes)
 }
 
 #[cfg(test)]
@@ -242,11 +211,5 @@ mod tests {
     #[test]
     fn commas_in_paths_are_escaped() {
         assert_eq!(qemu_escape(Path::new("/a,b/c")), "/a,,b/c");
-    }
-
-    #[test]
-    fn cmdline_keeps_extra_args_last() {
-        assert!(kernel_cmdline("skiff.debug=1").ends_with(" skiff.debug=1"));
-        assert!(kernel_cmdline("").contains("reboot=t"));
     }
 }
