@@ -41,4 +41,8 @@ cargo test --workspace 2>&1 | tee "$cache/last-test.log"
 # built-in alternative still boots the same guests.
 step "cargo test: slice on QEMU's built-in devices"
 SKIFF_QEMU_DEVICES=qemu cargo test -p skiff-tests --test vm -- exit_codes writable_layer whiteout 2>&1 | tee -a "$cache/last-test.log"
+# Tests that need hardware-backed KVM skip on PVM hosts; show their reasons instead of
+# letting the harness swallow them.
+step "hardware-KVM tests (their skip reasons, if any)"
+cargo test -q -p skiff-vmm --test linux_boot -- --nocapture 2>&1 | grep -E "SKIP|test result" || true
 step "done"
