@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use skiff_image::{busybox, commit::ConfigChange, registry, Reference, Store};
+use skiff_plugins::EventKind;
 use skiff_proto::ProcessSpec;
 use skiff_runtime::container::{
     self, control_request, read_log, BootSettings, ContainerSpec, ContainerState, Containers,
@@ -565,14 +566,22 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
             hypervisor: ctx.global.hypervisor.map(|h| h.to_string()),
         },
         binds,
+        plugin_decision: None,
     };
     let containers = ctx.containers()?;
-    let spec = containers.create(spec)?;
+    let policy = crate::policy::load()?;
+    let image_config = image.config_json.clone();
+    let spec = containers.create_admitted(spec, |spec| {
+        policy
+            .admit_container(spec, &image_config)
+            .map_err(|e| format!("{e:#}"))
+    })?;
     // The image store keeps the image while the container exists.
     if let Err(e) = store.use_image(&spec.id, &spec.image_id) {
         let _ = containers.remove(&spec.id);
         return Err(e.into());
     }
+    policy.event(&containers, &spec, EventKind::Created);
     Ok(spec)
 }
 
@@ -653,7 +662,12 @@ fn attach_foreground(c: &Containers, spec: &ContainerSpec, stdin: bool) -> Resul
     if stdin && sup.start_failure().is_none() {
         attach::spawn_stdin_pump(sender.clone(), MAIN_STREAM);
     }
+    let policy = crate::policy::load()?;
+    if sup.start_failure().is_none() {
+        policy.event(c, spec, EventKind::Started);
+    }
     let code = sup.wait(Some(&mut attach::Stdio::new(Some(sender), MAIN_STREAM)))?;
+    policy.event(c, spec, EventKind::Exited(code));
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -768,8 +782,14 @@ fn supervise(ctx: &Ctx, id: &str) -> Result<u8> {
     let target = attach::SignalTarget::spawn(MAIN_STREAM, false);
     let sup = Supervisor::start(&c, id)?;
     target.set(sup.sender(), MAIN_STREAM);
-    let auto_remove = sup.spec().auto_remove;
+    let spec = sup.spec().clone();
+    let auto_remove = spec.auto_remove;
+    let policy = crate::policy::load()?;
+    if sup.start_failure().is_none() {
+        policy.event(&c, &spec, EventKind::Started);
+    }
     let code = sup.wait(None)?;
+    policy.event(&c, &spec, EventKind::Exited(code));
     if auto_remove {
         remove(&c, &ctx.store()?, id, true)?;
     }
@@ -859,8 +879,12 @@ fn remove(c: &Containers, store: &Store, id: &str, force: bool) -> Result<()> {
             kill_supervisor(c, id)?;
         }
     }
+    let spec = c.spec(id).ok();
     c.remove(id)?;
     store.release_image(id)?;
+    if let Some(spec) = spec {
+        crate::policy::load()?.event(c, &spec, EventKind::Removed);
+    }
     Ok(())
 }
 
@@ -1119,6 +1143,10 @@ fn inspect_value(c: &Containers, spec: &ContainerSpec) -> Result<Value> {
             "VsockSocket": st.vsock_uds,
             "ControlSocket": st.control_socket,
             "GuestPid": st.guest_pid,
+        },
+        "Plugins": {
+            "Admission": spec.plugin_decision,
+            "Audit": crate::policy::audit_records(&c.dir_of(&spec.id)),
         },
     }))
 }

@@ -277,6 +277,11 @@ fn pull(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
+    // Admission by the plugins: a denied image does not stay in the store.
+    if let Err(e) = crate::policy::load()?.admit_image(&r.to_string(), &pulled.image) {
+        let _ = store.remove(&r.to_string(), true);
+        return Err(e);
+    }
     if a.quiet {
         println!("{shown}");
     } else {
@@ -468,6 +473,22 @@ fn load(store: &Store, a: LoadArgs) -> anyhow::Result<i32> {
             archive::load_stream(store, Box::new(std::io::stdin()))?
         }
     };
+    let policy = crate::policy::load()?;
+    for l in &loaded {
+        let reference = l
+            .names
+            .first()
+            .map_or_else(|| l.image.id.to_string(), ToString::to_string);
+        if let Err(e) = policy.admit_image(&reference, &l.image) {
+            for other in &loaded {
+                for n in &other.names {
+                    let _ = store.remove(&n.to_string(), true);
+                }
+                let _ = store.remove(&other.image.id.to_string(), true);
+            }
+            return Err(e);
+        }
+    }
     for l in loaded {
         if l.names.is_empty() {
             println!("Loaded image ID: {}", l.image.id);

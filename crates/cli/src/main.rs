@@ -5,6 +5,7 @@ mod container_cmds;
 mod copy;
 mod image_cmds;
 mod info;
+mod policy;
 mod run_config;
 mod signals;
 mod template;

@@ -61,6 +61,9 @@ pub struct ContainerSpec {
     /// Host directories bound into the container (`-v`).
     #[serde(default)]
     pub binds: Vec<Bind>,
+    /// What the admission plugins decided (allowed, adjustments, per-plugin records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_decision: Option<serde_json::Value>,
 }
 
 /// `-v HOST:TARGET[:ro]`.
@@ -196,7 +199,18 @@ impl Containers {
     /// Records a new container. `spec.id` is filled in; `spec.name` is generated when
     /// empty and must be unused otherwise; an empty `spec.hostname` becomes the short ID
     /// (also in a `HOSTNAME=` entry of the process environment).
-    pub fn create(&self, mut spec: ContainerSpec) -> Result<ContainerSpec> {
+    pub fn create(&self, spec: ContainerSpec) -> Result<ContainerSpec> {
+        self.create_admitted(spec, |_| Ok(()))
+    }
+
+    /// Like [`Containers::create`], with `admit` run once the ID and name are assigned
+    /// and before anything is written: it may adjust the spec, or refuse (its message is
+    /// the error) and leave no record behind.
+    pub fn create_admitted(
+        &self,
+        mut spec: ContainerSpec,
+        admit: impl FnOnce(&mut ContainerSpec) -> std::result::Result<(), String>,
+    ) -> Result<ContainerSpec> {
         let _names = self.names_lock()?;
         let existing = self.list_specs()?;
         if spec.name.is_empty() {
@@ -235,6 +249,7 @@ impl Containers {
                 }
             }
         }
+        admit(&mut spec).map_err(Error::Config)?;
         let staging = self.dir.join(format!(".new-{}", spec.id));
         fs::create_dir_all(&staging).map_err(Error::io(format!("create {}", staging.display())))?;
         let result = write_atomic(&staging.join("spec.json"), &spec)
@@ -535,6 +550,7 @@ mod tests {
             writable_bytes: 1 << 30,
             boot: BootSettings::default(),
             binds: Vec::new(),
+            plugin_decision: None,
         }
     }
 

@@ -1,0 +1,237 @@
+//! The WebAssembly plugins at skiff's decision points, end to end: container admission
+//! (deny, env and microVM-size adjustments, the decision in `inspect`), lifecycle audit
+//! records, and image admission on `load`. Uses the example plugins built by
+//! plugins/build.sh and a private store per test.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use skiff_tests::{prerequisite, skiff_bin, vm_ready};
+
+fn components() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("SKIFF_PLUGINS_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build.sh");
+    let out = Command::new(&script)
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "plugins/build.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let dir = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Ok(PathBuf::from(dir))
+}
+
+struct Env {
+    root: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Env {
+    fn new(test: &str, plugins_toml: &str) -> Option<Self> {
+        let dir = match components() {
+            Ok(d) => d,
+            Err(e) => {
+                prerequisite(test, Err(e));
+                return None;
+            }
+        };
+        let root = tempfile::tempdir().unwrap();
+        let config = root.path().join("plugins.toml");
+        let text = format!(
+            "cache_dir = \"{}\"\n{}",
+            root.path().join("plugin-cache").display(),
+            plugins_toml.replace("@DIR@", &dir.display().to_string())
+        );
+        std::fs::write(&config, text).unwrap();
+        Some(Self { root, config })
+    }
+
+    fn skiff(&self, args: &[&str], plugins: bool) -> Output {
+        let mut cmd = Command::new(skiff_bin());
+        cmd.arg("--root")
+            .arg(self.root.path().join("store"))
+            .args(args);
+        if plugins {
+            cmd.env("SKIFF_PLUGINS_CONFIG", &self.config);
+        } else {
+            cmd.env_remove("SKIFF_PLUGINS_CONFIG");
+        }
+        cmd.output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], plugins: bool) -> String {
+        let out = self.skiff(args, plugins);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "skiff {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+const CONTAINER_PLUGINS: &str = r#"
+[[plugin]]
+name = "inject"
+path = "@DIR@/env-injector.wasm"
+settings = { env = { INJECTED = "by-plugin" } }
+
+[[plugin]]
+name = "limits"
+path = "@DIR@/tenant-limits.wasm"
+settings = { label = "tenant", tenants = { team-a = { memory_mib = 128, vcpus = 1 } } }
+
+[[plugin]]
+name = "audit"
+path = "@DIR@/audit-logger.wasm"
+settings = { labels = ["tenant"] }
+"#;
+
+#[test]
+fn plugins_admit_adjust_and_audit_containers() {
+    const TEST: &str = "plugins_admit_adjust_and_audit_containers";
+    if !prerequisite(TEST, vm_ready()) {
+        return;
+    }
+    let Some(env) = Env::new(TEST, CONTAINER_PLUGINS) else {
+        return;
+    };
+    env.ok(&["image", "build-busybox"], false);
+
+    // Adjusted: env injected, the 512M request capped to the tenant's 128 MiB.
+    let out = env.ok(
+        &[
+            "run",
+            "--rm",
+            "-l",
+            "tenant=team-a",
+            "-m",
+            "512M",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $INJECTED; grep MemTotal /proc/meminfo",
+        ],
+        true,
+    );
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("by-plugin"));
+    let mem_kb: u64 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        mem_kb < 200 * 1024,
+        "guest has {mem_kb} kB, the plugin capped it at 128 MiB"
+    );
+
+    // Denied: no tenant label. One line naming the plugin, nothing recorded.
+    let out = env.skiff(&["create", "--name", "nobody", "busybox", "true"], true);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits") && err.contains("no tenant"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(env.ok(&["ps", "-a", "-q"], true), "");
+
+    // The decision and the audit trail are in `inspect`.
+    env.ok(
+        &[
+            "create",
+            "--name",
+            "kept",
+            "-l",
+            "tenant=team-a",
+            "busybox",
+            "true",
+        ],
+        true,
+    );
+    env.ok(&["start", "-a", "kept"], true);
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "kept"], true)).unwrap();
+    let plugins = &v[0]["Plugins"];
+    assert_eq!(plugins["Admission"]["allowed"], true, "{plugins}");
+    assert_eq!(
+        plugins["Admission"]["adjustments"]["env"]["INJECTED"], "by-plugin",
+        "{plugins}"
+    );
+    let events: Vec<&str> = plugins["Audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["event"].as_str())
+        .collect();
+    assert!(
+        events.contains(&"created") && events.contains(&"started") && events.contains(&"exited"),
+        "{events:?}"
+    );
+    env.ok(&["rm", "kept"], true);
+}
+
+#[test]
+fn image_admission_refuses_unlisted_registries_on_load() {
+    const TEST: &str = "image_admission_refuses_unlisted_registries_on_load";
+    let deny = r#"
+[[plugin]]
+name = "allowlist"
+path = "@DIR@/image-allowlist.wasm"
+settings = { registries = ["registry.example:5000"] }
+"#;
+    let Some(env) = Env::new(TEST, deny) else {
+        return;
+    };
+    if !prerequisite(
+        TEST,
+        Path::new("/bin/busybox")
+            .is_file()
+            .then_some(())
+            .ok_or("busybox-static missing".into()),
+    ) {
+        return;
+    }
+    env.ok(&["image", "build-busybox"], false);
+    let archive = env.root.path().join("busybox.tar");
+    env.ok(&["save", "-o", archive.to_str().unwrap(), "busybox"], false);
+    env.ok(&["rmi", "busybox"], false);
+
+    let out = env.skiff(&["load", "-i", archive.to_str().unwrap()], true);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("allowlist") && err.contains("not allowed"),
+        "{err}"
+    );
+    assert_eq!(
+        env.ok(&["images", "-q"], true),
+        "",
+        "a denied image must not stay in the store"
+    );
+
+    // Allowed registry: the same archive loads.
+    std::fs::write(
+        &env.config,
+        std::fs::read_to_string(&env.config)
+            .unwrap()
+            .replace("registry.example:5000", "docker.io"),
+    )
+    .unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()], true);
+    assert_ne!(env.ok(&["images", "-q"], true), "");
+}
