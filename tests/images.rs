@@ -1,29 +1,43 @@
-//! The image commands end to end through the stand-in binary
-//! (`examples/skiff-image.rs`, which compiles `crates/cli/src/image_cmds.rs`).
+//! The image commands end to end through the real `skiff` binary.
 
-#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
-mod common;
-use common::*;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn bin() -> PathBuf {
-    // target/<profile>/deps/cli-<hash> -> target/<profile>/examples/skiff-image
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/skiff-image")
+use skiff_tests::{prerequisite, skiff_bin};
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn have_tool(name: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn require(what: &str, ok: bool) -> bool {
+    prerequisite(
+        "image_commands",
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("{what} is missing"))
+        },
+    )
 }
 
 fn skiff(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(bin())
+    let o = Command::new(skiff_bin())
         .arg("--root")
         .arg(root)
         .args(args)
+        .env_remove("SKIFF_PLUGINS_CONFIG")
         .output()
         .unwrap();
     (
@@ -50,11 +64,8 @@ fn image_commands() {
     {
         return;
     }
-    if !bin().is_file() {
-        panic!(
-            "{} missing: build with `cargo test` (examples are built with tests)",
-            bin().display()
-        );
+    if !require("the skiff binary", skiff_bin().is_file()) {
+        return;
     }
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("store");
@@ -99,7 +110,18 @@ fn image_commands() {
     assert_eq!(loaded.trim(), "Loaded image: busybox:latest");
 
     let rootfs = d.path().join("rootfs.tar");
-    std::fs::write(&rootfs, tar_of(&[E::File("hello", b"world")])).unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("hello"), b"world").unwrap();
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&rootfs)
+        .arg("-C")
+        .arg(&tree)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
     let imported = ok(&root, &["import", rootfs.to_str().unwrap(), "imported:1"]);
     assert!(imported.starts_with("sha256:"));
     let pruned = ok(&root, &["image", "prune", "-a", "-f"]);
