@@ -578,3 +578,34 @@ fn bad_flags_are_refused_before_booting() {
         );
     }
 }
+
+#[test]
+fn a_guest_that_never_comes_up_reports_its_console() {
+    const TEST: &str = "a_guest_that_never_comes_up_reports_its_console";
+    let Some(base) = ready(TEST) else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let mut config = VmConfig::new(
+        GuestArtifacts::locate(None, None).unwrap(),
+        hypervisor::select(None).unwrap(),
+    );
+    config.disks = vec![Disk {
+        path: base,
+        readonly: true,
+        serial: "layer0".into(),
+    }];
+    // No agent: the kernel finds no init and panics (panic=-1 resets, the VMM exits).
+    config.cmdline_extra = "rdinit=/no-such-init init=/no-such-init".into();
+    config.boot_timeout = Duration::from_secs(60);
+    config.scratch_parent = Some(scratch.path().to_path_buf());
+    let msg = MicroVm::boot(&config)
+        .err()
+        .expect("booted without an init")
+        .to_string();
+    assert!(msg.contains("before its agent came up"), "{msg}");
+    assert!(
+        msg.contains("No working init found") || msg.contains("Kernel panic"),
+        "{msg}"
+    );
+    assert!(std::fs::read_dir(scratch.path()).unwrap().next().is_none());
+    assert!(processes_mentioning(&scratch.path().display().to_string()).is_empty());
+}
