@@ -287,11 +287,12 @@ fn sigterm_reaches_the_process() {
     assert_eq!(status.code(), Some(42));
 }
 
-fn boot_library_vm(
+/// A VM config with the busybox layer as its only disk.
+fn library_config(
     test: &str,
     boot_timeout: Duration,
     scratch: Option<PathBuf>,
-) -> Option<skiff_runtime::Result<(MicroVm, skiff_runtime::AgentConn)>> {
+) -> Option<VmConfig> {
     let base = ready(test)?;
     let mut config = VmConfig::new(
         GuestArtifacts::locate(None, None).unwrap(),
@@ -304,7 +305,15 @@ fn boot_library_vm(
     }];
     config.boot_timeout = boot_timeout;
     config.scratch_parent = scratch;
-    Some(MicroVm::boot(&config))
+    Some(config)
+}
+
+fn boot_library_vm(
+    test: &str,
+    boot_timeout: Duration,
+    scratch: Option<PathBuf>,
+) -> Option<skiff_runtime::Result<(MicroVm, skiff_runtime::AgentConn)>> {
+    Some(MicroVm::boot(&library_config(test, boot_timeout, scratch)?))
 }
 
 /// Boots a VM from the busybox layer and creates its container.
@@ -582,21 +591,16 @@ fn bad_flags_are_refused_before_booting() {
 #[test]
 fn a_guest_that_never_comes_up_reports_its_console() {
     const TEST: &str = "a_guest_that_never_comes_up_reports_its_console";
-    let Some(base) = ready(TEST) else { return };
     let scratch = tempfile::tempdir().unwrap();
-    let mut config = VmConfig::new(
-        GuestArtifacts::locate(None, None).unwrap(),
-        hypervisor::select(None).unwrap(),
-    );
-    config.disks = vec![Disk {
-        path: base,
-        readonly: true,
-        serial: "layer0".into(),
-    }];
+    let Some(mut config) = library_config(
+        TEST,
+        Duration::from_secs(60),
+        Some(scratch.path().to_path_buf()),
+    ) else {
+        return;
+    };
     // No agent: the kernel finds no init and panics (panic=-1 resets, the VMM exits).
     config.cmdline_extra = "rdinit=/no-such-init init=/no-such-init".into();
-    config.boot_timeout = Duration::from_secs(60);
-    config.scratch_parent = Some(scratch.path().to_path_buf());
     let msg = MicroVm::boot(&config)
         .err()
         .expect("booted without an init")

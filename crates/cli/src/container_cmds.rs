@@ -569,7 +569,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         plugin_decision: None,
     };
     let containers = ctx.containers()?;
-    let policy = crate::policy::load()?;
+    let policy = crate::policy::get()?;
     let image_config = image.config_json.clone();
     let spec = containers.create_admitted(spec, |spec| {
         policy
@@ -662,7 +662,7 @@ fn attach_foreground(c: &Containers, spec: &ContainerSpec, stdin: bool) -> Resul
     if stdin && sup.start_failure().is_none() {
         attach::spawn_stdin_pump(sender.clone(), MAIN_STREAM);
     }
-    let policy = crate::policy::load()?;
+    let policy = crate::policy::get()?;
     if sup.start_failure().is_none() {
         policy.event(c, spec, EventKind::Started);
     }
@@ -784,7 +784,7 @@ fn supervise(ctx: &Ctx, id: &str) -> Result<u8> {
     target.set(sup.sender(), MAIN_STREAM);
     let spec = sup.spec().clone();
     let auto_remove = spec.auto_remove;
-    let policy = crate::policy::load()?;
+    let policy = crate::policy::get()?;
     if sup.start_failure().is_none() {
         policy.event(&c, &spec, EventKind::Started);
     }
@@ -883,7 +883,7 @@ fn remove(c: &Containers, store: &Store, id: &str, force: bool) -> Result<()> {
     c.remove(id)?;
     store.release_image(id)?;
     if let Some(spec) = spec {
-        crate::policy::load()?.event(c, &spec, EventKind::Removed);
+        crate::policy::get()?.event(c, &spec, EventKind::Removed);
     }
     Ok(())
 }

@@ -278,7 +278,7 @@ fn pull(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
         Err(e) => return Err(e.into()),
     };
     // Admission by the plugins: a denied image does not stay in the store.
-    if let Err(e) = crate::policy::load()?.admit_image(&r.to_string(), &pulled.image) {
+    if let Err(e) = crate::policy::get()?.admit_image(&r.to_string(), &pulled.image) {
         let _ = store.remove(&r.to_string(), true);
         return Err(e);
     }
@@ -473,7 +473,7 @@ fn load(store: &Store, a: LoadArgs) -> anyhow::Result<i32> {
             archive::load_stream(store, Box::new(std::io::stdin()))?
         }
     };
-    let policy = crate::policy::load()?;
+    let policy = crate::policy::get()?;
     for l in &loaded {
         let reference = l
             .names

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use skiff_image::Image;
@@ -27,8 +28,18 @@ pub struct Policy {
     host: Option<PluginHost>,
 }
 
-/// Loads the configured plugins once per skiff process.
-pub fn load() -> Result<Policy> {
+/// The configured plugins, loaded (and their components compiled or taken from the
+/// cache) once per skiff process however many decision points a command passes.
+pub fn get() -> Result<&'static Policy> {
+    static POLICY: OnceLock<Policy> = OnceLock::new();
+    if let Some(p) = POLICY.get() {
+        return Ok(p);
+    }
+    let loaded = load()?;
+    Ok(POLICY.get_or_init(|| loaded))
+}
+
+fn load() -> Result<Policy> {
     let path = match std::env::var_os(CONFIG_ENV) {
         Some(p) => PathBuf::from(p),
         None if Path::new(DEFAULT_CONFIG).is_file() => PathBuf::from(DEFAULT_CONFIG),
