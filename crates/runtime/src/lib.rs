@@ -14,6 +14,7 @@ pub mod hypervisor;
 mod microvm;
 pub mod spec;
 mod tools;
+pub mod warm;
 pub mod writable;
 
 pub use agent::{AgentConn, AgentSender, Event, StartOutcome};
@@ -21,3 +22,4 @@ pub use artifacts::GuestArtifacts;
 pub use error::{Error, Result};
 pub use hypervisor::{Disk, HypervisorKind, Selection, Share};
 pub use microvm::{BootTimings, MicroVm, VmConfig};
+pub use warm::{RunOutput, WarmSpec, WarmVm};

@@ -1,0 +1,75 @@
+//! API errors: an HTTP status plus `{"error":{"code":..., "message":...}}`. Client
+//! mistakes are 4xx with a code a program can match on; 5xx only for our own failures.
+
+use hyper::StatusCode;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds for a `Retry-After` header (rate limiting).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::bad_request("invalid_argument", message)
+    }
+
+    /// The same answer for "does not exist" and "belongs to another tenant".
+    pub fn sandbox_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such sandbox: {}", printable(id)),
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn quota(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "quota_exceeded", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(format!("{e:#}"))
+    }
+}
+
+/// Client text echoed in messages: bounded and without control characters.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect::<String>()
+}

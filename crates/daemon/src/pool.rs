@@ -1,0 +1,279 @@
+//! Warm pools: per (tenant, image, size), VMs booted to "agent ready" with a fresh
+//! writable disk and no container yet. `POST /v1/invoke` takes one (a hit) or boots one
+//! (a miss), runs the command, destroys the VM, and the pool refills in the background.
+//! Every warm VM is reserved against its tenant's quota before it boots, so a pool never
+//! holds more than the tenant may; pools are simply smaller when the quota is full.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use skiff_runtime::{hypervisor, GuestArtifacts, WarmSpec, WarmVm};
+
+use crate::config::PoolConfig;
+use crate::error::ApiError;
+use crate::sandboxes::{self, lock, OUTPUT_CAP};
+use crate::state::Daemon;
+use crate::tenants::{self, Usage};
+
+const WRITABLE_BYTES: u64 = 256 << 20;
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Pool {
+    pub tenant: String,
+    pub image_id: String,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub size: u32,
+    spec: WarmSpec,
+    ready: Mutex<VecDeque<WarmVm>>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+pub struct Pools(OnceLock<Vec<Arc<Pool>>>);
+
+impl Pools {
+    fn all(&self) -> &[Arc<Pool>] {
+        self.0.get().map_or(&[], Vec::as_slice)
+    }
+
+    pub fn ready(&self) -> u64 {
+        self.all().iter().map(|p| lock(&p.ready).len() as u64).sum()
+    }
+
+    fn find(&self, tenant: &str, image_id: &str, m: u32, c: u32) -> Option<Arc<Pool>> {
+        self.all()
+            .iter()
+            .find(|p| {
+                p.tenant == tenant && p.image_id == image_id && p.memory_mib == m && p.vcpus == c
+            })
+            .cloned()
+    }
+
+    /// Kills every waiting VM (shutdown).
+    pub fn drain(&self) {
+        for p in self.all() {
+            lock(&p.ready).clear();
+        }
+    }
+}
+
+fn warm_spec(
+    d: &Daemon,
+    layers: Vec<std::path::PathBuf>,
+    m: u32,
+    c: u32,
+) -> Result<WarmSpec, ApiError> {
+    let artifacts =
+        GuestArtifacts::locate(None, None).map_err(|e| ApiError::internal(e.to_string()))?;
+    let selection = hypervisor::select(None).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(WarmSpec {
+        artifacts,
+        selection,
+        layers,
+        memory_mib: m,
+        vcpus: c,
+        writable_bytes: WRITABLE_BYTES,
+        scratch_parent: Some(d.containers.run_dir().to_path_buf()),
+        boot_timeout: BOOT_TIMEOUT,
+    })
+}
+
+/// Sets up the configured pools and starts filling them.
+pub fn start(d: &Arc<Daemon>, configs: &[PoolConfig]) {
+    let mut pools = Vec::new();
+    for c in configs {
+        let made = crate::images::pull(d, &c.image).and_then(|_| {
+            let (image, _, layers) = sandboxes::image_for(d, &c.image)?;
+            let (m, v) = sandboxes::size(Some(c.memory_mib), Some(c.vcpus))?;
+            Ok(Pool {
+                tenant: c.tenant.clone(),
+                image_id: image.id.to_string(),
+                memory_mib: m,
+                vcpus: v,
+                size: c.size,
+                spec: warm_spec(d, layers, m, v)?,
+                ready: Mutex::new(VecDeque::new()),
+                wake: tokio::sync::Notify::new(),
+            })
+        });
+        match made {
+            Ok(p) => pools.push(Arc::new(p)),
+            Err(e) => tracing::error!("pool {} for {}: {}", c.image, c.tenant, e.message),
+        }
+    }
+    let _ = d.pools.0.set(pools.clone());
+    for p in pools {
+        tokio::spawn(fill(d.clone(), p));
+    }
+}
+
+/// Keeps `size` VMs ready, one boot at a time (boots are CPU-heavy under TCG).
+async fn fill(d: Arc<Daemon>, p: Arc<Pool>) {
+    let one = Usage::one(p.memory_mib, p.vcpus);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        while lock(&p.ready).len() < p.size as usize {
+            let admitted = {
+                let _a = lock(&d.reservations.admission);
+                let quota = d.config.quota_of(&p.tenant);
+                let ok = sandboxes::usage(&d, &p.tenant)
+                    .and_then(|u| tenants::check(&quota, u, one))
+                    .is_ok();
+                if ok {
+                    d.reservations.reserve(&p.tenant, one);
+                }
+                ok
+            };
+            if !admitted {
+                break; // the tenant's quota is full: a smaller pool, never a bigger bill
+            }
+            let spec = p.spec.clone();
+            match tokio::task::spawn_blocking(move || WarmVm::boot(&spec)).await {
+                Ok(Ok(vm)) => {
+                    tracing::debug!(
+                        tenant = p.tenant,
+                        ms = vm.timings().launch_to_ready.as_millis() as u64,
+                        "warm VM ready"
+                    );
+                    lock(&p.ready).push_back(vm);
+                    backoff = Duration::from_millis(500);
+                }
+                Ok(Err(e)) => {
+                    d.reservations.release(&p.tenant, one);
+                    tracing::warn!("warm VM for {}: {e}", p.tenant);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(_) => {
+                    d.reservations.release(&p.tenant, one);
+                }
+            }
+        }
+        // Refill when a VM is taken, and retry now and then in case quota freed up.
+        let _ = tokio::time::timeout(Duration::from_secs(2), p.wake.notified()).await;
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeRequest {
+    pub image: String,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Kill the command after this many seconds (default 60, at most 600).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InvokeResult {
+    /// The exit code, or 128 + signal.
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// True when stdout or stderr was cut at 1 MiB.
+    pub truncated: bool,
+    /// `hit`: a warm VM ran it; `miss`: the pool was empty (or there is none) and a VM
+    /// was cold-booted.
+    pub pool: &'static str,
+    pub duration_ms: u64,
+}
+
+pub async fn invoke(
+    d: Arc<Daemon>,
+    tenant: String,
+    req: InvokeRequest,
+) -> Result<InvokeResult, ApiError> {
+    let t0 = Instant::now();
+    let timeout = req.timeout_s.unwrap_or(60);
+    if !(1..=600).contains(&timeout) {
+        return Err(ApiError::invalid("timeout_s must be between 1 and 600"));
+    }
+    let (m, c) = sandboxes::size(req.memory_mib, req.vcpus)?;
+    let hostname = format!("sb-{}", sandboxes::random_hex(6));
+    let d2 = d.clone();
+    let h2 = hostname.clone();
+    let (image_id, layers, process) = tokio::task::spawn_blocking(move || {
+        let (image, defaults, layers) = sandboxes::image_for(&d2, &req.image)?;
+        let p = sandboxes::process_for(&defaults, &req.cmd, &req.env, req.workdir.as_deref(), &h2)?;
+        Ok::<_, ApiError>((image.id.to_string(), layers, p))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let one = Usage::one(m, c);
+    let pool = d.pools.find(&tenant, &image_id, m, c);
+    // A warm VM's reservation moves to this invocation; a cold one needs its own.
+    let warm = pool.as_ref().and_then(|p| lock(&p.ready).pop_front());
+    if let Some(p) = &pool {
+        p.wake.notify_one();
+    }
+    let hit = warm.is_some();
+    if !hit {
+        let _a = lock(&d.reservations.admission);
+        let quota = d.config.quota_of(&tenant);
+        tenants::check(&quota, sandboxes::usage(&d, &tenant)?, one)?;
+        d.reservations.reserve(&tenant, one);
+    }
+    let spec = if hit {
+        None
+    } else {
+        Some(warm_spec(&d, layers, m, c))
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let vm = match warm {
+            Some(vm) => vm,
+            None => {
+                let spec = spec.unwrap_or_else(|| Err(ApiError::internal("no VM spec")))?;
+                WarmVm::boot(&spec).map_err(|e| ApiError::internal(format!("boot: {e}")))?
+            }
+        };
+        vm.run(
+            &hostname,
+            &process,
+            OUTPUT_CAP,
+            Duration::from_secs(timeout),
+        )
+        .map_err(|e| ApiError::internal(format!("run: {e}")))
+    })
+    .await;
+    d.reservations.release(&tenant, one);
+    if let Some(p) = &pool {
+        p.wake.notify_one();
+    }
+    let out = outcome.map_err(|e| ApiError::internal(e.to_string()))??;
+    let Some(status) = out.status else {
+        return Err(ApiError::internal(
+            "the microVM stopped before the command reported its exit status",
+        ));
+    };
+    let elapsed = t0.elapsed();
+    if hit {
+        d.metrics.pool_hits.fetch_add(1, Ordering::Relaxed);
+        d.metrics.invoke_warm.observe(elapsed);
+    } else {
+        d.metrics.pool_misses.fetch_add(1, Ordering::Relaxed);
+        d.metrics.invoke_cold.observe(elapsed);
+    }
+    d.events
+        .publish(&tenant, "invoke.finished", None, Some(status.code()));
+    Ok(InvokeResult {
+        exit_code: status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        truncated: out.truncated,
+        pool: if hit { "hit" } else { "miss" },
+        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+    })
+}

@@ -1,0 +1,826 @@
+//! Sandboxes are skiff containers: records in the same store the CLI uses, labelled
+//! with their tenant, each run by its own `skiff supervise` process (which outlives the
+//! daemon). Names are scoped per tenant by storing them as `<tenant>.<name>`; a lookup
+//! only ever sees the caller's own sandboxes, so another tenant's ID is "not found".
+//!
+//! Everything here blocks (files, locks, the agent connection): handlers call it on
+//! tokio's blocking pool.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+use skiff_plugins::EventKind;
+use skiff_proto::ProcessSpec;
+use skiff_runtime::container::{
+    control_request, read_log, BootSettings, ContainerSpec, ContainerState, ControlRequest,
+    LogStream, Status, MAIN_STREAM, STATE_ERROR_GONE,
+};
+use skiff_runtime::{AgentConn, Event, StartOutcome};
+
+use crate::error::{printable, ApiError};
+use crate::run_config::{self, ImageDefaults};
+use crate::state::Daemon;
+use crate::tenants::{self, Usage};
+
+/// The label plugins read the tenant from (see plugins/examples/tenant-limits).
+pub const TENANT_LABEL: &str = "tenant";
+/// Marks the containers that are sandboxes of this API.
+pub const SANDBOX_LABEL: &str = "io.skiff.sandbox";
+/// Writable layer of every sandbox.
+const WRITABLE_BYTES: u64 = 1 << 30;
+/// Output kept per stream by non-streaming calls.
+pub const OUTPUT_CAP: usize = 1 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    pub image: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Replaces the image's Cmd (the Entrypoint stays).
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// `KEY=VALUE` entries on top of the image's Env.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Start it right away (create + start in one call).
+    #[serde(default)]
+    pub start: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopSandbox {
+    /// Seconds between the stop signal and SIGKILL (default: 10).
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Kill the process after this many seconds.
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SandboxView {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// created, running, exited, or lost (its supervisor died while the daemon was
+    /// away or without recording an exit).
+    pub state: &'static str,
+    pub cmd: Vec<String>,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub created_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_ms: Option<u64>,
+}
+
+pub fn state_name(st: &ContainerState) -> &'static str {
+    match st.status {
+        Status::Exited if st.error.as_deref() == Some(STATE_ERROR_GONE) => "lost",
+        s => s.as_str(),
+    }
+}
+
+fn holds_resources(st: &ContainerState) -> bool {
+    st.status != Status::Exited
+}
+
+pub fn view(spec: &ContainerSpec, st: &ContainerState) -> SandboxView {
+    let name = spec
+        .name
+        .split_once('.')
+        .map_or(spec.name.as_str(), |(_, n)| n)
+        .to_owned();
+    SandboxView {
+        id: spec.id.clone(),
+        name,
+        image: spec.image.clone(),
+        state: state_name(st),
+        cmd: spec.process.args.clone(),
+        memory_mib: spec.memory_mib,
+        vcpus: spec.vcpus,
+        created_ms: spec.created_ms,
+        started_ms: st.started_ms,
+        finished_ms: st.finished_ms,
+        exit_code: st.exit_code,
+        error: st.error.clone(),
+        boot_ms: st.boot_ms,
+    }
+}
+
+pub fn tenant_of(spec: &ContainerSpec) -> Option<&str> {
+    if spec.labels.get(SANDBOX_LABEL).map(String::as_str) != Some("true") {
+        return None;
+    }
+    spec.labels.get(TENANT_LABEL).map(String::as_str)
+}
+
+/// Every sandbox of every tenant with its state.
+pub fn all(d: &Daemon) -> Result<Vec<(ContainerSpec, ContainerState)>, ApiError> {
+    Ok(d.containers
+        .list()
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into_iter()
+        .filter(|(s, _)| tenant_of(s).is_some())
+        .collect())
+}
+
+pub fn list(d: &Daemon, tenant: &str) -> Result<Vec<SandboxView>, ApiError> {
+    Ok(all(d)?
+        .iter()
+        .filter(|(s, _)| tenant_of(s) == Some(tenant))
+        .map(|(s, st)| view(s, st))
+        .collect())
+}
+
+/// The tenant's sandbox by full ID or by name.
+pub fn find(d: &Daemon, tenant: &str, key: &str) -> Result<ContainerSpec, ApiError> {
+    let not_found = || ApiError::sandbox_not_found(key);
+    if key.len() == 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        let spec = d.containers.spec(key).map_err(|_| not_found())?;
+        return if tenant_of(&spec) == Some(tenant) {
+            Ok(spec)
+        } else {
+            Err(not_found())
+        };
+    }
+    if validate_name(key).is_err() {
+        return Err(not_found());
+    }
+    let full = format!("{tenant}.{key}");
+    all(d)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .find(|s| s.name == full && tenant_of(s) == Some(tenant))
+        .ok_or_else(not_found)
+}
+
+pub fn get(d: &Daemon, tenant: &str, key: &str) -> Result<SandboxView, ApiError> {
+    let spec = find(d, tenant, key)?;
+    Ok(view(&spec, &state(d, &spec.id)?))
+}
+
+fn state(d: &Daemon, id: &str) -> Result<ContainerState, ApiError> {
+    d.containers
+        .state(id)
+        .map_err(|_| ApiError::sandbox_not_found(id))
+}
+
+/// The tenant's current usage: sandboxes that have not exited plus what this process
+/// holds for it (warm VMs, invocations).
+pub fn usage(d: &Daemon, tenant: &str) -> Result<Usage, ApiError> {
+    let mut u = d.reservations.held(tenant);
+    for (s, st) in all(d)? {
+        if tenant_of(&s) == Some(tenant) && holds_resources(&st) {
+            u.add(Usage::one(s.memory_mib, s.vcpus));
+        }
+    }
+    Ok(u)
+}
+
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "name: 1-64 of [a-zA-Z0-9_.-], starting with a letter or digit",
+        ))
+    }
+}
+
+/// Memory and vCPUs of a request, defaulted and bounded.
+pub fn size(memory_mib: Option<u32>, vcpus: Option<u32>) -> Result<(u32, u32), ApiError> {
+    let m = memory_mib.unwrap_or(256);
+    let c = vcpus.unwrap_or(1);
+    if !(64..=65_536).contains(&m) {
+        return Err(ApiError::invalid("memory_mib must be between 64 and 65536"));
+    }
+    if !(1..=64).contains(&c) {
+        return Err(ApiError::invalid("vcpus must be between 1 and 64"));
+    }
+    Ok((m, c))
+}
+
+/// Command, environment and working directory a client sent: bounded, `KEY=VALUE`
+/// only (a bare `KEY` would copy the daemon's own environment), no NUL bytes.
+pub fn check_process_input(
+    cmd: &[String],
+    env: &[String],
+    workdir: Option<&str>,
+) -> Result<(), ApiError> {
+    if cmd.len() > 1024 || env.len() > 1024 {
+        return Err(ApiError::invalid("at most 1024 cmd and 1024 env entries"));
+    }
+    if cmd.iter().chain(env).any(|s| s.contains('\0')) || workdir.is_some_and(|w| w.contains('\0'))
+    {
+        return Err(ApiError::invalid(
+            "cmd, env and workdir must not contain NUL bytes",
+        ));
+    }
+    for e in env {
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() => {}
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "env entry {:?} is not KEY=VALUE",
+                    printable(e)
+                )))
+            }
+        }
+    }
+    if let Some(w) = workdir {
+        if !w.starts_with('/') {
+            return Err(ApiError::invalid("workdir must be an absolute path"));
+        }
+    }
+    Ok(())
+}
+
+/// The image's defaults and read-only layer disks; 404 when it is not in the store.
+pub fn image_for(
+    d: &Daemon,
+    reference: &str,
+) -> Result<(skiff_image::Image, ImageDefaults, Vec<std::path::PathBuf>), ApiError> {
+    if reference.is_empty() || reference.len() > 512 {
+        return Err(ApiError::invalid("image: 1-512 characters"));
+    }
+    let image = d.store.image(reference).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "image_not_found",
+            format!(
+                "no image {:?} in the store; pull it first (POST /v1/images/pull)",
+                printable(reference)
+            ),
+        )
+    })?;
+    let defaults = ImageDefaults::from_config_json(&image.config_json);
+    let layers = d
+        .store
+        .layer_disks(&image)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((image, defaults, layers))
+}
+
+/// The process a sandbox or invocation runs: the image's Entrypoint/Cmd/Env/WorkingDir
+/// with the request's overrides.
+pub fn process_for(
+    defaults: &ImageDefaults,
+    cmd: &[String],
+    env: &[String],
+    workdir: Option<&str>,
+    hostname: &str,
+) -> Result<ProcessSpec, ApiError> {
+    check_process_input(cmd, env, workdir)?;
+    let (entrypoint, cmd) = run_config::entrypoint_and_cmd(defaults, None, cmd)
+        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+    let mut p = ProcessSpec::new([entrypoint, cmd].concat());
+    p.env = run_config::process_env(defaults, hostname, env, false)
+        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+    p.cwd = run_config::working_dir(defaults, workdir)
+        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+    let (user, user_name) = run_config::parse_user(&defaults.user)
+        .map_err(|e| ApiError::invalid(format!("image user: {e:#}")))?;
+    p.user = user;
+    p.user_name = user_name;
+    Ok(p)
+}
+
+pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxView, ApiError> {
+    let (memory_mib, vcpus) = size(req.memory_mib, req.vcpus)?;
+    let name = match &req.name {
+        Some(n) => {
+            validate_name(n)?;
+            n.clone()
+        }
+        None => format!("sb-{}", random_hex(6)),
+    };
+    let (image, defaults, layers) = image_for(d, &req.image)?;
+    let cmd = req.cmd.clone().unwrap_or_default();
+    // The hostname is filled in by the store (the short ID), as for `skiff run`.
+    let process = process_for(&defaults, &cmd, &req.env, req.workdir.as_deref(), "")?;
+    let mut labels: BTreeMap<String, String> = defaults.labels.clone();
+    labels.insert(TENANT_LABEL.into(), tenant.to_owned());
+    labels.insert(SANDBOX_LABEL.into(), "true".into());
+    let stop_signal = defaults
+        .stop_signal
+        .as_deref()
+        .and_then(|s| run_config::parse_signal(s).ok())
+        .unwrap_or(libc::SIGTERM);
+    let spec = ContainerSpec {
+        id: String::new(),
+        name: format!("{tenant}.{name}"),
+        image: req.image.clone(),
+        image_id: image.id.to_string(),
+        created_ms: 0,
+        entrypoint: defaults.entrypoint.clone(),
+        cmd,
+        user: defaults.user.clone(),
+        process,
+        hostname: String::new(),
+        readonly_rootfs: false,
+        memory_mib,
+        vcpus,
+        labels,
+        stop_signal,
+        stop_timeout_s: 10,
+        auto_remove: false,
+        layers,
+        writable_bytes: WRITABLE_BYTES,
+        boot: BootSettings::default(),
+        binds: Vec::new(),
+        plugin_decision: None,
+    };
+    let policy = crate::policy::get().map_err(ApiError::from)?;
+    let image_config = image.config_json.clone();
+    let spec = {
+        let _admission = lock(&d.reservations.admission);
+        let quota = d.config.quota_of(tenant);
+        tenants::check(&quota, usage(d, tenant)?, Usage::one(memory_mib, vcpus))?;
+        let mut denied = false;
+        let created = d.containers.create_admitted(spec, |spec| {
+            let r = policy
+                .admit_container(spec, &image_config)
+                .map_err(|e| format!("{e:#}"));
+            denied = r.is_err();
+            // A plugin may resize the VM or relabel it; the tenant is not its to change.
+            spec.labels.insert(TENANT_LABEL.into(), tenant.to_owned());
+            spec.labels.insert(SANDBOX_LABEL.into(), "true".into());
+            r
+        });
+        match created {
+            Ok(s) => s,
+            Err(e) if denied => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "denied",
+                    e.to_string(),
+                ))
+            }
+            Err(e) if e.to_string().contains("already in use") => {
+                return Err(ApiError::conflict(
+                    "name_in_use",
+                    format!("a sandbox named {name:?} already exists"),
+                ))
+            }
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        }
+    };
+    if let Err(e) = d.store.use_image(&spec.id, &spec.image_id) {
+        let _ = d.containers.remove(&spec.id);
+        return Err(ApiError::internal(e.to_string()));
+    }
+    policy.event(&d.containers, &spec, EventKind::Created);
+    d.events
+        .publish(tenant, "sandbox.created", Some(&spec.id), None);
+    if req.start {
+        start_id(d, tenant, &spec)?;
+    }
+    Ok(view(&spec, &state(d, &spec.id)?))
+}
+
+pub fn start(d: &Daemon, tenant: &str, key: &str) -> Result<SandboxView, ApiError> {
+    let spec = find(d, tenant, key)?;
+    start_id(d, tenant, &spec)?;
+    Ok(view(&spec, &state(d, &spec.id)?))
+}
+
+/// Runs `skiff supervise ID` detached (it outlives the daemon) and waits until the main
+/// process runs or the start failed.
+fn start_id(d: &Daemon, tenant: &str, spec: &ContainerSpec) -> Result<(), ApiError> {
+    let id = spec.id.as_str();
+    let t0 = Instant::now();
+    let mut child = {
+        let _admission = lock(&d.reservations.admission);
+        let st = state(d, id)?;
+        if st.is_running() || (st.status == Status::Created && st.pid.is_some()) {
+            return Err(ApiError::conflict(
+                "already_running",
+                "the sandbox is already running",
+            ));
+        }
+        if st.status == Status::Exited {
+            // An exited sandbox holds nothing; starting it again takes its share.
+            let quota = d.config.quota_of(tenant);
+            tenants::check(
+                &quota,
+                usage(d, tenant)?,
+                Usage::one(spec.memory_mib, spec.vcpus),
+            )?;
+        }
+        let log = std::fs::File::create(d.containers.dir_of(id).join("supervisor.log"))
+            .map_err(|e| ApiError::internal(format!("create the supervisor log: {e}")))?;
+        let mut cmd = Command::new(&d.skiff_bin);
+        cmd.arg("--root")
+            .arg(&d.root)
+            .args(["--log-level", &d.log_level])
+            .args(["supervise", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // SAFETY: setsid is async-signal-safe; the supervisor gets its own session so it
+        // outlives the daemon (state survives a daemon restart).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| ApiError::internal(format!("start {}: {e}", d.skiff_bin.display())))?;
+        // Until the supervisor claims the record, another start could race us.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state(d, id)?.pid != Some(child.id()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
+    };
+    let child_pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let result = loop {
+        let st = state(d, id)?;
+        let claimed = st.pid == Some(child_pid);
+        if claimed && st.is_running() && st.guest_pid.is_some() {
+            break Ok(());
+        }
+        if claimed && (st.status == Status::Exited || (st.is_running() && st.started_ms.is_some()))
+        {
+            // Exited, or running without a guest process: the command could not run.
+            let st = wait_exited(d, id, Duration::from_secs(30)).unwrap_or(st);
+            if st.status == Status::Exited {
+                break start_error(d, id, &st).map_or(Ok(()), Err);
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let st = state(d, id)?;
+            break if st.status == Status::Exited && claimed {
+                start_error(d, id, &st).map_or(Ok(()), Err)
+            } else {
+                Err(ApiError::internal(format!(
+                    "the sandbox's supervisor exited ({status}) before it started: {}",
+                    tail_of(&d.containers.dir_of(id).join("supervisor.log"))
+                )))
+            };
+        }
+        if Instant::now() >= deadline {
+            break Err(ApiError::internal("the sandbox did not start within 180 s"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The supervisor is our child until the daemon exits: reap it when it ends.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    result?;
+    d.metrics.sandbox_start.observe(t0.elapsed());
+    d.events.publish(tenant, "sandbox.started", Some(id), None);
+    Ok(())
+}
+
+/// Why an exited sandbox did not really start; `None` when its command ran (and ended).
+fn start_error(d: &Daemon, id: &str, st: &ContainerState) -> Option<ApiError> {
+    let (entries, _) = read_log(&d.containers.log_path(id)).unwrap_or_default();
+    let stderr: Vec<String> = entries
+        .iter()
+        .filter(|e| e.stream == LogStream::Stderr)
+        .map(|e| e.log.trim_end().to_owned())
+        .collect();
+    match (&st.error, st.exit_code) {
+        (Some(e), _) => Some(ApiError::internal(format!(
+            "the sandbox failed to start: {e}"
+        ))),
+        (None, Some(code @ (126 | 127))) => Some(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "start_failed",
+            format!(
+                "the command could not be run (exit {code}): {}",
+                stderr.join("; ")
+            ),
+        )),
+        _ => None,
+    }
+}
+
+fn tail_of(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+fn wait_exited(d: &Daemon, id: &str, timeout: Duration) -> Option<ContainerState> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = d.containers.state(id).ok()?;
+        if st.status == Status::Exited || (st.status == Status::Created && st.pid.is_none()) {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stop(
+    d: &Daemon,
+    tenant: &str,
+    key: &str,
+    req: &StopSandbox,
+) -> Result<SandboxView, ApiError> {
+    let spec = find(d, tenant, key)?;
+    let grace = req.timeout_s.unwrap_or(spec.stop_timeout_s);
+    if grace > 3600 {
+        return Err(ApiError::invalid("timeout_s must be at most 3600"));
+    }
+    stop_id(d, &spec.id, spec.stop_signal, grace);
+    Ok(view(&spec, &state(d, &spec.id)?))
+}
+
+/// Stop signal, `grace` seconds, SIGKILL; a supervisor that does not answer is killed
+/// (its VM dies with it). Stopping a stopped sandbox is fine.
+fn stop_id(d: &Daemon, id: &str, signal: i32, grace: u64) {
+    let Ok(st) = d.containers.state(id) else {
+        return;
+    };
+    let busy = st.is_running() || (st.status == Status::Created && st.pid.is_some());
+    if !busy {
+        return;
+    }
+    if let Some(sock) = st.control_socket.clone().filter(|_| st.is_running()) {
+        if let Ok(lock) = d.containers.lock(id) {
+            if let Ok(mut s) = lock.state() {
+                s.stop_requested = true;
+                let _ = lock.save(&s);
+            }
+        }
+        let _ = control_request(
+            &sock,
+            ControlRequest::Stop {
+                signal,
+                grace_ms: grace.saturating_mul(1000),
+            },
+        );
+    }
+    if wait_exited(d, id, Duration::from_secs(grace.saturating_add(30))).is_none() {
+        if let Some(pid) = d.containers.state(id).ok().and_then(|s| s.pid) {
+            if let Ok(pid) = i32::try_from(pid) {
+                // SAFETY: kill(2) of the recorded supervisor process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = wait_exited(d, id, Duration::from_secs(10));
+    }
+}
+
+pub fn delete(d: &Daemon, tenant: &str, key: &str) -> Result<(), ApiError> {
+    let spec = find(d, tenant, key)?;
+    stop_id(d, &spec.id, libc::SIGKILL, 0);
+    d.containers
+        .remove(&spec.id)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let _ = d.store.release_image(&spec.id);
+    if let Ok(policy) = crate::policy::get() {
+        policy.event(&d.containers, &spec, EventKind::Removed);
+    }
+    d.events
+        .publish(tenant, "sandbox.deleted", Some(&spec.id), None);
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogLine {
+    pub stream: &'static str,
+    pub time: String,
+    pub log: String,
+}
+
+pub fn logs(
+    d: &Daemon,
+    tenant: &str,
+    key: &str,
+    tail: Option<usize>,
+) -> Result<Vec<LogLine>, ApiError> {
+    let spec = find(d, tenant, key)?;
+    let (entries, _) = read_log(&d.containers.log_path(&spec.id)).unwrap_or_default();
+    let skip = tail.map_or(0, |n| entries.len().saturating_sub(n));
+    Ok(entries
+        .into_iter()
+        .skip(skip)
+        .map(|e| LogLine {
+            stream: match e.stream {
+                LogStream::Stdout => "stdout",
+                LogStream::Stderr => "stderr",
+            },
+            time: e.time,
+            log: e.log,
+        })
+        .collect())
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub id: String,
+    pub state: &'static str,
+    pub memory_limit_mib: u32,
+    pub vcpus: u32,
+    /// Proportional set size of the sandbox's host processes (supervisor, VMM, device
+    /// daemons): what it costs the host in memory.
+    pub host_pss_bytes: u64,
+    /// CPU time of those processes.
+    pub cpu_seconds: f64,
+}
+
+pub fn stats(d: &Daemon, tenant: &str, key: &str) -> Result<Stats, ApiError> {
+    let spec = find(d, tenant, key)?;
+    let st = state(d, &spec.id)?;
+    let (ticks, pss) = st
+        .pid
+        .filter(|_| st.is_running())
+        .map_or((0, 0), crate::procfs::tree_usage);
+    Ok(Stats {
+        id: spec.id.clone(),
+        state: state_name(&st),
+        memory_limit_mib: spec.memory_mib,
+        vcpus: spec.vcpus,
+        host_pss_bytes: pss,
+        cpu_seconds: ticks as f64 / crate::procfs::clock_ticks() as f64,
+    })
+}
+
+/// One NDJSON line of an exec's output stream.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ExecChunk {
+    Output { stream: &'static str, data: String },
+    Exit { exit_code: i32 },
+    Error { error: serde_json::Value },
+}
+
+/// Connects to the sandbox's agent and starts the process; output then comes from
+/// [`pump_exec`]; returns the sandbox's ID too. Errors here are the request's (404, 409, 422).
+pub fn exec_start(
+    d: &Daemon,
+    tenant: &str,
+    key: &str,
+    req: &ExecRequest,
+) -> Result<(String, AgentConn, Option<i32>), ApiError> {
+    let spec = find(d, tenant, key)?;
+    if req.cmd.is_empty() {
+        return Err(ApiError::invalid("cmd must not be empty"));
+    }
+    check_process_input(&req.cmd, &req.env, req.workdir.as_deref())?;
+    let st = state(d, &spec.id)?;
+    let Some(uds) = st.vsock_uds.clone().filter(|_| st.is_running()) else {
+        return Err(ApiError::conflict(
+            "not_running",
+            "the sandbox is not running",
+        ));
+    };
+    let mut p = spec.process.clone();
+    p.args = req.cmd.clone();
+    p.env =
+        run_config::merge_env(&p.env, &req.env).map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+    if let Some(w) = &req.workdir {
+        p.cwd = w.clone();
+    }
+    p.terminal = false;
+    p.stdin = false;
+    let mut agent = AgentConn::connect(&uds, skiff_proto::AGENT_PORT, Duration::from_secs(10))
+        .map_err(|e| ApiError::conflict("not_running", format!("the sandbox's agent: {e}")))?;
+    let outcome = agent
+        .start(MAIN_STREAM, false, &p)
+        .map_err(|e| ApiError::internal(format!("start the process: {e}")))?;
+    d.events
+        .publish(tenant, "exec.started", Some(&spec.id), None);
+    Ok((
+        spec.id,
+        agent,
+        match outcome {
+            StartOutcome::Failed { status } => Some(status.code()),
+            StartOutcome::Running { .. } => None,
+        },
+    ))
+}
+
+/// Relays the exec'd process's output as NDJSON lines until it exits. When the client
+/// goes away (`send` fails) the process is killed: nothing keeps running for nobody.
+pub fn pump_exec(
+    mut agent: AgentConn,
+    failed: Option<i32>,
+    timeout: Option<Duration>,
+    mut send: impl FnMut(ExecChunk) -> bool,
+    client_gone: impl Fn() -> bool + Send + 'static,
+) -> Option<i32> {
+    if let Some(code) = failed {
+        send(ExecChunk::Exit { exit_code: code });
+        return Some(code);
+    }
+    let sender = agent.sender();
+    let watch_sender = agent.sender();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done2 = done.clone();
+    let deadline = timeout.map(|t| Instant::now() + t);
+    // The agent read blocks; this watcher notices a departed client or the deadline.
+    let watcher = std::thread::spawn(move || {
+        while !done2.load(std::sync::atomic::Ordering::Relaxed) {
+            if client_gone() || deadline.is_some_and(|d| Instant::now() >= d) {
+                let _ = watch_sender.signal(MAIN_STREAM, libc::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut code = None;
+    let mut connected = true;
+    loop {
+        let chunk = match agent.next_event() {
+            Ok(Some(Event::Stdout { bytes, .. })) => ExecChunk::Output {
+                stream: "stdout",
+                data: String::from_utf8_lossy(&bytes).into_owned(),
+            },
+            Ok(Some(Event::Stderr { bytes, .. })) => ExecChunk::Output {
+                stream: "stderr",
+                data: String::from_utf8_lossy(&bytes).into_owned(),
+            },
+            Ok(Some(Event::Exited { stream, status })) if stream == MAIN_STREAM => {
+                code = Some(status.code());
+                break;
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => break,
+        };
+        if connected && !send(chunk) {
+            connected = false;
+            let _ = sender.signal(MAIN_STREAM, libc::SIGKILL);
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = watcher.join();
+    sender.hang_up();
+    if connected {
+        match code {
+            Some(c) => send(ExecChunk::Exit { exit_code: c }),
+            None => send(ExecChunk::Error {
+                error: ApiError::internal(
+                    "the sandbox stopped before the process reported its exit status",
+                )
+                .body()["error"]
+                    .clone(),
+            }),
+        };
+    }
+    code
+}
+
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

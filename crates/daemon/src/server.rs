@@ -1,0 +1,199 @@
+//! HTTP/1.1 on a UNIX socket (socket permissions are the authentication; the tenant is
+//! the `X-Skiff-Tenant` header) and optionally TCP (every request carries
+//! `Authorization: Bearer <token>`, which names the tenant). Bodies are capped, every
+//! failure is a JSON error, and a panic in a handler becomes a 500 instead of a dead
+//! connection.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::config::valid_tenant;
+use crate::error::ApiError;
+use crate::state::Daemon;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The header that names the tenant on the UNIX socket.
+pub const TENANT_HEADER: &str = "x-skiff-tenant";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Unix,
+    Tcp,
+}
+
+/// A response body fed by a channel (exec output, events): NDJSON lines as they come.
+/// When the client goes away hyper drops the body, the receiver closes, and the
+/// producer sees its sends fail.
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    bytes.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(bytes)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn error(e: &ApiError) -> Response<Body> {
+    let mut r = json(e.status, &e.body());
+    if let Some(s) = e.retry_after {
+        if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+            r.headers_mut().insert("retry-after", v);
+        }
+    }
+    r
+}
+
+pub fn stream(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+    let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Serves one connection until the client closes it.
+pub fn serve_connection<S>(d: Arc<Daemon>, io: S, transport: Transport)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |req| {
+            let d = d.clone();
+            async move { Ok::<_, Infallible>(handle(d, req, transport).await) }
+        });
+        if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(io), service)
+            .await
+        {
+            tracing::debug!("connection: {e}");
+        }
+    });
+}
+
+async fn handle(d: Arc<Daemon>, req: Request<Incoming>, transport: Transport) -> Response<Body> {
+    d.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let d2 = d.clone();
+    // A handler bug must not take the connection (or the daemon) down with it.
+    let resp = match tokio::spawn(async move { route(d2, req, transport).await }).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("request handler failed: {e}");
+            error(&ApiError::internal("the request handler failed"))
+        }
+    };
+    if resp.status().is_client_error() {
+        d.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+    } else if resp.status().is_server_error() {
+        d.metrics.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    resp
+}
+
+async fn route(d: Arc<Daemon>, req: Request<Incoming>, transport: Transport) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    // Liveness needs no tenant.
+    if path == "/healthz" {
+        return crate::api::healthz(&req);
+    }
+    let tenant = match tenant_of(&d, &req, transport) {
+        Ok(t) => t,
+        Err(e) => return error(&e),
+    };
+    if let Some(t) = &tenant {
+        let quota = d.config.quota_of(t);
+        if let Err(wait) = d.rate.take(t, &quota) {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "the tenant's quota allows {} requests per second (burst {}); retry in {wait} s",
+                    quota.requests_per_second, quota.burst
+                ),
+            );
+            e.retry_after = Some(wait);
+            return error(&e);
+        }
+    }
+    match crate::api::dispatch(d, req, tenant).await {
+        Ok(r) => r,
+        Err(e) => error(&e),
+    }
+}
+
+/// The tenant of a request: from the bearer token on TCP, from the header on the UNIX
+/// socket. `None` only for `/metrics` on the UNIX socket without a header.
+fn tenant_of(
+    d: &Daemon,
+    req: &Request<Incoming>,
+    transport: Transport,
+) -> Result<Option<String>, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    match transport {
+        Transport::Tcp => {
+            let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else {
+                return Err(unauthorized("missing Authorization: Bearer <token>"));
+            };
+            let token = h
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| unauthorized("the Authorization header must be Bearer <token>"))?;
+            d.config
+                .tenant_for_token(token.trim())
+                .map(Some)
+                .ok_or_else(|| unauthorized("invalid token"))
+        }
+        Transport::Unix => match req.headers().get(TENANT_HEADER) {
+            None if req.uri().path() == "/metrics" => Ok(None),
+            None => Err(ApiError::bad_request(
+                "tenant_required",
+                "requests on the UNIX socket name their tenant in the X-Skiff-Tenant header",
+            )),
+            Some(v) => match v.to_str() {
+                Ok(t) if valid_tenant(t) => Ok(Some(t.to_owned())),
+                _ => Err(ApiError::bad_request(
+                    "invalid_tenant",
+                    "X-Skiff-Tenant: 1-32 of [a-z0-9-], starting with a letter or digit",
+                )),
+            },
+        },
+    }
+}

@@ -1,0 +1,167 @@
+//! A microVM booted ahead of need: its image's layer disks and a fresh writable disk
+//! are attached and the guest agent has said hello, but no container exists in it yet.
+//! [`WarmVm::run`] creates the container (with the caller's hostname) and runs one
+//! process to completion; the VM is then thrown away (dropping it kills it), so no
+//! state leaks from one use to the next. This is what warm pools (skiffd) hold.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec};
+
+use crate::hypervisor::Disk;
+use crate::{writable, AgentConn, Event, GuestArtifacts, MicroVm, Result, Selection, StartOutcome};
+use crate::{BootTimings, VmConfig};
+
+/// The stream number of the one process a warm VM runs.
+const STREAM: u32 = 1;
+
+/// What a warm VM boots: an image's read-only layer disks, bottom first, and a size.
+#[derive(Debug, Clone)]
+pub struct WarmSpec {
+    pub artifacts: GuestArtifacts,
+    pub selection: Selection,
+    pub layers: Vec<PathBuf>,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub writable_bytes: u64,
+    /// Parent of the VM's scratch directory (holds its writable disk too).
+    pub scratch_parent: Option<PathBuf>,
+    pub boot_timeout: Duration,
+}
+
+/// Output and status of the process a warm VM ran.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: Option<ExitStatus>,
+    /// True when an output stream was cut at the caller's cap.
+    pub truncated: bool,
+}
+
+pub struct WarmVm {
+    // Field order matters: the VM goes before the directory holding its writable disk.
+    vm: MicroVm,
+    agent: AgentConn,
+    layers: usize,
+    _disk_dir: tempfile::TempDir,
+}
+
+impl WarmVm {
+    /// Boots the VM up to "agent ready". The VM dies with this process.
+    pub fn boot(spec: &WarmSpec) -> Result<Self> {
+        let parent = spec
+            .scratch_parent
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let disk_dir = tempfile::Builder::new()
+            .prefix("skiff-warm-")
+            .tempdir_in(parent)
+            .map_err(crate::Error::io("create the warm VM's disk directory"))?;
+        let rw = disk_dir.path().join("rw.img");
+        writable::create(&rw, spec.writable_bytes)?;
+        let mut disks: Vec<Disk> = spec
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Disk {
+                path: p.clone(),
+                readonly: true,
+                serial: format!("layer{i}"),
+            })
+            .collect();
+        disks.push(Disk {
+            path: rw,
+            readonly: false,
+            serial: "rw".into(),
+        });
+        let mut config = VmConfig::new(spec.artifacts.clone(), spec.selection.clone());
+        config.memory_mib = spec.memory_mib;
+        config.vcpus = spec.vcpus;
+        config.disks = disks;
+        config.boot_timeout = spec.boot_timeout;
+        config.die_with_parent = true;
+        config.scratch_parent = spec.scratch_parent.clone();
+        let (vm, agent) = MicroVm::boot(&config)?;
+        Ok(Self {
+            vm,
+            agent,
+            layers: spec.layers.len(),
+            _disk_dir: disk_dir,
+        })
+    }
+
+    pub fn timings(&self) -> BootTimings {
+        self.vm.timings
+    }
+
+    /// The VMM's host process.
+    pub fn pid(&self) -> u32 {
+        self.vm.pid()
+    }
+
+    /// Creates the container (layers + the fresh writable disk, `hostname`) and runs
+    /// `process` until it exits or `timeout` passes (then it is killed). Each output
+    /// stream keeps at most `cap` bytes. Consumes the VM: it is destroyed afterwards.
+    pub fn run(
+        mut self,
+        hostname: &str,
+        process: &ProcessSpec,
+        cap: usize,
+        timeout: Duration,
+    ) -> Result<RunOutput> {
+        let layers = (0..self.layers).map(|i| format!("layer{i}")).collect();
+        self.agent.create_container(&ContainerConfig {
+            id: hostname.to_owned(),
+            hostname: hostname.to_owned(),
+            layers,
+            writable: Some("rw".into()),
+            readonly_rootfs: false,
+            shares: Vec::new(),
+        })?;
+        let mut out = RunOutput::default();
+        let mut process = process.clone();
+        process.stdin = false;
+        process.terminal = false;
+        if let StartOutcome::Failed { status } = self.agent.start(STREAM, true, &process)? {
+            out.status = Some(status);
+            return Ok(out);
+        }
+        // The agent connection blocks; a watchdog kills the process at the deadline.
+        let sender = self.agent.sender();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if done_rx.recv_timeout(timeout).is_err() {
+                let _ = sender.signal(STREAM, libc::SIGKILL);
+            }
+        });
+        let keep = |buf: &mut Vec<u8>, bytes: &[u8], truncated: &mut bool| {
+            let room = cap.saturating_sub(buf.len());
+            if bytes.len() > room {
+                *truncated = true;
+            }
+            buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        };
+        loop {
+            match self.agent.next_event()? {
+                Some(Event::Stdout { stream, bytes }) if stream == STREAM => {
+                    keep(&mut out.stdout, &bytes, &mut out.truncated);
+                }
+                Some(Event::Stderr { stream, bytes }) if stream == STREAM => {
+                    keep(&mut out.stderr, &bytes, &mut out.truncated);
+                }
+                Some(Event::Exited { stream, status }) if stream == STREAM => {
+                    out.status = Some(status);
+                    break;
+                }
+                Some(Event::PoweringOff) | None => break,
+                Some(_) => {}
+            }
+        }
+        let _ = done_tx.send(());
+        let _ = watchdog.join();
+        self.vm.kill();
+        Ok(out)
+    }
+}
