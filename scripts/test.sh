@@ -27,6 +27,12 @@ if [[ -x plugins/build.sh ]]; then
     export SKIFF_PLUGINS_DIR
 fi
 
+# skiffd's API is fuzzed against crates/daemon/openapi.yaml by schemathesis (PyPI),
+# installed into a venv cached under ~/.cache/skiff; tests/daemon.rs finds it here.
+step "schemathesis (for tests/daemon.rs)"
+SKIFF_SCHEMATHESIS="$(scripts/schemathesis.sh)"
+export SKIFF_SCHEMATHESIS
+
 step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy"

@@ -202,6 +202,7 @@ pub async fn invoke(
         return Err(ApiError::invalid("timeout_s must be between 1 and 600"));
     }
     let (m, c) = sandboxes::size(req.memory_mib, req.vcpus)?;
+    sandboxes::check_process_input(&req.cmd, &req.env, req.workdir.as_deref())?;
     let hostname = format!("sb-{}", sandboxes::random_hex(6));
     let d2 = d.clone();
     let h2 = hostname.clone();

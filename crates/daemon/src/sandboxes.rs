@@ -337,8 +337,9 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         }
         None => format!("sb-{}", random_hex(6)),
     };
-    let (image, defaults, layers) = image_for(d, &req.image)?;
     let cmd = req.cmd.clone().unwrap_or_default();
+    check_process_input(&cmd, &req.env, req.workdir.as_deref())?;
+    let (image, defaults, layers) = image_for(d, &req.image)?;
     // The hostname is filled in by the store (the short ID), as for `skiff run`.
     let process = process_for(&defaults, &cmd, &req.env, req.workdir.as_deref(), "")?;
     let mut labels: BTreeMap<String, String> = defaults.labels.clone();
