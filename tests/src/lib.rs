@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod clients;
+
 pub fn require_all() -> bool {
     std::env::var_os("SKIFF_REQUIRE_ALL").is_some_and(|v| v == "1")
 }
@@ -49,6 +51,15 @@ pub fn skiff_bin() -> PathBuf {
     target_profile_dir().join("skiff")
 }
 
+/// The runc-compatible `skiff-runtime` built alongside the tests (or
+/// `$SKIFF_RUNTIME_BIN`).
+pub fn skiff_runtime_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKIFF_RUNTIME_BIN") {
+        return PathBuf::from(p);
+    }
+    target_profile_dir().join("skiff-runtime")
+}
+
 /// Can this machine boot a skiff microVM? (guest artifacts, a backend, the skiff binary)
 pub fn vm_ready() -> Result<(), String> {
     if !skiff_bin().is_file() {
@@ -62,7 +73,7 @@ pub fn vm_ready() -> Result<(), String> {
     Ok(())
 }
 
-fn fixtures_dir() -> PathBuf {
+pub(crate) fn fixtures_dir() -> PathBuf {
     let d = target_profile_dir().join("skiff-fixtures");
     let _ = std::fs::create_dir_all(&d);
     d
