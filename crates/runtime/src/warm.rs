@@ -38,6 +38,10 @@ pub struct RunOutput {
     pub status: Option<ExitStatus>,
     /// True when an output stream was cut at the caller's cap.
     pub truncated: bool,
+    /// Where the time went: building the container's root filesystem in the guest
+    /// (CreateContainer), and starting the process until its exit status arrived.
+    pub create_time: Duration,
+    pub process_time: Duration,
 }
 
 pub struct WarmVm {
@@ -45,6 +49,7 @@ pub struct WarmVm {
     vm: MicroVm,
     agent: AgentConn,
     layers: usize,
+    used: bool,
     _disk_dir: tempfile::TempDir,
 }
 
@@ -88,6 +93,7 @@ impl WarmVm {
             vm,
             agent,
             layers: spec.layers.len(),
+            used: false,
             _disk_dir: disk_dir,
         })
     }
@@ -103,15 +109,22 @@ impl WarmVm {
 
     /// Creates the container (layers + the fresh writable disk, `hostname`) and runs
     /// `process` until it exits or `timeout` passes (then it is killed). Each output
-    /// stream keeps at most `cap` bytes. Consumes the VM: it is destroyed afterwards.
+    /// stream keeps at most `cap` bytes. A warm VM runs one process; dropping it
+    /// afterwards destroys it (callers can do that off their request path).
     pub fn run(
-        mut self,
+        &mut self,
         hostname: &str,
         process: &ProcessSpec,
         cap: usize,
         timeout: Duration,
     ) -> Result<RunOutput> {
+        if std::mem::replace(&mut self.used, true) {
+            return Err(crate::Error::Config(
+                "a warm VM runs one process; boot another".into(),
+            ));
+        }
         let layers = (0..self.layers).map(|i| format!("layer{i}")).collect();
+        let t0 = std::time::Instant::now();
         self.agent.create_container(&ContainerConfig {
             id: hostname.to_owned(),
             hostname: hostname.to_owned(),
@@ -120,12 +133,17 @@ impl WarmVm {
             readonly_rootfs: false,
             shares: Vec::new(),
         })?;
-        let mut out = RunOutput::default();
+        let mut out = RunOutput {
+            create_time: t0.elapsed(),
+            ..RunOutput::default()
+        };
+        let t1 = std::time::Instant::now();
         let mut process = process.clone();
         process.stdin = false;
         process.terminal = false;
         if let StartOutcome::Failed { status } = self.agent.start(STREAM, true, &process)? {
             out.status = Some(status);
+            out.process_time = t1.elapsed();
             return Ok(out);
         }
         // The agent connection blocks; a watchdog kills the process at the deadline.
@@ -159,9 +177,9 @@ impl WarmVm {
                 Some(_) => {}
             }
         }
+        out.process_time = t1.elapsed();
         let _ = done_tx.send(());
         let _ = watchdog.join();
-        self.vm.kill();
         Ok(out)
     }
 }

@@ -1,0 +1,439 @@
+//! skiffd's `POST /v1/invoke` of busybox `true`: latency on a cold boot (pool miss) and
+//! from a warm pool, where a warm invocation's time goes (in-process, through the
+//! runtime's WarmVm), invocations per second at concurrency 1, 4 and 16, and host
+//! memory (PSS) per warm VM. `runc run` of the same busybox `true` is measured in the
+//! same run as the reference.
+//!
+//!   cargo build --release -p skiff-cli -p skiff-daemon
+//!   cargo run --release -p skiff-bench --bin daemon [-- RUNS]
+//!
+//! skiffd and skiff are `$SKIFFD_BIN` / `$SKIFF_BIN` or the ones beside this benchmark.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use skiff_bench::{ms, percentile, print_table};
+
+const TENANT: &str = "bench";
+
+fn sibling(env: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    root: PathBuf,
+}
+
+impl Daemon {
+    fn start(root: &Path, config: &str) -> Result<Self> {
+        let cfg = root.join("skiffd.toml");
+        std::fs::write(&cfg, config)?;
+        let socket = root.join("api.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new(sibling("SKIFFD_BIN", "skiffd"))
+            .arg("--root")
+            .arg(root)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--skiff-bin")
+            .arg(sibling("SKIFF_BIN", "skiff"))
+            .args(["--log-level", "warn"])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("start skiffd")?;
+        let d = Self {
+            child,
+            socket,
+            root: root.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while UnixStream::connect(&d.socket).is_err() {
+            if Instant::now() > deadline {
+                bail!("skiffd did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(d)
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) -> Result<(u16, Value)> {
+        let mut s = UnixStream::connect(&self.socket)?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: skiffd\r\nConnection: close\r\nX-Skiff-Tenant: {TENANT}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .context("no HTTP response")?;
+        let head = String::from_utf8_lossy(&raw[..split]);
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("status")?;
+        let body = &raw[split + 4..];
+        Ok((status, serde_json::from_slice(body).unwrap_or(Value::Null)))
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let Ok(mut s) = UnixStream::connect(&self.socket) else {
+            return 0;
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn wait_ready(&self, n: u64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while self.metric("skiffd_pool_ready") < n {
+            if Instant::now() > deadline {
+                bail!("the pool did not reach {n} warm VMs");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// One invocation of `true`: wall time and whether the pool served it.
+    fn invoke_true(&self) -> Result<(Duration, bool)> {
+        let t0 = Instant::now();
+        let (s, v) = self.call(
+            "POST",
+            "/v1/invoke",
+            r#"{"image":"busybox","cmd":["true"]}"#,
+        )?;
+        let d = t0.elapsed();
+        if s != 200 || v["exit_code"] != 0 {
+            bail!("invoke: {s} {v}");
+        }
+        Ok((d, v["pool"] == "hit"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the daemon this benchmark started (SIGTERM: it drains pools).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = &self.root;
+    }
+}
+
+fn config(pool: u32) -> String {
+    let mut c = String::from(
+        "[default_quota]\nmax_sandboxes = 64\nmax_memory_mib = 65536\nmax_vcpus = 64\nrequests_per_second = 100000.0\nburst = 100000\n",
+    );
+    if pool > 0 {
+        c.push_str(&format!(
+            "[[pools]]\ntenant = \"{TENANT}\"\nimage = \"busybox\"\nsize = {pool}\n"
+        ));
+    }
+    c
+}
+
+fn runc_true(dir: &Path, runs: usize) -> Result<Vec<Duration>> {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin"))?;
+    for d in ["etc", "tmp", "proc", "sys", "dev", "root"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).context("copy /bin/busybox")?;
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/true"))?;
+    if !Command::new("runc")
+        .arg("spec")
+        .current_dir(dir)
+        .status()
+        .context("runc spec (apt-get install runc)")?
+        .success()
+    {
+        bail!("runc spec failed");
+    }
+    let path = dir.join("config.json");
+    let mut spec: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["process"]["args"] = serde_json::json!(["true"]);
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let t0 = Instant::now();
+        let o = Command::new("runc")
+            .args(["--root", &dir.join("state").display().to_string()])
+            .args(["run", "-b"])
+            .arg(dir)
+            .arg(format!("bench{i}"))
+            .stdin(Stdio::null())
+            .output()?;
+        out.push(t0.elapsed());
+        if !o.status.success() {
+            bail!("runc run: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    Ok(out)
+}
+
+fn row(name: &str, s: &[Duration]) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        s.len().to_string(),
+        ms(percentile(s, 50.0)),
+        ms(percentile(s, 99.0)),
+    ]
+}
+
+/// PSS (KiB) of every descendant of `pid` (not `pid` itself).
+fn descendants_pss_kib(pid: u32) -> (u64, usize) {
+    let mut all: Vec<(u32, u32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let ppid = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        all.push((p, ppid));
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    let kib: u64 = tree[1..].iter().map(|p| pss_kib(*p)).sum();
+    (kib, tree.len() - 1)
+}
+
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Warm invocations straight through the runtime: boot to agent ready, then the
+/// container's creation, the process, and the VM's teardown, timed apart.
+fn warm_phases(root: &Path, runs: usize) -> Result<Vec<Vec<String>>> {
+    let store = skiff_image::Store::open(root)?;
+    let image = store.image("busybox")?;
+    let spec = skiff_runtime::WarmSpec {
+        artifacts: skiff_runtime::GuestArtifacts::locate(None, None)?,
+        selection: skiff_runtime::hypervisor::select(None)?,
+        layers: store.layer_disks(&image)?,
+        memory_mib: 256,
+        vcpus: 1,
+        writable_bytes: 256 << 20,
+        scratch_parent: None,
+        boot_timeout: Duration::from_secs(120),
+    };
+    let mut p = skiff_proto::ProcessSpec::new(vec!["true".into()]);
+    p.env = vec![format!("PATH={}", skiff_proto::DEFAULT_PATH)];
+    let (mut boot, mut create, mut process, mut teardown, mut total) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let vm = skiff_runtime::WarmVm::boot(&spec)?;
+        boot.push(t0.elapsed());
+        let mut vm = vm;
+        let t1 = Instant::now();
+        let out = vm.run("bench", &p, 1 << 20, Duration::from_secs(60))?;
+        total.push(t1.elapsed());
+        create.push(out.create_time);
+        process.push(out.process_time);
+        let t2 = Instant::now();
+        drop(vm);
+        teardown.push(t2.elapsed());
+        if out.status.map(|s| s.code()) != Some(0) {
+            bail!("true failed in the warm VM: {:?}", out.status);
+        }
+    }
+    Ok(vec![
+        row(
+            "boot to agent ready (pool refill, off the request path)",
+            &boot,
+        ),
+        row(
+            "CreateContainer (guest mounts layers, rw disk, overlay)",
+            &create,
+        ),
+        row("start `true` to its exit status", &process),
+        row("warm run total (no HTTP)", &total),
+        row(
+            "VM teardown (kill; after the answer, off the path)",
+            &teardown,
+        ),
+    ])
+}
+
+fn main() -> Result<()> {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-bench-daemon-")
+        .tempdir()?;
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root)?;
+
+    // Cold: no pool, every invocation boots a VM.
+    let cold_runs = runs.min(10);
+    let mut cold = Vec::new();
+    {
+        let d = Daemon::start(&root, &config(0))?;
+        let (s, v) = d.call("POST", "/v1/images/pull", r#"{"reference":"busybox"}"#)?;
+        if s != 200 {
+            bail!("pull busybox: {v}");
+        }
+        for _ in 0..cold_runs {
+            cold.push(d.invoke_true()?.0);
+        }
+    }
+    // Warm: a pool of one, refilled between requests (each request finds a warm VM).
+    let mut warm = Vec::new();
+    {
+        let d = Daemon::start(&root, &config(1))?;
+        for _ in 0..runs {
+            d.wait_ready(1)?;
+            let (t, hit) = d.invoke_true()?;
+            if !hit {
+                bail!("a warm invocation missed the pool");
+            }
+            warm.push(t);
+        }
+    }
+    let runc = runc_true(&dir.path().join("runc"), runs)?;
+    println!("## POST /v1/invoke of busybox `true` ({runs} runs; QEMU TCG here)\n");
+    let mut rows = vec![
+        row("cold (pool miss: boot + run + destroy)", &cold),
+        row("warm (pool hit)", &warm),
+        row("runc run true (reference)", &runc),
+    ];
+    let ratio = percentile(&warm, 50.0).as_secs_f64() / percentile(&runc, 50.0).as_secs_f64();
+    rows.push(vec![
+        "warm p50 / runc p50".into(),
+        String::new(),
+        format!("{ratio:.2}x"),
+        String::new(),
+    ]);
+    print_table(&["", "n", "p50 ms", "p99 ms"], &rows);
+
+    println!("\n## Where a warm invocation's time goes (runtime WarmVm, no daemon)\n");
+    print_table(
+        &["phase", "n", "p50 ms", "p99 ms"],
+        &warm_phases(&root, runs.min(10))?,
+    );
+
+    // Throughput and memory: a pool of 4.
+    println!("\n## Invocations per second (pool of 4 warm VMs, refilled in the background)\n");
+    let d = Daemon::start(&root, &config(4))?;
+    d.wait_ready(4)?;
+    let pss = descendants_pss_kib(d.child.id());
+    let daemon_pss = pss_kib(d.child.id());
+    let mut rows = Vec::new();
+    for conc in [1usize, 4, 16] {
+        d.wait_ready(4)?;
+        let total = (conc * 2).max(8);
+        let hits0 = d.metric("skiffd_pool_hits_total");
+        let lat = Arc::new(Mutex::new(Vec::new()));
+        let next = Arc::new(Mutex::new(0usize));
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..conc {
+                let (lat, next, d) = (lat.clone(), next.clone(), &d);
+                s.spawn(move || loop {
+                    {
+                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                        if *n >= total {
+                            return;
+                        }
+                        *n += 1;
+                    }
+                    match d.invoke_true() {
+                        Ok((t, _)) => lat.lock().unwrap_or_else(|e| e.into_inner()).push(t),
+                        Err(e) => eprintln!("invoke: {e}"),
+                    }
+                });
+            }
+        });
+        let wall = t0.elapsed();
+        let lat = lat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let hits = d.metric("skiffd_pool_hits_total") - hits0;
+        rows.push(vec![
+            conc.to_string(),
+            lat.len().to_string(),
+            format!("{:.2}", lat.len() as f64 / wall.as_secs_f64()),
+            format!("{hits}/{}", lat.len()),
+            ms(percentile(&lat, 50.0)),
+            ms(percentile(&lat, 99.0)),
+        ]);
+    }
+    print_table(
+        &[
+            "concurrency",
+            "invocations",
+            "per second",
+            "pool hits",
+            "p50 ms",
+            "p99 ms",
+        ],
+        &rows,
+    );
+    println!("\n## Host memory per warm VM (pool of 4 at agent ready)\n");
+    print_table(
+        &["", "MiB"],
+        &[
+            vec![
+                format!(
+                    "PSS per warm VM (QEMU + device daemons, {} processes / 4)",
+                    pss.1
+                ),
+                format!("{:.1}", pss.0 as f64 / 4.0 / 1024.0),
+            ],
+            vec![
+                "skiffd itself".into(),
+                format!("{:.1}", daemon_pss as f64 / 1024.0),
+            ],
+        ],
+    );
+    Ok(())
+}
