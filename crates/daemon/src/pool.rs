@@ -21,6 +21,41 @@ use crate::tenants::{self, Usage};
 const WRITABLE_BYTES: u64 = 256 << 20;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A warm VM and the thread that launched it. The VMM is killed when the thread that
+/// spawned it exits (PR_SET_PDEATHSIG, so VMs die with the daemon); tokio's blocking
+/// threads exit when idle, so each VM gets a launcher thread that lives as long as it.
+pub struct PinnedVm {
+    // Field order: the VM goes first, then the launcher thread is let go.
+    pub vm: WarmVm,
+    _launcher: std::sync::mpsc::Sender<()>,
+}
+
+/// Boots a VM on a thread of its own (see [`PinnedVm`]); blocks until agent ready.
+fn boot_pinned(spec: WarmSpec) -> Result<PinnedVm, ApiError> {
+    let (vm_tx, vm_rx) = std::sync::mpsc::channel();
+    let (keep_tx, keep_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("vm-launcher".into())
+        .spawn(move || {
+            let booted = WarmVm::boot(&spec);
+            let ok = booted.is_ok();
+            let _ = vm_tx.send(booted);
+            if ok {
+                // Returns once the PinnedVm (and with it the VM) is dropped.
+                let _ = keep_rx.recv();
+            }
+        })
+        .map_err(|e| ApiError::internal(format!("start a VM launcher thread: {e}")))?;
+    match vm_rx.recv() {
+        Ok(Ok(vm)) => Ok(PinnedVm {
+            vm,
+            _launcher: keep_tx,
+        }),
+        Ok(Err(e)) => Err(ApiError::internal(format!("boot: {e}"))),
+        Err(_) => Err(ApiError::internal("the VM launcher thread died")),
+    }
+}
+
 pub struct Pool {
     pub tenant: String,
     pub image_id: String,
@@ -28,7 +63,7 @@ pub struct Pool {
     pub vcpus: u32,
     pub size: u32,
     spec: WarmSpec,
-    ready: Mutex<VecDeque<WarmVm>>,
+    ready: Mutex<VecDeque<PinnedVm>>,
     wake: tokio::sync::Notify,
 }
 
@@ -132,11 +167,11 @@ async fn fill(d: Arc<Daemon>, p: Arc<Pool>) {
                 break; // the tenant's quota is full: a smaller pool, never a bigger bill
             }
             let spec = p.spec.clone();
-            match tokio::task::spawn_blocking(move || WarmVm::boot(&spec)).await {
+            match tokio::task::spawn_blocking(move || boot_pinned(spec)).await {
                 Ok(Ok(vm)) => {
                     tracing::debug!(
                         tenant = p.tenant,
-                        ms = vm.timings().launch_to_ready.as_millis() as u64,
+                        ms = vm.vm.timings().launch_to_ready.as_millis() as u64,
                         "warm VM ready"
                     );
                     lock(&p.ready).push_back(vm);
@@ -144,7 +179,7 @@ async fn fill(d: Arc<Daemon>, p: Arc<Pool>) {
                 }
                 Ok(Err(e)) => {
                     d.reservations.release(&p.tenant, one);
-                    tracing::warn!("warm VM for {}: {e}", p.tenant);
+                    tracing::warn!("warm VM for {}: {}", p.tenant, e.message);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -239,13 +274,12 @@ pub async fn invoke(
             Some(vm) => Ok(vm),
             None => spec
                 .unwrap_or_else(|| Err(ApiError::internal("no VM spec")))
-                .and_then(|spec| {
-                    WarmVm::boot(&spec).map_err(|e| ApiError::internal(format!("boot: {e}")))
-                }),
+                .and_then(boot_pinned),
         };
         match vm {
             Ok(mut vm) => {
                 let out = vm
+                    .vm
                     .run(
                         &hostname,
                         &process,
