@@ -33,14 +33,16 @@ pub fn prerequisite(test: &str, ok: Result<(), String>) -> bool {
     }
 }
 
-/// The cargo target directory holding this test binary (target/<profile>).
+/// The cargo target directory holding this binary (target/<profile>): test binaries
+/// live in its deps/, benchmark binaries in it directly.
 fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        dir
+    }
 }
 
 /// The `skiff` binary built alongside the tests (or `$SKIFF_BIN`).
