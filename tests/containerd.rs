@@ -71,6 +71,18 @@ fn run_passes_output_and_exit_codes(test: &str, rt: Runtime) {
     );
     assert!(out.starts_with("hi /"), "{out}");
     assert_eq!(out.lines().last(), Some("/"), "{out}");
+    // The process runs on the runtime's kernel: the host's for runc, the microVM's guest
+    // kernel for skiff-runtime.
+    let kernel = ctd.expect(
+        &args(&ctd.run_args(&["--rm"], "uname", &["uname", "-r"])),
+        0,
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(
+        kernel.trim() == host.trim(),
+        ctd.runtime.name == "runc",
+        "kernel {kernel}"
+    );
     // --rm removed the containers and their tasks.
     assert_eq!(ctd.expect(&["task", "ls", "--quiet"], 0).trim(), "");
     assert_eq!(ctd.expect(&["container", "ls", "--quiet"], 0).trim(), "");
