@@ -13,8 +13,9 @@ use skiff_tests::clients::{
 };
 
 /// One test body, run once per runtime: `NAME::runc` and `NAME::skiff_runtime`.
+/// Attributes before a name apply to its skiff-runtime variant only.
 macro_rules! with_each_runtime {
-    ($($name:ident),* $(,)?) => {$(
+    ($($(#[$skiff_attr:meta])* $name:ident),* $(,)?) => {$(
         mod $name {
             #[test]
             fn runc() {
@@ -25,7 +26,7 @@ macro_rules! with_each_runtime {
             }
 
             #[test]
-            #[ignore = "skiff-runtime is not in main yet (issue #6)"]
+            $(#[$skiff_attr])*
             fn skiff_runtime() {
                 let test = concat!(stringify!($name), "::skiff_runtime");
                 if let Some(rt) = super::skiff_runtime(test) {
@@ -37,9 +38,13 @@ macro_rules! with_each_runtime {
 }
 
 with_each_runtime!(
+    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     run_rm_output_and_exit_codes,
+    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     interactive_terminal,
+    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     exec_output_status_and_terminal,
+    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     stop_honours_the_grace_period,
 );
 
