@@ -1,5 +1,5 @@
-//! Warm pools: per (tenant, image, size), VMs booted to "agent ready" with a fresh
-//! writable disk and no container yet. `POST /v1/invoke` takes one (a hit) or boots one
+//! Warm pools: per (tenant, image, size), VMs booted to "agent ready" with the image's
+//! layers attached and no container yet (its writable layer will be a fresh tmpfs). `POST /v1/invoke` takes one (a hit) or boots one
 //! (a miss), runs the command, destroys the VM, and the pool refills in the background.
 //! Every warm VM is reserved against its tenant's quota before it boots, so a pool never
 //! holds more than the tenant may; pools are simply smaller when the quota is full.
@@ -18,7 +18,6 @@ use crate::sandboxes::{self, lock, OUTPUT_CAP};
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 
-const WRITABLE_BYTES: u64 = 256 << 20;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A warm VM and the thread that launched it. The VMM is killed when the thread that
@@ -111,7 +110,8 @@ fn warm_spec(
         layers,
         memory_mib: m,
         vcpus: c,
-        writable_bytes: WRITABLE_BYTES,
+        // Each invocation's writable layer is a tmpfs in its own (thrown-away) VM.
+        writable_disk_bytes: None,
         scratch_parent: Some(d.containers.run_dir().to_path_buf()),
         boot_timeout: BOOT_TIMEOUT,
     })

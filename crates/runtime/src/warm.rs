@@ -1,5 +1,5 @@
-//! A microVM booted ahead of need: its image's layer disks and a fresh writable disk
-//! are attached and the guest agent has said hello, but no container exists in it yet.
+//! A microVM booted ahead of need: its image's layer disks (and optionally a fresh
+//! writable disk) are attached and the guest agent has said hello, but no container exists in it yet.
 //! [`WarmVm::run`] creates the container (with the caller's hostname) and runs one
 //! process to completion; the VM is then thrown away (dropping it kills it), so no
 //! state leaks from one use to the next. This is what warm pools (skiffd) hold.
@@ -24,7 +24,10 @@ pub struct WarmSpec {
     pub layers: Vec<PathBuf>,
     pub memory_mib: u32,
     pub vcpus: u32,
-    pub writable_bytes: u64,
+    /// The container's writable layer: a fresh sparse ext4 disk of this size, or with
+    /// `None` a tmpfs in guest memory (enough for a VM that is thrown away after one
+    /// process, and no disk to make or mount).
+    pub writable_disk_bytes: Option<u64>,
     /// Parent of the VM's scratch directory (holds its writable disk too).
     pub scratch_parent: Option<PathBuf>,
     pub boot_timeout: Duration,
@@ -49,6 +52,7 @@ pub struct WarmVm {
     vm: MicroVm,
     agent: AgentConn,
     layers: usize,
+    disk_writable: bool,
     used: bool,
     _disk_dir: tempfile::TempDir,
 }
@@ -64,8 +68,6 @@ impl WarmVm {
             .prefix("skiff-warm-")
             .tempdir_in(parent)
             .map_err(crate::Error::io("create the warm VM's disk directory"))?;
-        let rw = disk_dir.path().join("rw.img");
-        writable::create(&rw, spec.writable_bytes)?;
         let mut disks: Vec<Disk> = spec
             .layers
             .iter()
@@ -76,11 +78,15 @@ impl WarmVm {
                 serial: format!("layer{i}"),
             })
             .collect();
-        disks.push(Disk {
-            path: rw,
-            readonly: false,
-            serial: "rw".into(),
-        });
+        if let Some(bytes) = spec.writable_disk_bytes {
+            let rw = disk_dir.path().join("rw.img");
+            writable::create(&rw, bytes)?;
+            disks.push(Disk {
+                path: rw,
+                readonly: false,
+                serial: "rw".into(),
+            });
+        }
         let mut config = VmConfig::new(spec.artifacts.clone(), spec.selection.clone());
         config.memory_mib = spec.memory_mib;
         config.vcpus = spec.vcpus;
@@ -93,6 +99,7 @@ impl WarmVm {
             vm,
             agent,
             layers: spec.layers.len(),
+            disk_writable: spec.writable_disk_bytes.is_some(),
             used: false,
             _disk_dir: disk_dir,
         })
@@ -129,7 +136,7 @@ impl WarmVm {
             id: hostname.to_owned(),
             hostname: hostname.to_owned(),
             layers,
-            writable: Some("rw".into()),
+            writable: self.disk_writable.then(|| "rw".into()),
             readonly_rootfs: false,
             shares: Vec::new(),
         })?;
