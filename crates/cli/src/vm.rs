@@ -163,6 +163,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
             writable: args.writable.as_ref().map(|_| "rw".into()),
             readonly_rootfs: args.read_only,
             shares: Vec::new(),
+            root_share: None,
         })
         .context("create the container")?;
 

@@ -106,6 +106,11 @@ pub struct ContainerConfig {
     /// Omitted when empty so agents that predate it still accept the message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<SharedDir>,
+    /// The tag of a host directory to mount as the container's root instead of layers
+    /// plus overlay (an OCI bundle's rootfs): writes go straight to the host directory.
+    /// Omitted when unset so agents that predate it still accept the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_share: Option<String>,
 }
 
 /// A host directory the VM exposes as a virtio-9p device, mounted at `target` (an

@@ -12,6 +12,7 @@ pub mod container;
 mod error;
 pub mod hypervisor;
 mod microvm;
+pub mod oci;
 pub mod spec;
 mod tools;
 pub mod warm;

@@ -139,6 +139,7 @@ impl WarmVm {
             writable: self.disk_writable.then(|| "rw".into()),
             readonly_rootfs: false,
             shares: Vec::new(),
+            root_share: None,
         })?;
         let mut out = RunOutput {
             create_time: t0.elapsed(),

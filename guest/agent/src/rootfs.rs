@@ -45,7 +45,32 @@ fn mount_readonly(dev: &Path, target: &Path) -> io::Result<()> {
         .or_else(|_| mount(&src, target, "ext4", flags, Some("noload")))
 }
 
+/// Mounts the 9p share `tag` at `target` (a container root or a bind).
+fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Result<()> {
+    let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
+    if readonly {
+        flags |= libc::MS_RDONLY;
+    }
+    mount(
+        tag,
+        target,
+        "9p",
+        flags,
+        Some("trans=virtio,version=9p2000.L,msize=262144,cache=none"),
+    )
+}
+
 pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
+    if let Some(tag) = &config.root_share {
+        // An OCI bundle's rootfs: the host directory is the root, no layers.
+        let rootfs = PathBuf::from(ROOTFS_DIR);
+        std::fs::create_dir_all(&rootfs)?;
+        mount_share(tag, &rootfs, config.readonly_rootfs)
+            .map_err(|e| io::Error::new(e.kind(), format!("mount the root share {tag}: {e}")))?;
+        let mut mounts = vec![rootfs.clone()];
+        mount_shares(config, &rootfs, &mut mounts)?;
+        return Ok(Mounted { rootfs, mounts });
+    }
     if config.layers.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -110,22 +135,21 @@ pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
     };
     mount("overlay", &rootfs, "overlay", flags, Some(&opts))?;
     mounts.push(rootfs.clone());
+    mount_shares(config, &rootfs, &mut mounts)?;
+    Ok(Mounted { rootfs, mounts })
+}
+
+/// Mounts the binds of `config` under `rootfs`, recording each in `mounts`.
+fn mount_shares(
+    config: &ContainerConfig,
+    rootfs: &Path,
+    mounts: &mut Vec<PathBuf>,
+) -> io::Result<()> {
     for share in &config.shares {
-        let target = share_target(&rootfs, &share.target)?;
+        let target = share_target(rootfs, &share.target)?;
         // The mount point is created in the container's writable layer, as Docker does.
         std::fs::create_dir_all(&target)?;
-        let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
-        if share.readonly {
-            flags |= libc::MS_RDONLY;
-        }
-        mount(
-            &share.tag,
-            &target,
-            "9p",
-            flags,
-            Some("trans=virtio,version=9p2000.L,msize=262144,cache=none"),
-        )
-        .map_err(|e| {
+        mount_share(&share.tag, &target, share.readonly).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("mount {} at {}: {e}", share.tag, share.target),
@@ -133,7 +157,7 @@ pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
         })?;
         mounts.push(target);
     }
-    Ok(Mounted { rootfs, mounts })
+    Ok(())
 }
 
 /// Where a shared directory goes under `rootfs`: an absolute container path without

@@ -17,8 +17,8 @@ pub mod trace;
 pub use control::{request as control_request, ControlRequest};
 pub use logfile::{read_from as read_log_from, read_log, LogEntry, LogStream, LogWriter};
 pub use records::{
-    Bind, BootSettings, ContainerSpec, ContainerState, Containers, StateLock, Status,
-    STATE_ERROR_GONE,
+    process_start_ticks, Bind, BootSettings, ContainerSpec, ContainerState, Containers, StateLock,
+    Status, STATE_ERROR_GONE,
 };
 pub use supervisor::{Attach, Supervisor, MAIN_STREAM};
 pub use time::{now_ms, rfc3339_ms};

@@ -400,7 +400,7 @@ pub(crate) fn process_alive(pid: Option<u32>, start: Option<u64>) -> bool {
 
 /// Field 22 of /proc/PID/stat (start time in clock ticks since boot); `None` when the
 /// process does not exist or is a zombie.
-pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     let mut fields = after.split_whitespace();

@@ -150,6 +150,7 @@ impl Supervisor {
                     readonly: b.readonly,
                 })
                 .collect(),
+            root_share: None,
         })?;
         let control_path: PathBuf = vm.work_dir().join("ctl.sock");
         let listener = UnixListener::bind(&control_path)

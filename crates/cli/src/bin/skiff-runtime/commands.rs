@@ -1,0 +1,470 @@
+//! The lifecycle commands: create, start, state, kill, delete, run, list, ps,
+//! features, spec. Each takes the container's lock while it reads or changes the record,
+//! and fails with the texts callers match ("does not exist", "not running").
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use skiff_runtime::container::{now_ms, rfc3339_ms};
+use skiff_runtime::oci::{hooks, state, Bundle, Record, Status, Store, SPEC_VERSION};
+
+use crate::cli::{Cli, Cmd, CreateArgs, LogFormat};
+use crate::{console, exec, supervise};
+
+pub fn dispatch(cli: &Cli) -> Result<i32> {
+    if cli.version {
+        println!("skiff-runtime version {}", env!("CARGO_PKG_VERSION"));
+        println!("spec: {SPEC_VERSION}");
+        return Ok(0);
+    }
+    let Some(cmd) = &cli.cmd else {
+        bail!("a command is needed (see --help)");
+    };
+    init_tracing(cli, cmd);
+    let store = Store::new(&cli.root);
+    match cmd {
+        Cmd::Create(a) => create(cli, &store, a).map(|_| 0),
+        Cmd::Run { create: a, detach } => run(cli, &store, a, *detach),
+        Cmd::Start { id } => start(&store, id).map(|()| 0),
+        Cmd::State { id } => {
+            let rec = store.lock(id)?.load()?;
+            println!("{}", serde_json::to_string_pretty(&rec.oci_state())?);
+            Ok(0)
+        }
+        Cmd::Kill { id, signal, .. } => kill(&store, id, signal.as_deref()).map(|()| 0),
+        Cmd::Delete { force, id } => delete(&store, id, *force).map(|()| 0),
+        Cmd::Exec(a) => exec::exec(&store, helper_args(cli), a),
+        Cmd::Ps { format, id, .. } => ps(&store, id, format),
+        Cmd::List { format, quiet } => list(&store, format, *quiet),
+        Cmd::Features => features(),
+        Cmd::Spec { bundle } => spec(bundle.as_deref()),
+        Cmd::Supervise { id } => supervise::run(&store, id),
+        Cmd::ExecProxy { id } => exec::proxy(&store, id),
+    }
+}
+
+/// Diagnostics: the supervisor and proxies write theirs to a file beside the state (their
+/// stderr is the container's); other commands to stderr with --debug.
+fn init_tracing(cli: &Cli, cmd: &Cmd) {
+    let level = if cli.debug { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::new(level);
+    match cmd {
+        Cmd::Supervise { id } | Cmd::ExecProxy { id } => {
+            let dir = cli.root.join(id);
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("debug.log"))
+            {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(f))
+                    .try_init();
+            }
+        }
+        _ if cli.debug => {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+        _ => {}
+    }
+}
+
+/// Global flags the helper processes need to find the same state and log.
+pub fn helper_args(cli: &Cli) -> Vec<String> {
+    let mut v = vec!["--root".to_owned(), cli.root.to_string_lossy().into_owned()];
+    if let Some(l) = &cli.log {
+        v.push("--log".into());
+        v.push(l.to_string_lossy().into_owned());
+    }
+    if cli.log_format == LogFormat::Json {
+        v.push("--log-format=json".into());
+    }
+    if cli.debug {
+        v.push("--debug".into());
+    }
+    v
+}
+
+/// Starts this binary as a helper in a session of its own, with a readiness pipe on
+/// fd 3 and, if given, a terminal as its stdio.
+pub fn spawn_helper(
+    global: Vec<String>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    tty: Option<&OwnedFd>,
+) -> Result<(Child, std::fs::File)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe");
+    }
+    // SAFETY: pipe2 succeeded; both fds are ours.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let exe = std::env::current_exe().context("find skiff-runtime's own path")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(global).args(args);
+    cmd.env(supervise::READY_FD_ENV, "3");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(t) = tty {
+        cmd.stdin(Stdio::from(t.try_clone()?))
+            .stdout(Stdio::from(t.try_clone()?))
+            .stderr(Stdio::from(t.try_clone()?));
+    }
+    let wfd = w.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if wfd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("start the helper process")?;
+    drop(w);
+    Ok((child, std::fs::File::from(r)))
+}
+
+/// Waits for the helper's `ok` line; its error line becomes ours.
+pub fn await_ready(pid: u32, ready: std::fs::File) -> Result<u32> {
+    let mut line = String::new();
+    BufReader::new(ready.take(64 << 10)).read_line(&mut line)?;
+    match line.trim_end() {
+        "ok" => Ok(pid),
+        "" => bail!("the container's host process exited before it was ready"),
+        other => bail!("{}", other.strip_prefix("error: ").unwrap_or(other)),
+    }
+}
+
+fn hook_list(
+    b: &Bundle,
+    pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<oci_spec::runtime::Hook>>,
+) -> Vec<oci_spec::runtime::Hook> {
+    b.spec.hooks().as_ref().and_then(pick).unwrap_or_default()
+}
+
+fn create(cli: &Cli, store: &Store, a: &CreateArgs) -> Result<Child> {
+    state::check_id(&a.id)?;
+    let bundle = Bundle::load(&a.bundle)?;
+    let record = Record {
+        id: a.id.clone(),
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: rfc3339_ms(now_ms()),
+        annotations: bundle
+            .spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        ..Record::default()
+    };
+    store.lock(&a.id)?.create(&record)?;
+    match create_prepared(cli, store, a, &bundle) {
+        Ok(child) => Ok(child),
+        Err(e) => {
+            if let Ok(lock) = store.lock(&a.id) {
+                if let Ok(Some(pid)) = lock.load().map(|r| r.pid) {
+                    kill_and_wait(pid);
+                }
+                let _ = lock.remove();
+            }
+            Err(e)
+        }
+    }
+}
+
+fn create_prepared(cli: &Cli, store: &Store, a: &CreateArgs, bundle: &Bundle) -> Result<Child> {
+    let pty = if bundle.process.terminal {
+        let Some(sock) = &a.console_socket else {
+            bail!("process.terminal is set but no --console-socket was given");
+        };
+        let pty = console::open_pty()?;
+        console::send_master(sock, &pty.master)?;
+        Some(pty)
+    } else {
+        None
+    };
+    let (mut child, ready) = spawn_helper(
+        helper_args(cli),
+        &["_supervise", &a.id],
+        &[],
+        pty.as_ref().map(|p| &p.slave),
+    )?;
+    drop(pty);
+    let pid = match await_ready(child.id(), ready) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let rec = store.lock(&a.id)?.load()?;
+    let mut st = rec.oci_state();
+    st["status"] = "creating".into();
+    let mut pre = hook_list(bundle, |h| h.prestart().clone());
+    pre.extend(hook_list(bundle, |h| h.create_runtime().clone()));
+    hooks::run_all("createRuntime", &pre, &st)?;
+    if let Some(f) = &a.pid_file {
+        state::write_atomic(f, pid.to_string().as_bytes())?;
+    }
+    Ok(child)
+}
+
+fn start(store: &Store, id: &str) -> Result<()> {
+    let rec = store.lock(id)?.load()?;
+    match rec.status() {
+        Status::Created => {}
+        Status::Running | Status::Paused => bail!("cannot start an already running container"),
+        Status::Stopped => bail!("cannot start a container that has stopped"),
+        Status::Creating => bail!("cannot start a container that is still being created"),
+    }
+    let ctl = rec
+        .control
+        .as_ref()
+        .ok_or_else(|| anyhow!("container {id} has no control socket"))?;
+    let mut s = UnixStream::connect(ctl).with_context(|| format!("connect {}", ctl.display()))?;
+    s.write_all(b"start\n")?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    match line.trim_end() {
+        "ok" => {}
+        "" => bail!("container {id} stopped while starting"),
+        other => bail!("{}", other.strip_prefix("error: ").unwrap_or(other)),
+    }
+    if let Ok(b) = Bundle::load(&rec.bundle) {
+        let st = store.lock(id)?.load()?.oci_state();
+        if let Err(e) = hooks::run_all("poststart", &hook_list(&b, |h| h.poststart().clone()), &st)
+        {
+            tracing::warn!("{e}");
+        }
+    }
+    Ok(())
+}
+
+/// A signal by number or name (`9`, `KILL`, `SIGKILL`); SIGTERM when omitted.
+pub fn parse_signal(s: Option<&str>) -> Result<i32> {
+    let Some(s) = s else { return Ok(libc::SIGTERM) };
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        bail!("invalid signal {s:?}");
+    }
+    let name = s.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "ALRM" => libc::SIGALRM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "WINCH" => libc::SIGWINCH,
+        "PIPE" => libc::SIGPIPE,
+        _ => bail!("invalid signal {s:?}"),
+    };
+    Ok(n)
+}
+
+fn kill(store: &Store, id: &str, signal: Option<&str>) -> Result<()> {
+    let sig = parse_signal(signal)?;
+    let rec = store.lock(id)?.load()?;
+    match (rec.status(), rec.pid) {
+        (Status::Created | Status::Running | Status::Paused, Some(pid)) => {
+            // The supervisor forwards catchable signals to the container; SIGKILL ends
+            // it and, with it, the VM.
+            let pid = i32::try_from(pid)?;
+            // SAFETY: kill(2) on the recorded supervisor pid, checked alive above.
+            if unsafe { libc::kill(pid, sig) } != 0 {
+                bail!("signal container {id}: {}", std::io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        _ => bail!("container not running"),
+    }
+}
+
+fn kill_and_wait(pid: u32) {
+    let Ok(p) = i32::try_from(pid) else { return };
+    // SAFETY: kill(2) on a pid from our own record.
+    unsafe { libc::kill(p, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state::process_alive(pid, None) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
+    state::check_id(id)?;
+    let lock = store.lock(id)?;
+    if !lock.exists() {
+        if force {
+            let _ = lock.remove();
+            return Ok(());
+        }
+        bail!("container {id} does not exist");
+    }
+    let rec = lock.load()?;
+    let status = rec.status();
+    match status {
+        Status::Running | Status::Paused if !force => {
+            bail!("cannot delete container {id} that is not stopped: {status}")
+        }
+        Status::Created | Status::Running | Status::Paused => {
+            if let Some(pid) = rec.pid {
+                if state::process_alive(pid, rec.pid_start) {
+                    kill_and_wait(pid);
+                }
+            }
+        }
+        Status::Creating | Status::Stopped => {}
+    }
+    if let Ok(b) = Bundle::load(&rec.bundle) {
+        let mut st = rec.oci_state();
+        st["status"] = "stopped".into();
+        if let Err(e) = hooks::run_all("poststop", &hook_list(&b, |h| h.poststop().clone()), &st) {
+            tracing::warn!("{e}");
+        }
+    }
+    lock.remove()?;
+    Ok(())
+}
+
+fn run(cli: &Cli, store: &Store, a: &CreateArgs, detach: bool) -> Result<i32> {
+    let mut child = create(cli, store, a)?;
+    if let Err(e) = start(store, &a.id) {
+        let _ = delete(store, &a.id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    let status = child.wait()?;
+    let _ = delete(store, &a.id, true);
+    Ok(status.code().unwrap_or(137))
+}
+
+fn ps(store: &Store, id: &str, format: &str) -> Result<i32> {
+    let rec = store.lock(id)?.load()?;
+    let pids: Vec<u32> = match rec.status() {
+        Status::Created | Status::Running | Status::Paused => rec.pid.into_iter().collect(),
+        _ => Vec::new(),
+    };
+    match format {
+        "json" => println!("{}", serde_json::to_string(&pids)?),
+        "table" => {
+            println!("PID");
+            for p in pids {
+                println!("{p}");
+            }
+        }
+        f => bail!("invalid format {f:?}"),
+    }
+    Ok(0)
+}
+
+fn list(store: &Store, format: &str, quiet: bool) -> Result<i32> {
+    let mut states = Vec::new();
+    for id in store.list()? {
+        if let Ok(rec) = store.lock(&id)?.load() {
+            states.push(rec.oci_state());
+        }
+    }
+    match format {
+        "json" => println!("{}", serde_json::to_string(&states)?),
+        "table" if quiet => {
+            for s in &states {
+                println!("{}", s["id"].as_str().unwrap_or_default());
+            }
+        }
+        "table" => {
+            println!(
+                "{:<24} {:<8} {:<10} {:<40} {:<30} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
+            for s in &states {
+                println!(
+                    "{:<24} {:<8} {:<10} {:<40} {:<30} root",
+                    s["id"].as_str().unwrap_or_default(),
+                    s["pid"],
+                    s["status"].as_str().unwrap_or_default(),
+                    s["bundle"].as_str().unwrap_or_default(),
+                    s["created"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        f => bail!("invalid format {f:?}"),
+    }
+    Ok(0)
+}
+
+fn features() -> Result<i32> {
+    let f = serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": SPEC_VERSION,
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "mountOptions": ["bind", "rbind", "ro", "rw"],
+        "linux": {
+            "namespaces": ["mount", "network", "pid", "ipc", "uts"],
+            "cgroup": {"v1": false, "v2": false, "systemd": false, "systemdUser": false},
+        },
+        "annotations": {
+            "io.skiff.runtime.microvm": "true",
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&f)?);
+    Ok(0)
+}
+
+fn spec(bundle: Option<&std::path::Path>) -> Result<i32> {
+    let dir = bundle.unwrap_or(std::path::Path::new("."));
+    let path = dir.join("config.json");
+    if path.exists() {
+        bail!("File {} exists. Remove it first", path.display());
+    }
+    let mut s = oci_spec::runtime::Spec::default();
+    if let Some(p) = s.process_mut() {
+        p.set_args(Some(vec!["sh".into()]));
+        p.set_terminal(Some(true));
+    }
+    s.set_hostname(Some("skiff".into()));
+    let json = serde_json::to_string_pretty(&s)?;
+    std::fs::write(&path, json).with_context(|| format!("write {}", path.display()))?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_number_and_name() {
+        assert_eq!(parse_signal(None).unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal(Some("9")).unwrap(), 9);
+        assert_eq!(parse_signal(Some("KILL")).unwrap(), 9);
+        assert_eq!(parse_signal(Some("sigterm")).unwrap(), 15);
+        assert!(parse_signal(Some("0")).is_err());
+        assert!(parse_signal(Some("NOPE")).is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! The container's host process (`_supervise`), spawned by `create`: boots the VM,
+//! creates the container from the bundle, tells `create` it is ready, waits for
+//! `start` on its control socket, then relays stdio and signals until the VM powers off
+//! and exits with the container's status (128+signal when it was killed).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use skiff_proto::{ContainerConfig, SharedDir};
+use skiff_runtime::container::process_start_ticks;
+use skiff_runtime::oci::{Bundle, Store};
+use skiff_runtime::{hypervisor, GuestArtifacts, MicroVm, Share, StartOutcome, VmConfig};
+
+use crate::{console, relay};
+
+/// The env var naming the fd on which the supervisor (or an exec proxy) reports
+/// readiness: one line, `ok` or `error: <why>`.
+pub const READY_FD_ENV: &str = "SKIFF_RUNTIME_READY_FD";
+/// The stream of the main process on the supervisor's agent connection.
+pub const MAIN_STREAM: u32 = 1;
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const ROOT_TAG: &str = "skiffroot";
+
+/// The readiness pipe from the environment, taken so later children do not inherit it.
+pub struct Ready(Option<std::fs::File>);
+
+impl Ready {
+    pub fn from_env() -> Self {
+        let fd = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<RawFd>().ok())
+            .filter(|fd| *fd > 2);
+        std::env::remove_var(READY_FD_ENV);
+        Self(fd.map(|fd| {
+            // SAFETY: create dup2'd the pipe's write end to this fd for us; it is ours.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            // SAFETY: as above; nothing else owns the fd.
+            unsafe { std::fs::File::from_raw_fd(fd) }
+        }))
+    }
+
+    pub fn ok(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(b"ok\n");
+        }
+    }
+
+    pub fn fail(&mut self, why: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = writeln!(f, "error: {}", why.replace('\n', " "));
+        }
+    }
+}
+
+enum Cmd {
+    Start(UnixStream),
+    Signal(i32),
+}
+
+pub fn run(store: &Store, id: &str) -> Result<i32> {
+    let mut ready = Ready::from_env();
+    relay::block_signals();
+    match prepare_and_run(store, id, &mut ready) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            ready.fail(&format!("{e:#}"));
+            mark_stopped(store, id, 1);
+            Err(e)
+        }
+    }
+}
+
+fn mark_stopped(store: &Store, id: &str, code: i32) {
+    if let Ok(lock) = store.lock(id) {
+        if let Ok(mut rec) = lock.load() {
+            rec.stopped = true;
+            rec.exit_code = Some(code);
+            rec.control = None;
+            rec.vsock_uds = None;
+            let _ = lock.save(&rec);
+        }
+    }
+}
+
+fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
+    let bundle_dir = store.lock(id)?.load()?.bundle;
+    let bundle = Bundle::load(&bundle_dir)?;
+    let mut process = bundle.process.clone();
+    // stdio is whatever `create` was given; a terminal is the pty slave on fd 0.
+    process.stdin = true;
+    if process.terminal {
+        console::take_controlling_terminal();
+        if process.console_size.is_none() {
+            process.console_size = console::window_size(0);
+        }
+    }
+    let artifacts = GuestArtifacts::locate(None, None)?;
+    let selection = hypervisor::select(None)?;
+    let mut config = VmConfig::new(artifacts, selection);
+    config.memory_mib = bundle.memory_mib;
+    config.vcpus = bundle.vcpus;
+    config.shares.push(Share {
+        host_path: bundle.rootfs.clone(),
+        tag: ROOT_TAG.into(),
+        readonly: bundle.readonly_rootfs,
+    });
+    for (i, b) in bundle.binds.iter().enumerate() {
+        config.shares.push(Share {
+            host_path: b.host.clone(),
+            tag: format!("skiffv{i}"),
+            readonly: b.readonly,
+        });
+    }
+    config.boot_timeout = BOOT_TIMEOUT;
+    config.die_with_parent = true;
+    let (mut vm, mut agent) = MicroVm::boot(&config)?;
+    agent.create_container(&ContainerConfig {
+        id: id.to_owned(),
+        hostname: bundle.hostname.clone(),
+        layers: Vec::new(),
+        writable: None,
+        readonly_rootfs: bundle.readonly_rootfs,
+        shares: bundle
+            .binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| SharedDir {
+                tag: format!("skiffv{i}"),
+                target: b.target.clone(),
+                readonly: b.readonly,
+            })
+            .collect(),
+        root_share: Some(ROOT_TAG.into()),
+    })?;
+    let control = vm.work_dir().join("ctl.sock");
+    let listener =
+        UnixListener::bind(&control).with_context(|| format!("listen on {}", control.display()))?;
+    {
+        let lock = store.lock(id)?;
+        let mut rec = lock.load()?;
+        let me = std::process::id();
+        rec.pid = Some(me);
+        rec.pid_start = process_start_ticks(me);
+        rec.vsock_uds = Some(vm.vsock_uds().to_path_buf());
+        rec.control = Some(control.clone());
+        lock.save(&rec)?;
+    }
+
+    let (tx, rx) = mpsc::channel::<Cmd>();
+    let started = Arc::new(AtomicBool::new(false));
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut line = String::new();
+                let mut r = BufReader::new(&conn);
+                if r.read_line(&mut line).is_ok() && line.trim() == "start" {
+                    let _ = tx.send(Cmd::Start(conn));
+                }
+            }
+        });
+    }
+    {
+        let started = started.clone();
+        let sender = agent.sender();
+        let terminal = process.terminal;
+        relay::spawn_signal_thread(move |sig| {
+            if !started.load(Ordering::SeqCst) {
+                if sig != libc::SIGWINCH && sig != libc::SIGCONT {
+                    let _ = tx.send(Cmd::Signal(sig));
+                }
+            } else if sig == libc::SIGWINCH {
+                if let (true, Some((rows, cols))) = (terminal, console::window_size(0)) {
+                    let _ = sender.resize(MAIN_STREAM, rows, cols);
+                }
+            } else {
+                let _ = sender.signal(MAIN_STREAM, sig);
+            }
+        });
+    }
+    ready.ok();
+    tracing::debug!(id, "created; waiting for start");
+
+    // Created: wait for `start` or a signal that ends the container before it ran.
+    let failed = {
+        match rx.recv() {
+            Ok(Cmd::Start(mut conn)) => match agent.start(MAIN_STREAM, true, &process) {
+                Ok(outcome) => {
+                    started.store(true, Ordering::SeqCst);
+                    let lock = store.lock(id)?;
+                    let mut rec = lock.load()?;
+                    rec.started = true;
+                    lock.save(&rec)?;
+                    drop(lock);
+                    let _ = conn.write_all(b"ok\n");
+                    match outcome {
+                        StartOutcome::Running { .. } => None,
+                        StartOutcome::Failed { status } => Some(status),
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(conn, "error: {e}");
+                    vm.kill();
+                    mark_stopped(store, id, 1);
+                    return Err(anyhow!("start: {e}"));
+                }
+            },
+            Ok(Cmd::Signal(sig)) => {
+                vm.kill();
+                mark_stopped(store, id, 128 + sig);
+                return Ok(128 + sig);
+            }
+            Err(_) => return Err(anyhow!("the control socket closed")),
+        }
+    };
+    if failed.is_none() {
+        relay::spawn_stdin_pump(agent.sender(), MAIN_STREAM);
+    }
+    let (status, error) = relay::relay_output(&mut agent, MAIN_STREAM, true);
+    agent.sender().hang_up();
+    if !matches!(vm.wait(Duration::from_secs(10)), Ok(Some(_))) {
+        vm.kill();
+    }
+    let code = match status.or(failed) {
+        Some(s) => s.code(),
+        None => {
+            tracing::warn!(?error, "the VM stopped without reporting the exit status");
+            137
+        }
+    };
+    mark_stopped(store, id, code);
+    Ok(code)
+}

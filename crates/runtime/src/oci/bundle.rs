@@ -1,0 +1,265 @@
+//! A bundle's config.json, validated and turned into what the microVM needs: the
+//! rootfs directory (shared into the guest as its root), bind mounts (shares), the
+//! process, the hostname and the VM size.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use skiff_proto::ProcessSpec;
+
+use crate::{Error, Result};
+
+/// config.json files are small; anything bigger is refused before parsing.
+const MAX_CONFIG: u64 = 4 << 20;
+const DEFAULT_MEMORY_MIB: u32 = 256;
+const MIN_MEMORY_MIB: u32 = 128;
+const MAX_MEMORY_MIB: u32 = 16 << 10;
+/// Annotations that override the VM size derived from `linux.resources`.
+pub const ANNOTATION_MEMORY: &str = "io.skiff.vm.memory_mib";
+pub const ANNOTATION_VCPUS: &str = "io.skiff.vm.vcpus";
+
+/// A host directory bound into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleBind {
+    pub host: PathBuf,
+    pub target: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub spec: Spec,
+    /// Absolute path of the root filesystem directory.
+    pub rootfs: PathBuf,
+    pub readonly_rootfs: bool,
+    pub process: ProcessSpec,
+    pub hostname: String,
+    pub binds: Vec<BundleBind>,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
+
+impl Bundle {
+    /// Reads and validates `<dir>/config.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let dir = std::fs::canonicalize(dir)
+            .map_err(|e| bad(format!("bundle {}: {e}", dir.display())))?;
+        let path = dir.join("config.json");
+        let f =
+            std::fs::File::open(&path).map_err(|e| bad(format!("open {}: {e}", path.display())))?;
+        let mut bytes = Vec::new();
+        f.take(MAX_CONFIG + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("read {}: {e}", path.display())))?;
+        if bytes.len() as u64 > MAX_CONFIG {
+            return Err(bad(format!("{} is larger than 4 MiB", path.display())));
+        }
+        let spec: Spec =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid config.json: {e}")))?;
+        Self::from_spec(dir, spec)
+    }
+
+    pub fn from_spec(dir: PathBuf, spec: Spec) -> Result<Self> {
+        if !spec.version().starts_with("1.") {
+            return Err(bad(format!(
+                "invalid config.json: unsupported ociVersion {:?}",
+                spec.version()
+            )));
+        }
+        let root = spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| bad("invalid config.json: root is missing"))?;
+        let rootfs = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            dir.join(root.path())
+        };
+        if !rootfs.is_dir() {
+            return Err(bad(format!(
+                "rootfs {} does not exist or is not a directory",
+                rootfs.display()
+            )));
+        }
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| bad("invalid config.json: process is missing"))?;
+        let process = crate::spec::process_from_oci(process)?;
+        let hostname = spec.hostname().clone().unwrap_or_default();
+        if hostname.len() > 64 || hostname.contains(['/', '\0']) {
+            return Err(bad(format!("invalid hostname {hostname:?}")));
+        }
+        let binds = binds(&spec)?;
+        let (memory_mib, vcpus) = vm_size(&spec)?;
+        Ok(Self {
+            dir,
+            readonly_rootfs: root.readonly().unwrap_or(false),
+            rootfs,
+            process,
+            hostname,
+            binds,
+            memory_mib,
+            vcpus,
+            spec,
+        })
+    }
+}
+
+/// A container path: absolute, no `..`.
+fn check_target(t: &Path) -> Result<String> {
+    if !t.is_absolute() || t.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(bad(format!(
+            "invalid mount destination {}: it must be absolute without ..",
+            t.display()
+        )));
+    }
+    Ok(t.to_string_lossy().into_owned())
+}
+
+/// Bind mounts of directories become shares. Pseudo filesystems (proc, sysfs, devpts,
+/// tmpfs, mqueue, cgroup) are mounted by the agent itself; binds of single files
+/// (/etc/hosts and friends) cannot be a shared directory and are skipped with a warning.
+fn binds(spec: &Spec) -> Result<Vec<BundleBind>> {
+    let mut out = Vec::new();
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        let target = check_target(m.destination())?;
+        let opts = m.options().clone().unwrap_or_default();
+        let is_bind =
+            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
+        if !is_bind {
+            continue;
+        }
+        let Some(src) = m.source() else {
+            return Err(bad(format!("bind mount at {target} has no source")));
+        };
+        if !src.is_absolute() {
+            return Err(bad(format!(
+                "bind mount source {} must be absolute",
+                src.display()
+            )));
+        }
+        if !src.is_dir() {
+            if src.exists() {
+                tracing::warn!(source = %src.display(), target, "file bind mounts are not supported in the microVM; skipped");
+                continue;
+            }
+            return Err(bad(format!(
+                "bind mount source {} does not exist",
+                src.display()
+            )));
+        }
+        out.push(BundleBind {
+            host: src.clone(),
+            target,
+            readonly: opts.iter().any(|o| o == "ro"),
+        });
+    }
+    Ok(out)
+}
+
+/// Memory and vCPUs from `linux.resources` (a memory limit and a CPU quota), overridden
+/// by the skiff annotations.
+fn vm_size(spec: &Spec) -> Result<(u32, u32)> {
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mut memory = DEFAULT_MEMORY_MIB;
+    let mut vcpus = 1u32;
+    if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
+            if limit > 0 {
+                let mib = u32::try_from(limit / (1 << 20)).unwrap_or(MAX_MEMORY_MIB);
+                memory = mib.clamp(MIN_MEMORY_MIB, MAX_MEMORY_MIB);
+            }
+        }
+        if let Some(cpu) = res.cpu() {
+            if let (Some(q), Some(p)) = (cpu.quota(), cpu.period()) {
+                if q > 0 && p > 0 {
+                    let n = (q as u64).div_ceil(p);
+                    vcpus = u32::try_from(n).unwrap_or(host_cpus).clamp(1, host_cpus);
+                }
+            }
+        }
+    }
+    if let Some(a) = spec.annotations() {
+        if let Some(v) = a.get(ANNOTATION_MEMORY) {
+            memory = v
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(m))
+                .ok_or_else(|| bad(format!("annotation {ANNOTATION_MEMORY}={v:?}: expected {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB}")))?;
+        }
+        if let Some(v) = a.get(ANNOTATION_VCPUS) {
+            vcpus = v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=host_cpus).contains(n))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "annotation {ANNOTATION_VCPUS}={v:?}: expected 1..={host_cpus}"
+                    ))
+                })?;
+        }
+    }
+    Ok((memory, vcpus))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(config: &str) -> (tempfile::TempDir, Result<Bundle>) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("rootfs")).unwrap();
+        std::fs::write(d.path().join("config.json"), config).unwrap();
+        let b = Bundle::load(d.path());
+        (d, b)
+    }
+
+    const GOOD: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs","readonly":true},
+        "process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},"hostname":"h",
+        "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
+                  {"destination":"/data","type":"bind","source":"/tmp","options":["rbind","ro"]}],
+        "linux":{"resources":{"memory":{"limit":536870912},"cpu":{"quota":150000,"period":100000}}}}"#;
+
+    #[test]
+    fn a_good_bundle_loads() {
+        let (_d, b) = bundle_with(GOOD);
+        let b = b.unwrap();
+        assert!(b.readonly_rootfs);
+        assert_eq!(b.hostname, "h");
+        assert_eq!(b.memory_mib, 512);
+        assert!(b.vcpus >= 1);
+        assert_eq!(
+            b.binds,
+            [BundleBind {
+                host: "/tmp".into(),
+                target: "/data".into(),
+                readonly: true
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_bundles_are_refused() {
+        for bad in [
+            "not json",
+            r#"{"ociVersion":"1.0.2"}"#,
+            r#"{"ociVersion":"2.0.0","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}}}"#,
+            r#"{"ociVersion":"1.0.2","root":{"path":"missing"},"process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}}}"#,
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":[],"cwd":"/","user":{"uid":0,"gid":0}}}"#,
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+               "mounts":[{"destination":"../x","type":"bind","source":"/tmp"}]}"#,
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+               "annotations":{"io.skiff.vm.memory_mib":"1"}}"#,
+        ] {
+            let (_d, b) = bundle_with(bad);
+            assert!(b.is_err(), "{bad}");
+        }
+    }
+}

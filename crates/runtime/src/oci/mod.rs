@@ -1,0 +1,13 @@
+//! OCI runtime-spec support for `skiff-runtime`: a bundle's config.json turned into a
+//! microVM plan ([`bundle`]), and per-container records under the runtime's `--root`
+//! ([`state`]), replaced atomically under a per-container lock.
+
+pub mod bundle;
+pub mod hooks;
+pub mod state;
+
+pub use bundle::{Bundle, BundleBind};
+pub use state::{Record, Status, Store};
+
+/// The runtime-spec version skiff-runtime implements.
+pub const SPEC_VERSION: &str = "1.1.0";

@@ -1,0 +1,497 @@
+//! skiff-runtime's own lifecycle conformance suite: every state transition of the
+//! runtime spec and the errors callers match, driven through the binary the way
+//! containerd and conmon drive it. The test process is a child subreaper (as the shim
+//! and conmon are), so it can wait on the pid in --pid-file and see its exit status.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff_tests::clients::{skiff_runtime, Scratch};
+use skiff_tests::skiff_runtime_bin;
+
+/// A runtime root, a bundle with a busybox rootfs, and cleanup of both.
+struct Fixture {
+    scratch: Scratch,
+    ids: Vec<String>,
+}
+
+fn become_subreaper() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl with an integer argument.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    });
+}
+
+fn busybox_rootfs(root: &Path) {
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "data"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for a in [
+        "sh", "echo", "cat", "sleep", "hostname", "true", "ls", "id", "touch",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/from-host"), "written on the host\n").unwrap();
+}
+
+impl Fixture {
+    fn new(test: &str) -> Option<Self> {
+        skiff_runtime(test)?;
+        if !Path::new("/bin/busybox").is_file() {
+            assert!(
+                !skiff_tests::require_all(),
+                "{test}: install busybox-static"
+            );
+            eprintln!("SKIP {test}: /bin/busybox missing (busybox-static)");
+            return None;
+        }
+        become_subreaper();
+        let scratch = Scratch::new("skiff-rt-");
+        Some(Self {
+            scratch,
+            ids: Vec::new(),
+        })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.scratch.path().join("state")
+    }
+
+    /// A bundle named `name` whose config is `config` merged over a default.
+    fn bundle(&self, name: &str, patch: Value) -> PathBuf {
+        let dir = self.scratch.path().join(name);
+        busybox_rootfs(&dir.join("rootfs"));
+        let mut config = json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "hostname": "rt-test",
+            "process": {
+                "args": ["sleep", "1000"],
+                "cwd": "/",
+                "env": ["PATH=/bin"],
+                "user": {"uid": 0, "gid": 0},
+            },
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
+        });
+        merge(&mut config, patch);
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        dir
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(skiff_runtime_bin());
+        c.arg("--root").arg(self.root()).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        eprintln!(
+            "skiff-runtime {args:?} -> {:?}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Fails with exit 1 and an error mentioning `needle`.
+    fn fails(&self, args: &[&str], needle: &str) {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    /// create with stdout/stderr to files; returns the pid from --pid-file.
+    fn create(&mut self, id: &str, bundle: &Path, extra: &[&str]) -> u32 {
+        let pid_file = self.scratch.path().join(format!("{id}.pid"));
+        let out = std::fs::File::create(self.scratch.path().join(format!("{id}.out"))).unwrap();
+        let err = std::fs::File::create(self.scratch.path().join(format!("{id}.err"))).unwrap();
+        let mut args = vec![
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(id);
+        self.ids.push(id.to_owned());
+        let status = self.cmd(&args).stdout(out).stderr(err).status().unwrap();
+        let err = std::fs::read_to_string(self.scratch.path().join(format!("{id}.err")));
+        assert_eq!(status.code(), Some(0), "create: {err:?}");
+        std::fs::read_to_string(pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn output_of(&self, id: &str, which: &str) -> String {
+        std::fs::read_to_string(self.scratch.path().join(format!("{id}.{which}")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let _ = self.cmd(&["delete", "--force", id]).output();
+        }
+    }
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// Waits for our (adopted) child `pid` and returns its shell-style exit status.
+fn wait_pid(pid: u32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on a pid that is our child (we are its subreaper).
+        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if r == pid as i32 {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            return 128 + libc::WTERMSIG(status);
+        }
+        assert!(
+            r == 0,
+            "waitpid({pid}): {}",
+            std::io::Error::last_os_error()
+        );
+        assert!(Instant::now() < deadline, "pid {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_input_fails_cleanly_without_a_vm() {
+    let Some(mut f) = Fixture::new("bad_input_fails_cleanly_without_a_vm") else {
+        return;
+    };
+    let v = f.ok(&["--version"]);
+    assert!(
+        v.starts_with("skiff-runtime version ") && v.contains("\nspec: 1."),
+        "{v}"
+    );
+    let features: Value = serde_json::from_str(&f.ok(&["features"])).unwrap();
+    assert!(features["ociVersionMax"]
+        .as_str()
+        .unwrap()
+        .starts_with("1."));
+
+    for (name, patch) in [
+        ("badversion", json!({"ociVersion": "0.1"})),
+        ("noargs", json!({"process": {"args": []}})),
+        ("relcwd", json!({"process": {"cwd": "relative"}})),
+        (
+            "badbind",
+            json!({"mounts": [{"destination": "/x", "type": "bind", "source": "/does/not/exist"}]}),
+        ),
+    ] {
+        let b = f.bundle(name, patch);
+        f.fails(&["create", "--bundle", b.to_str().unwrap(), name], "");
+        f.fails(&["state", name], "does not exist");
+    }
+    let b = f.bundle("garbage", json!({}));
+    std::fs::write(b.join("config.json"), "{not json").unwrap();
+    f.fails(
+        &["create", "--bundle", b.to_str().unwrap(), "garbage"],
+        "config.json",
+    );
+    let b = f.bundle("norootfs", json!({"root": {"path": "missing"}}));
+    f.fails(
+        &["create", "--bundle", b.to_str().unwrap(), "norootfs"],
+        "rootfs",
+    );
+    // Nothing is left of the failed creates.
+    assert_eq!(f.ok(&["list", "-q"]).trim(), "");
+
+    for cmd in [
+        &["state", "nope"][..],
+        &["start", "nope"],
+        &["kill", "nope", "9"],
+        &["delete", "nope"],
+        &["ps", "--format", "json", "nope"],
+    ] {
+        f.fails(cmd, "container nope does not exist");
+    }
+    f.ok(&["delete", "--force", "nope"]);
+    f.fails(&["state", "../escape"], "invalid container id");
+
+    // JSON error lines in --log, as containerd reads them.
+    let log = f.scratch.path().join("log.json");
+    let out = f.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "start",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let last = std::fs::read_to_string(&log).unwrap();
+    let line: Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(line["msg"].as_str().unwrap().contains("does not exist"));
+    assert!(line["time"].is_string());
+
+    // `spec` writes a template that parses, and refuses to overwrite it.
+    let dir = f.scratch.path().join("spec");
+    std::fs::create_dir_all(&dir).unwrap();
+    f.ok(&["spec", "--bundle", dir.to_str().unwrap()]);
+    let t: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert!(t["ociVersion"].as_str().unwrap().starts_with("1."));
+    f.fails(&["spec", "--bundle", dir.to_str().unwrap()], "exists");
+    f.ids.clear();
+}
+
+#[test]
+fn every_state_transition_and_its_errors() {
+    let Some(mut f) = Fixture::new("every_state_transition_and_its_errors") else {
+        return;
+    };
+    let b = f.bundle("b", json!({}));
+    let pid = f.create("life", &b, &[]);
+    let st = f.state("life");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["pid"], pid);
+    assert_eq!(st["id"], "life");
+    assert_eq!(st["bundle"], b.canonicalize().unwrap().to_str().unwrap());
+    assert!(st["ociVersion"].as_str().unwrap().starts_with("1."));
+    assert!(st["created"].is_string());
+    f.fails(
+        &["create", "--bundle", b.to_str().unwrap(), "life"],
+        "exists",
+    );
+    assert_eq!(f.state("life")["status"], "created");
+    let ps: Vec<u32> = serde_json::from_str(&f.ok(&["ps", "--format", "json", "life"])).unwrap();
+    assert_eq!(ps, [pid]);
+
+    f.ok(&["start", "life"]);
+    assert_eq!(f.state("life")["status"], "running");
+    f.fails(&["start", "life"], "already running");
+    f.fails(&["delete", "life"], "not stopped");
+    assert_eq!(f.state("life")["status"], "running");
+    let list = f.ok(&["list"]);
+    assert!(list.contains("life") && list.contains("running"), "{list}");
+
+    // A signal to the container by name; the pid-file process exits with 128+signal.
+    f.ok(&["kill", "life", "TERM"]);
+    assert_eq!(wait_pid(pid), 128 + libc::SIGTERM);
+    assert_eq!(f.state("life")["status"], "stopped");
+    f.fails(&["kill", "life", "9"], "container not running");
+    f.fails(&["start", "life"], "stopped");
+    f.ok(&["delete", "life"]);
+    f.fails(&["state", "life"], "does not exist");
+    f.ok(&["delete", "--force", "life"]);
+    f.ok(&["delete", "--force", "life"]);
+
+    // delete --force of a created and of a running container.
+    let pid = f.create("forced", &b, &[]);
+    f.ok(&["delete", "--force", "forced"]);
+    assert_eq!(wait_pid(pid), 128 + libc::SIGKILL);
+    f.fails(&["state", "forced"], "does not exist");
+}
+
+#[test]
+fn stdio_exit_status_rootfs_binds_and_hooks() {
+    let Some(mut f) = Fixture::new("stdio_exit_status_rootfs_binds_and_hooks") else {
+        return;
+    };
+    let hooks_out = f.scratch.path().join("hooks");
+    std::fs::create_dir_all(&hooks_out).unwrap();
+    let shared = f.scratch.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("in"), "from the host bind\n").unwrap();
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}", hooks_out.display())], "timeout": 10});
+    let b = f.bundle(
+        "b",
+        json!({
+            "process": {"args": ["sh", "-c",
+                "echo out; echo err >&2; hostname; cat /etc/from-host; cat /data/in; \
+                 echo guest > /made-in-guest; echo bound > /data/out; exit 7"]},
+            "mounts": [{"destination": "/data", "type": "bind", "source": shared.to_str().unwrap(), "options": ["rbind", "rw"]}],
+            "hooks": {"createRuntime": [hook("createRuntime")], "poststart": [hook("poststart")], "poststop": [hook("poststop")]},
+            "linux": {"resources": {"memory": {"limit": 268435456}}},
+        }),
+    );
+    let pid = f.create("io", &b, &[]);
+    let created: Value =
+        serde_json::from_str(&std::fs::read_to_string(hooks_out.join("createRuntime")).unwrap())
+            .unwrap();
+    assert_eq!(created["id"], "io");
+    assert!(!hooks_out.join("poststart").exists());
+    f.ok(&["start", "io"]);
+    assert_eq!(wait_pid(pid), 7);
+    let started: Value =
+        serde_json::from_str(&std::fs::read_to_string(hooks_out.join("poststart")).unwrap())
+            .unwrap();
+    assert_eq!(started["id"], "io");
+    assert_eq!(
+        f.output_of("io", "out"),
+        "out\nrt-test\nwritten on the host\nfrom the host bind\n"
+    );
+    assert_eq!(f.output_of("io", "err"), "err\n");
+    assert_eq!(
+        std::fs::read_to_string(b.join("rootfs/made-in-guest")).unwrap(),
+        "guest\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.join("out")).unwrap(),
+        "bound\n"
+    );
+    assert_eq!(f.state("io")["status"], "stopped");
+    f.ok(&["delete", "io"]);
+    let stopped: Value =
+        serde_json::from_str(&std::fs::read_to_string(hooks_out.join("poststop")).unwrap())
+            .unwrap();
+    assert_eq!(stopped["id"], "io");
+
+    // A read-only root refuses writes; a failing createRuntime hook fails create.
+    let ro = f.bundle(
+        "ro",
+        json!({"root": {"readonly": true}, "process": {"args": ["sh", "-c", "touch /x"]}}),
+    );
+    let pid = f.create("ro", &ro, &[]);
+    f.ok(&["start", "ro"]);
+    assert_ne!(wait_pid(pid), 0);
+    assert!(!ro.join("rootfs/x").exists());
+    f.ok(&["delete", "ro"]);
+    let bad = f.bundle(
+        "badhook",
+        json!({"hooks": {"createRuntime": [{"path": "/bin/false"}]}}),
+    );
+    f.fails(
+        &["create", "--bundle", bad.to_str().unwrap(), "badhook"],
+        "createRuntime hook",
+    );
+    f.fails(&["state", "badhook"], "does not exist");
+}
+
+/// Receives the pty master the runtime sends over the console socket.
+fn receive_fd(listener: &UnixListener) -> OwnedFd {
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cbuf = [0u8; 64];
+    // SAFETY: msghdr is plain data; the pointers outlive recvmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.len() as _;
+    // SAFETY: conn is a connected socket and msg is initialised.
+    let n = unsafe { libc::recvmsg(std::os::fd::AsRawFd::as_raw_fd(&conn), &mut msg, 0) };
+    assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel filled the control buffer; the first header carries the fd.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null(), "no fd was sent");
+        assert_eq!((*cmsg).cmsg_type, libc::SCM_RIGHTS);
+        let fd: RawFd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+fn read_until(master: &mut std::fs::File, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[test]
+fn console_socket_exec_and_kill() {
+    let Some(mut f) = Fixture::new("console_socket_exec_and_kill") else {
+        return;
+    };
+    let sock = f.scratch.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let b = f.bundle("b", json!({"process": {"terminal": true, "args": ["sh"]}}));
+    let receiver = std::thread::spawn(move || receive_fd(&listener));
+    let pid = f.create("tty", &b, &["--console-socket", sock.to_str().unwrap()]);
+    let mut master = std::fs::File::from(receiver.join().unwrap());
+    f.ok(&["start", "tty"]);
+    master.write_all(b"echo tty-$((40+2))\n").unwrap();
+    read_until(&mut master, "tty-42");
+
+    // exec with a process file, detached: its proxy's pid exits with the status.
+    let proc_file = f.scratch.path().join("process.json");
+    std::fs::write(&proc_file, json!({"args": ["sh", "-c", "exit 3"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).to_string()).unwrap();
+    let exec_pid = f.scratch.path().join("exec.pid");
+    f.ok(&[
+        "exec",
+        "--process",
+        proc_file.to_str().unwrap(),
+        "--detach",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        "tty",
+    ]);
+    let epid: u32 = std::fs::read_to_string(&exec_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(epid, pid);
+    assert_eq!(wait_pid(epid), 3);
+    // The inline form relays output and exits with the status.
+    let out = f.run(&["exec", "tty", "sh", "-c", "echo exec-out; exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exec-out\n");
+
+    f.ok(&["kill", "tty", "KILL"]);
+    assert_eq!(wait_pid(pid), 128 + libc::SIGKILL);
+    f.fails(&["exec", "tty", "true"], "stopped");
+    f.ok(&["delete", "tty"]);
+}
