@@ -62,3 +62,4 @@ for f in bzImage vmlinux; do
 done
 say "guest ready in $guest_dir (kernel $(basename "$kernel_dir"))"
 say "skiff is $CARGO_TARGET_DIR/release/skiff"
+say "skiff-runtime (runc-compatible) is $CARGO_TARGET_DIR/release/skiff-runtime"

@@ -36,11 +36,8 @@ macro_rules! with_each_runtime {
 }
 
 with_each_runtime!(
-    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     run_passes_output_and_exit_codes,
-    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     exec_output_and_status,
-    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     kill_and_wait,
 );
 

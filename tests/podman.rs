@@ -38,13 +38,9 @@ macro_rules! with_each_runtime {
 }
 
 with_each_runtime!(
-    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     run_rm_output_and_exit_codes,
-    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     interactive_terminal,
-    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     exec_output_status_and_terminal,
-    #[ignore = "skiff-runtime is not in main yet (issue #6)"]
     stop_honours_the_grace_period,
 );
 

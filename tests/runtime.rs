@@ -464,6 +464,9 @@ fn console_socket_exec_and_kill() {
     f.ok(&["start", "tty"]);
     master.write_all(b"echo tty-$((40+2))\n").unwrap();
     read_until(&mut master, "tty-42");
+    // The terminal is the container's own: ttyname finds it in the container's devpts.
+    master.write_all(b"tty\n").unwrap();
+    read_until(&mut master, "/dev/pts/");
 
     // exec with a process file, detached: its proxy's pid exits with the status.
     let proc_file = f.scratch.path().join("process.json");

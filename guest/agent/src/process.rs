@@ -229,6 +229,22 @@ struct Pty {
     slave: OwnedFd,
 }
 
+/// Opens the pty in the container's mount namespace, so the slave lives in the
+/// container's own devpts and `tty`/ttyname inside the container find it.
+fn open_pty_in(mnt_ns: RawFd, size: Option<(u16, u16)>) -> io::Result<Pty> {
+    std::thread::spawn(move || {
+        // SAFETY: unshare/setns affect only this short-lived thread's fs context, and
+        // mnt_ns stays open while the caller waits for the join.
+        unsafe {
+            check(libc::unshare(libc::CLONE_FS))?;
+            check(libc::setns(mnt_ns, libc::CLONE_NEWNS))?;
+        }
+        open_pty(size)
+    })
+    .join()
+    .map_err(|_| io::Error::other("pty thread panicked"))?
+}
+
 fn open_pty(size: Option<(u16, u16)>) -> io::Result<Pty> {
     let (mut master, mut slave) = (0, 0);
     let ws = size.map(|(rows, cols)| libc::winsize {
@@ -283,7 +299,7 @@ pub fn spawn(spec: &ProcessSpec, mnt_ns: RawFd) -> Result<Spawned, SpawnError> {
 
     // Child-side fds for 0, 1, 2 and host-side ends.
     let (child_stdio, stdin, stdout, stderr, pty): ([OwnedFd; 3], _, _, _, _) = if spec.terminal {
-        let p = open_pty(spec.console_size)?;
+        let p = open_pty_in(mnt_ns, spec.console_size)?;
         let master = File::from(p.master);
         let stdin = if spec.stdin {
             Some(master.try_clone()?)
