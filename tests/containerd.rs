@@ -8,7 +8,9 @@
 #![allow(clippy::unwrap_used)]
 use std::time::{Duration, Instant};
 
-use skiff_tests::clients::{runc, skiff_runtime, Containerd, Runtime, CLIENT_TIMEOUT};
+use skiff_tests::clients::{
+    on_terminal, runc, script_available, skiff_runtime, Containerd, Runtime, CLIENT_TIMEOUT,
+};
 
 /// One test body, run once per runtime: `NAME::runc` and `NAME::skiff_runtime`.
 /// Attributes before a name apply to its skiff-runtime variant only.
@@ -39,6 +41,7 @@ with_each_runtime!(
     run_passes_output_and_exit_codes,
     exec_output_and_status,
     kill_and_wait,
+    terminal,
 );
 
 fn args(v: &[String]) -> Vec<&str> {
@@ -201,4 +204,27 @@ fn kill_and_wait(_test: &str, rt: Runtime) {
     assert_eq!(ctd.task_status("killme"), None);
     ctd.expect(&["container", "rm", "killme"], 0);
     assert_eq!(ctd.expect(&["container", "ls", "--quiet"], 0).trim(), "");
+}
+
+/// `ctr run -t`: the shim hands the runtime a console socket and relays the pty master
+/// it gets back; the process sees a terminal named in its own /dev/pts.
+fn terminal(test: &str, rt: Runtime) {
+    if !skiff_tests::prerequisite(test, script_available()) {
+        return;
+    }
+    let Some(ctd) = Containerd::start(test, rt) else {
+        return;
+    };
+    let run = ctd.run_args(&["--rm", "--tty"], "tty", &["sh"]);
+    let (code, screen) = on_terminal(
+        &ctd.ctr(&args(&run)),
+        // The terminal echoes what is typed, so expect only what the shell computes.
+        b"tty; [ -t 0 ] && echo stdin-is-a-$((6 * 7)); exit 3\n",
+    );
+    assert_eq!(code, Some(3), "terminal showed:\n{screen}");
+    assert!(screen.contains("/dev/pts/"), "terminal showed:\n{screen}");
+    assert!(
+        screen.contains("stdin-is-a-42"),
+        "terminal showed:\n{screen}"
+    );
 }

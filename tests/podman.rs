@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use skiff_tests::clients::{
-    run_with_timeout, runc, skiff_runtime, Input, Podman, Runtime, CLIENT_TIMEOUT,
+    run_with_timeout, runc, script_available, skiff_runtime, Input, Podman, Runtime, CLIENT_TIMEOUT,
 };
 
 /// One test body, run once per runtime: `NAME::runc` and `NAME::skiff_runtime`.
@@ -115,7 +115,7 @@ fn run_rm_output_and_exit_codes(test: &str, rt: Runtime) {
 /// `podman run -it` on a pty: the process sees a terminal, reads what is typed, and
 /// its exit status comes back.
 fn interactive_terminal(test: &str, rt: Runtime) {
-    if !skiff_tests::prerequisite(test, Podman::has_script()) {
+    if !skiff_tests::prerequisite(test, script_available()) {
         return;
     }
     let Some(pm) = Podman::start(test, rt) else {
@@ -163,7 +163,7 @@ fn start_detached(pm: &Podman, name: &str, script: &str) {
 
 /// `podman exec`: output, exit status, a terminal with -it, and the container runs on.
 fn exec_output_status_and_terminal(test: &str, rt: Runtime) {
-    if !skiff_tests::prerequisite(test, Podman::has_script()) {
+    if !skiff_tests::prerequisite(test, script_available()) {
         return;
     }
     let Some(pm) = Podman::start(test, rt) else {

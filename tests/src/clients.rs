@@ -634,33 +634,38 @@ impl Podman {
         text(&out.stdout)
     }
 
-    /// `podman ARGS` with a terminal of its own: util-linux `script` gives it a pty,
-    /// feeds it `input` and exits with its status. Returns (status, what the terminal
-    /// showed).
+    /// `podman ARGS` on a terminal of its own (see [`on_terminal`]).
     pub fn on_terminal(&self, args: &[&str], input: &[u8]) -> (Option<i32>, String) {
-        let cmd = self.podman(args);
-        let mut line: Vec<String> = vec![shell_quote(&cmd.get_program().to_string_lossy())];
-        line.extend(cmd.get_args().map(|a| shell_quote(&a.to_string_lossy())));
-        let mut script = Command::new("script");
-        script
-            .args(["--quiet", "--return", "--command"])
-            .arg(line.join(" "))
-            .arg("/dev/null")
-            .env(
-                "CONTAINERS_CONF",
-                self.scratch.path().join("containers.conf"),
-            );
-        let out = run_with_timeout(&mut script, Input::BytesHeldOpen(input), CLIENT_TIMEOUT);
-        (
-            out.status.code(),
-            format!("{}{}", text(&out.stdout), text(&out.stderr)),
-        )
+        on_terminal(&self.podman(args), input)
     }
+}
 
-    /// True if `script` (util-linux) is there to give podman a terminal.
-    pub fn has_script() -> Result<(), String> {
-        tools(&["script"], "util-linux")
+/// Runs `cmd` on a terminal of its own: util-linux `script` gives it a pty, feeds it
+/// `input` and exits with its status. Returns (status, what the terminal showed).
+pub fn on_terminal(cmd: &Command, input: &[u8]) -> (Option<i32>, String) {
+    let mut line: Vec<String> = vec![shell_quote(&cmd.get_program().to_string_lossy())];
+    line.extend(cmd.get_args().map(|a| shell_quote(&a.to_string_lossy())));
+    let mut script = Command::new("script");
+    script
+        .args(["--quiet", "--return", "--command"])
+        .arg(line.join(" "))
+        .arg("/dev/null");
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
     }
+    let out = run_with_timeout(&mut script, Input::BytesHeldOpen(input), CLIENT_TIMEOUT);
+    (
+        out.status.code(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// Is util-linux `script` there to give a client a terminal?
+pub fn script_available() -> Result<(), String> {
+    tools(&["script"], "util-linux")
 }
 
 impl Drop for Podman {
