@@ -9,30 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use skiff_tests::{prerequisite, skiff_bin, vm_ready};
-
-fn components() -> Result<PathBuf, String> {
-    if let Some(d) = std::env::var_os("SKIFF_PLUGINS_DIR") {
-        return Ok(PathBuf::from(d));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build.sh");
-    let out = Command::new(&script)
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "plugins/build.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let dir = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    Ok(PathBuf::from(dir))
-}
+use skiff_tests::{plugin_components as components, prerequisite, skiff_bin, vm_ready};
 
 struct Env {
     root: tempfile::TempDir,

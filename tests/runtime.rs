@@ -21,6 +21,8 @@ use skiff_tests::skiff_runtime_bin;
 struct Fixture {
     scratch: Scratch,
     ids: Vec<String>,
+    /// `SKIFF_PLUGINS_CONFIG` for every call, or none.
+    plugins: Option<PathBuf>,
 }
 
 fn become_subreaper() {
@@ -61,6 +63,7 @@ impl Fixture {
         Some(Self {
             scratch,
             ids: Vec::new(),
+            plugins: None,
         })
     }
 
@@ -94,6 +97,10 @@ impl Fixture {
         let mut c = Command::new(skiff_runtime_bin());
         c.arg("--root").arg(self.root()).args(args);
         c.stdin(Stdio::null());
+        match &self.plugins {
+            Some(p) => c.env("SKIFF_PLUGINS_CONFIG", p),
+            None => c.env_remove("SKIFF_PLUGINS_CONFIG"),
+        };
         c
     }
 
@@ -497,4 +504,44 @@ fn console_socket_exec_and_kill() {
     assert_eq!(wait_pid(pid), 128 + libc::SIGKILL);
     f.fails(&["exec", "tty", "true"], "stopped");
     f.ok(&["delete", "tty"]);
+}
+
+#[test]
+fn plugins_admit_adjust_and_audit() {
+    const TEST: &str = "plugins_admit_adjust_and_audit";
+    let Some(mut f) = Fixture::new(TEST) else {
+        return;
+    };
+    let dir = skiff_tests::plugin_components();
+    if !skiff_tests::prerequisite(TEST, dir.as_ref().map(|_| ()).map_err(Clone::clone)) {
+        return;
+    }
+    let dir = dir.unwrap();
+    let config = f.scratch.path().join("plugins.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\nname = \"inject\"\npath = \"{d}/env-injector.wasm\"\nsettings = {{ env = {{ INJECTED = \"by-plugin\" }} }}\n\n\
+             [[plugin]]\nname = \"audit\"\npath = \"{d}/audit-logger.wasm\"\nsettings = {{ labels = [] }}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    f.plugins = Some(config);
+    let b = f.bundle(
+        "b",
+        json!({"process": {"args": ["sh", "-c", "echo $INJECTED"]}}),
+    );
+    let pid = f.create("plug", &b, &[]);
+    f.ok(&["start", "plug"]);
+    assert_eq!(wait_pid(pid), 0);
+    assert_eq!(f.output_of("plug", "out"), "by-plugin\n");
+    let audit = std::fs::read_to_string(f.root().join("plug/audit.jsonl")).unwrap();
+    for event in ["created", "started", "exited"] {
+        assert!(
+            audit.contains(&format!("\"event\":\"{event}\"")),
+            "{event}: {audit}"
+        );
+    }
+    f.ok(&["delete", "plug"]);
 }

@@ -206,3 +206,27 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The example plugins' components: `$SKIFF_PLUGINS_DIR`, else built by plugins/build.sh.
+pub fn plugin_components() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("SKIFF_PLUGINS_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/build.sh");
+    let out = Command::new(&script)
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "plugins/build.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let dir = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Ok(PathBuf::from(dir))
+}

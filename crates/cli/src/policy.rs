@@ -129,19 +129,64 @@ impl Policy {
         Ok(())
     }
 
+    /// Container admission for an OCI bundle (skiff-runtime): the plugins see the whole
+    /// config.json. Denial is an error; an allowed decision is returned for the caller
+    /// to apply (`None` when no plugin is configured).
+    #[allow(
+        dead_code,
+        reason = "skiff-runtime compiles this file too and calls it"
+    )]
+    pub fn admit_oci(
+        &self,
+        id: &str,
+        config: &serde_json::Value,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<Option<ContainerDecision>> {
+        let Some(host) = &self.host else {
+            return Ok(None);
+        };
+        let decision = host.admit_container(&ContainerAdmission {
+            id: id.to_owned(),
+            spec: config.to_string(),
+            image_reference: String::new(),
+            image_config: "{}".into(),
+            tenant: annotations.get("tenant").cloned(),
+            annotations,
+            labels: BTreeMap::new(),
+        });
+        if !decision.allowed {
+            bail!(
+                "container denied: {}",
+                decision.reason.clone().unwrap_or_default()
+            );
+        }
+        Ok(Some(decision))
+    }
+
     /// A lifecycle event; audit records go to the container's audit file (or, once the
     /// container is removed, to the log).
     pub fn event(&self, containers: &Containers, spec: &ContainerSpec, kind: EventKind) {
+        self.event_in(&containers.dir_of(&spec.id), &spec.id, &spec.labels, kind);
+    }
+
+    /// A lifecycle event for a container whose records live in `dir`.
+    pub fn event_in(
+        &self,
+        dir: &Path,
+        id: &str,
+        labels: &BTreeMap<String, String>,
+        kind: EventKind,
+    ) {
         let Some(host) = &self.host else { return };
         let records = host.lifecycle(&ContainerEvent {
-            id: spec.id.clone(),
+            id: id.to_owned(),
             kind,
             annotations: BTreeMap::new(),
-            labels: spec.labels.clone(),
-            tenant: spec.labels.get("tenant").cloned(),
+            labels: labels.clone(),
+            tenant: labels.get("tenant").cloned(),
             timestamp_ms: now_ms(),
         });
-        if let Err(e) = append_audit(&containers.dir_of(&spec.id), &records) {
+        if let Err(e) = append_audit(dir, &records) {
             for r in &records {
                 tracing::info!(plugin = %r.plugin, event = %r.event, action = %r.action, "{}", r.message);
             }

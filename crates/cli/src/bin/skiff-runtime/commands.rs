@@ -14,7 +14,9 @@ use skiff_runtime::container::{now_ms, rfc3339_ms};
 use skiff_runtime::oci::{hooks, state, Bundle, Record, Status, Store, SPEC_VERSION};
 
 use crate::cli::{Cli, Cmd, CreateArgs, LogFormat};
-use crate::{console, exec, supervise};
+use skiff_plugins::EventKind;
+
+use crate::{admission, console, exec, supervise};
 
 pub fn dispatch(cli: &Cli) -> Result<i32> {
     if cli.version {
@@ -159,7 +161,7 @@ fn hook_list(
 
 fn create(cli: &Cli, store: &Store, a: &CreateArgs) -> Result<Child> {
     state::check_id(&a.id)?;
-    let bundle = Bundle::load(&a.bundle)?;
+    let mut bundle = Bundle::load(&a.bundle)?;
     let record = Record {
         id: a.id.clone(),
         bundle: bundle.dir.clone(),
@@ -175,8 +177,13 @@ fn create(cli: &Cli, store: &Store, a: &CreateArgs) -> Result<Child> {
         ..Record::default()
     };
     store.lock(&a.id)?.create(&record)?;
-    match create_prepared(cli, store, a, &bundle) {
-        Ok(child) => Ok(child),
+    let made = admission::admit(&mut bundle, &a.id, &store.dir(&a.id))
+        .and_then(|()| create_prepared(cli, store, a, &bundle));
+    match made {
+        Ok(child) => {
+            admission::event(&store.dir(&a.id), &a.id, EventKind::Created);
+            Ok(child)
+        }
         Err(e) => {
             if let Ok(lock) = store.lock(&a.id) {
                 if let Ok(Some(pid)) = lock.load().map(|r| r.pid) {
@@ -248,6 +255,7 @@ fn start(store: &Store, id: &str) -> Result<()> {
         "" => bail!("container {id} stopped while starting"),
         other => bail!("{}", other.strip_prefix("error: ").unwrap_or(other)),
     }
+    admission::event(&store.dir(id), id, EventKind::Started);
     if let Ok(b) = Bundle::load(&rec.bundle) {
         let st = store.lock(id)?.load()?.oci_state();
         if let Err(e) = hooks::run_all("poststart", &hook_list(&b, |h| h.poststart().clone()), &st)
@@ -347,6 +355,7 @@ fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             tracing::warn!("{e}");
         }
     }
+    admission::event(lock.dir(), id, EventKind::Removed);
     lock.remove()?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! for callers, it relays the container's stdio to the fds `create` was given and exits
 //! with the container's status. Each `exec` gets its own proxy process (`_exec-proxy`).
 
+mod admission;
 mod cli;
 mod commands;
 mod console;

@@ -89,7 +89,8 @@ fn mark_stopped(store: &Store, id: &str, code: i32) {
 
 fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     let bundle_dir = store.lock(id)?.load()?.bundle;
-    let bundle = Bundle::load(&bundle_dir)?;
+    let mut bundle = Bundle::load(&bundle_dir)?;
+    crate::admission::reapply(&mut bundle, &store.dir(id))?;
     let mut process = bundle.process.clone();
     // stdio is whatever `create` was given; a terminal is the pty slave on fd 0.
     process.stdin = true;
@@ -234,5 +235,6 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         }
     };
     mark_stopped(store, id, code);
+    crate::admission::event(&store.dir(id), id, skiff_plugins::EventKind::Exited(code));
     Ok(code)
 }

@@ -1,0 +1,101 @@
+//! Plugin admission and lifecycle events for skiff-runtime, through the same policy
+//! code as `skiff` (crates/cli/src/policy.rs, compiled into both binaries). `create`
+//! admits the bundle and keeps the decision beside the record so the supervisor, which
+//! re-reads config.json, applies the same adjustments.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use skiff_plugins::{ContainerDecision, EventKind};
+use skiff_runtime::oci::{Bundle, BundleBind};
+
+#[allow(
+    dead_code,
+    reason = "image admission and skiff's own container paths are unused here"
+)]
+#[path = "../../policy.rs"]
+mod policy;
+
+const DECISION_FILE: &str = "admission.json";
+
+/// Admits the bundle of container `id`; stores and applies an allowing decision.
+pub fn admit(bundle: &mut Bundle, id: &str, state_dir: &Path) -> Result<()> {
+    let config = serde_json::to_value(&bundle.spec)?;
+    let annotations: BTreeMap<String, String> = bundle
+        .spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let Some(decision) = policy::get()?.admit_oci(id, &config, annotations)? else {
+        return Ok(());
+    };
+    apply(bundle, &decision)?;
+    let path = state_dir.join(DECISION_FILE);
+    std::fs::write(&path, serde_json::to_vec(&decision)?)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Re-applies the decision `create` stored (in the supervisor).
+pub fn reapply(bundle: &mut Bundle, state_dir: &Path) -> Result<()> {
+    let path = state_dir.join(DECISION_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(());
+    };
+    let decision: ContainerDecision =
+        serde_json::from_slice(&bytes).with_context(|| format!("read {}", path.display()))?;
+    apply(bundle, &decision)
+}
+
+/// What a microVM can honour of the merged adjustments; the rest is refused.
+fn apply(bundle: &mut Bundle, d: &ContainerDecision) -> Result<()> {
+    let a = &d.adjustments;
+    for (k, v) in &a.env {
+        bundle
+            .process
+            .env
+            .retain(|e| e.split('=').next() != Some(k.as_str()));
+        bundle.process.env.push(format!("{k}={v}"));
+    }
+    if let Some(m) = a.vm.memory_mib {
+        bundle.memory_mib = m;
+    }
+    if let Some(c) = a.vm.vcpus {
+        bundle.vcpus = c;
+    }
+    for m in &a.mounts {
+        if m.kind != "bind" && !m.options.iter().any(|o| o == "bind" || o == "rbind") {
+            bail!(
+                "a plugin asked for a {:?} mount at {}; only bind mounts can be added",
+                m.kind,
+                m.destination
+            );
+        }
+        if !m.destination.starts_with('/') || m.destination.split('/').any(|c| c == "..") {
+            bail!("a plugin asked for a mount at {:?}", m.destination);
+        }
+        bundle.binds.push(BundleBind {
+            host: PathBuf::from(&m.source),
+            target: m.destination.clone(),
+            readonly: m.options.iter().any(|o| o == "ro"),
+        });
+    }
+    if !a.hooks.is_empty() {
+        bail!("a plugin asked for OCI hooks, which skiff-runtime does not take from plugins yet");
+    }
+    if a.resources != skiff_plugins::Resources::default() {
+        bail!("a plugin asked for cgroup resources; size the microVM (vm.memory_mib, vm.vcpus) instead");
+    }
+    Ok(())
+}
+
+/// A lifecycle event, audited in the container's state directory.
+pub fn event(state_dir: &Path, id: &str, kind: EventKind) {
+    match policy::get() {
+        Ok(p) => p.event_in(state_dir, id, &BTreeMap::new(), kind),
+        Err(e) => tracing::warn!("plugins: {e:#}"),
+    }
+}
