@@ -312,6 +312,13 @@ fn every_state_transition_and_its_errors() {
 
     f.ok(&["start", "life"]);
     assert_eq!(f.state("life")["status"], "running");
+    f.fails(&["resume", "life"], "not paused");
+    f.ok(&["pause", "life"]);
+    assert_eq!(f.state("life")["status"], "paused");
+    f.fails(&["pause", "life"], "not running");
+    f.fails(&["delete", "life"], "not stopped");
+    f.ok(&["resume", "life"]);
+    assert_eq!(f.state("life")["status"], "running");
     f.fails(&["start", "life"], "already running");
     f.fails(&["delete", "life"], "not stopped");
     assert_eq!(f.state("life")["status"], "running");

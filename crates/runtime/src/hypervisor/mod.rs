@@ -140,6 +140,9 @@ pub fn select(requested: Option<HypervisorKind>) -> Result<Selection> {
     }
 }
 
+/// The QEMU backend's QMP monitor socket, in the VM's work directory.
+pub const QMP_SOCKET: &str = "qmp.sock";
+
 /// A disk attached as virtio-blk, found by the agent through its serial.
 #[derive(Debug, Clone)]
 pub struct Disk {

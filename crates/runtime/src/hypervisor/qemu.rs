@@ -117,6 +117,11 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
     .args(["-m", &mem])
     .args(["-smp", &spec.vcpus.to_string()])
     .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    // A QMP monitor, so skiff-runtime can pause and resume the vCPUs (`stop`/`cont`).
+    cmd.arg("-qmp").arg(format!(
+        "unix:{},server=on,wait=off",
+        qemu_escape(&dir.join(super::QMP_SOCKET))
+    ));
     match accel {
         Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
         Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod hooks;
+pub mod qmp;
 pub mod state;
 
 pub use bundle::{Bundle, BundleBind};

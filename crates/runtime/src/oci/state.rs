@@ -64,6 +64,11 @@ pub struct Record {
     pub vsock_uds: Option<PathBuf>,
     #[serde(default)]
     pub control: Option<PathBuf>,
+    /// The VM's QMP monitor (QEMU backend), for pause and resume.
+    #[serde(default)]
+    pub qmp: Option<PathBuf>,
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Whether `pid` is the live (not zombie) process that started at `start` ticks.
@@ -86,7 +91,9 @@ impl Record {
         match self.pid {
             None => Status::Creating,
             Some(pid) if process_alive(pid, self.pid_start) => {
-                if self.started {
+                if self.paused {
+                    Status::Paused
+                } else if self.started {
                     Status::Running
                 } else {
                     Status::Created

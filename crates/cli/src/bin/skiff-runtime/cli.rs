@@ -128,6 +128,13 @@ pub enum Cmd {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Pause the container's vCPUs.
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
     Features,
     /// Write a template config.json (`--rootless` is the global flag, accepted).
     Spec {

@@ -43,6 +43,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Exec(a) => exec::exec(&store, helper_args(cli), a),
         Cmd::Ps { format, id, .. } => ps(&store, id, format),
         Cmd::List { format, quiet } => list(&store, format, *quiet),
+        Cmd::Pause { id } => pause(&store, id, true).map(|()| 0),
+        Cmd::Resume { id } => pause(&store, id, false).map(|()| 0),
         Cmd::Features => features(),
         Cmd::Spec { bundle } => spec(bundle.as_deref()),
         Cmd::Supervise { id } => supervise::run(&store, id),
@@ -372,6 +374,24 @@ fn run(cli: &Cli, store: &Store, a: &CreateArgs, detach: bool) -> Result<i32> {
     let status = child.wait()?;
     let _ = delete(store, &a.id, true);
     Ok(status.code().unwrap_or(137))
+}
+
+/// pause/resume: the VM's vCPUs stop (QMP `stop`) or continue (`cont`).
+fn pause(store: &Store, id: &str, pause: bool) -> Result<()> {
+    let lock = store.lock(id)?;
+    let mut rec = lock.load()?;
+    match (rec.status(), pause) {
+        (Status::Running, true) | (Status::Paused, false) => {}
+        (_, true) => bail!("container not running"),
+        (_, false) => bail!("container not paused"),
+    }
+    let Some(qmp) = &rec.qmp else {
+        bail!("this hypervisor backend cannot pause a VM");
+    };
+    skiff_runtime::oci::qmp::execute(qmp, if pause { "stop" } else { "cont" })?;
+    rec.paused = pause;
+    lock.save(&rec)?;
+    Ok(())
 }
 
 fn ps(store: &Store, id: &str, format: &str) -> Result<i32> {

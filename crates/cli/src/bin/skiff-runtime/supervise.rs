@@ -149,6 +149,8 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         rec.pid_start = process_start_ticks(me);
         rec.vsock_uds = Some(vm.vsock_uds().to_path_buf());
         rec.control = Some(control.clone());
+        let qmp = vm.work_dir().join(hypervisor::QMP_SOCKET);
+        rec.qmp = qmp.exists().then_some(qmp);
         lock.save(&rec)?;
     }
 
