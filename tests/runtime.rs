@@ -309,6 +309,13 @@ fn every_state_transition_and_its_errors() {
     assert_eq!(f.state("life")["status"], "created");
     let ps: Vec<u32> = serde_json::from_str(&f.ok(&["ps", "--format", "json", "life"])).unwrap();
     assert_eq!(ps, [pid]);
+    let stats: Value = serde_json::from_str(&f.ok(&["events", "--stats", "life"])).unwrap();
+    assert_eq!(stats["type"], "stats");
+    assert!(stats["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0);
+    assert!(
+        stats["data"]["pids"]["current"].as_u64().unwrap() >= 2,
+        "{stats}"
+    );
 
     f.ok(&["start", "life"]);
     assert_eq!(f.state("life")["status"], "running");
@@ -330,6 +337,7 @@ fn every_state_transition_and_its_errors() {
     assert_eq!(wait_pid(pid), 128 + libc::SIGTERM);
     assert_eq!(f.state("life")["status"], "stopped");
     f.fails(&["kill", "life", "9"], "container not running");
+    f.fails(&["events", "--stats", "life"], "container not running");
     f.fails(&["start", "life"], "stopped");
     f.ok(&["delete", "life"]);
     f.fails(&["state", "life"], "does not exist");

@@ -135,6 +135,17 @@ pub enum Cmd {
     Resume {
         id: String,
     },
+    /// Resource usage of the container's host processes (the supervisor and its VM), as
+    /// runc's `{"type":"stats"}` lines: once with --stats, else every --interval until
+    /// the container stops.
+    Events {
+        #[arg(long)]
+        stats: bool,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        id: String,
+    },
     Features,
     /// Write a template config.json (`--rootless` is the global flag, accepted).
     Spec {

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
 use skiff_runtime::container::{now_ms, rfc3339_ms};
 use skiff_runtime::oci::{hooks, state, Bundle, Record, Status, Store, SPEC_VERSION};
 
@@ -45,6 +46,11 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::List { format, quiet } => list(&store, format, *quiet),
         Cmd::Pause { id } => pause(&store, id, true).map(|()| 0),
         Cmd::Resume { id } => pause(&store, id, false).map(|()| 0),
+        Cmd::Events {
+            stats,
+            interval,
+            id,
+        } => events(&store, id, *stats, *interval),
         Cmd::Features => features(),
         Cmd::Spec { bundle } => spec(bundle.as_deref()),
         Cmd::Supervise { id } => supervise::run(&store, id),
@@ -392,6 +398,90 @@ fn pause(store: &Store, id: &str, pause: bool) -> Result<()> {
     rec.paused = pause;
     lock.save(&rec)?;
     Ok(())
+}
+
+/// `pid` and every descendant, from /proc/<pid>/task/*/children.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 4096 {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// (CPU time in ns, resident bytes) of one process.
+fn usage_of(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command: state is field 0, utime 11, stime 12, rss 21 (pages).
+    let num = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf has no memory effects.
+    let (tick, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let ns_per_tick = 1_000_000_000 / u64::try_from(tick).unwrap_or(100).max(1);
+    (
+        (num(11) + num(12)) * ns_per_tick,
+        num(21) * u64::try_from(page).unwrap_or(4096),
+    )
+}
+
+fn stats_line(id: &str, pid: u32) -> Value {
+    let tree = process_tree(pid);
+    let (cpu, mem) = tree
+        .iter()
+        .map(|p| usage_of(*p))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    serde_json::json!({
+        "type": "stats",
+        "id": id,
+        "data": {
+            "cpu": {"usage": {"total": cpu}},
+            "memory": {"usage": {"usage": mem}},
+            "pids": {"current": tree.len()},
+        },
+    })
+}
+
+fn events(store: &Store, id: &str, once: bool, interval: u64) -> Result<i32> {
+    loop {
+        let rec = store.lock(id)?.load()?;
+        let (Status::Created | Status::Running | Status::Paused, Some(pid)) =
+            (rec.status(), rec.pid)
+        else {
+            if once {
+                bail!("container not running");
+            }
+            return Ok(0);
+        };
+        println!("{}", stats_line(id, pid));
+        if once {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_secs(interval.max(1)));
+    }
 }
 
 fn ps(store: &Store, id: &str, format: &str) -> Result<i32> {
