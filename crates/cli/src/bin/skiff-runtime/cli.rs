@@ -146,6 +146,14 @@ pub enum Cmd {
         interval: u64,
         id: String,
     },
+    /// Change a container's resources. A microVM's memory and vCPUs are fixed when it
+    /// boots, so only an update that keeps them is accepted.
+    Update {
+        /// A JSON `linux.resources` file, or `-` for stdin.
+        #[arg(long, short = 'r')]
+        resources: Option<PathBuf>,
+        id: String,
+    },
     Features,
     /// Write a template config.json (`--rootless` is the global flag, accepted).
     Spec {

@@ -51,6 +51,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
             interval,
             id,
         } => events(&store, id, *stats, *interval),
+        Cmd::Update { resources, id } => update(&store, id, resources.as_deref()).map(|()| 0),
         Cmd::Features => features(),
         Cmd::Spec { bundle } => spec(bundle.as_deref()),
         Cmd::Supervise { id } => supervise::run(&store, id),
@@ -482,6 +483,43 @@ fn events(store: &Store, id: &str, once: bool, interval: u64) -> Result<i32> {
         }
         std::thread::sleep(Duration::from_secs(interval.max(1)));
     }
+}
+
+fn update(store: &Store, id: &str, resources: Option<&std::path::Path>) -> Result<()> {
+    let rec = store.lock(id)?.load()?;
+    if !matches!(
+        rec.status(),
+        Status::Created | Status::Running | Status::Paused
+    ) {
+        bail!("container not running");
+    }
+    let Some(path) = resources else {
+        return Ok(());
+    };
+    let mut bytes = Vec::new();
+    if path == std::path::Path::new("-") {
+        std::io::stdin().take(1 << 20).read_to_end(&mut bytes)?;
+    } else {
+        bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    }
+    let wanted: oci_spec::runtime::LinuxResources =
+        serde_json::from_slice(&bytes).context("invalid resources JSON")?;
+    let bundle = Bundle::load(&rec.bundle)?;
+    let mut spec = bundle.spec.clone();
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_resources(Some(wanted));
+    spec.set_linux(Some(linux));
+    let resized = Bundle::from_spec(bundle.dir.clone(), spec)?;
+    if (resized.memory_mib, resized.vcpus) != (bundle.memory_mib, bundle.vcpus) {
+        bail!(
+            "a running microVM cannot be resized (it has {} MiB and {} vCPUs; the update asks for {} MiB and {})",
+            bundle.memory_mib,
+            bundle.vcpus,
+            resized.memory_mib,
+            resized.vcpus
+        );
+    }
+    Ok(())
 }
 
 fn ps(store: &Store, id: &str, format: &str) -> Result<i32> {
