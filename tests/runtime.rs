@@ -344,6 +344,17 @@ fn every_state_transition_and_its_errors() {
     f.ok(&["delete", "--force", "life"]);
     f.ok(&["delete", "--force", "life"]);
 
+    // A VM that dies before start ends the container instead of leaving it "created".
+    let pid = f.create("vmdies", &b, &[]);
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    for k in kids.split_whitespace() {
+        // SAFETY: kill(2) on the supervisor's own children (the VM's processes).
+        unsafe { libc::kill(k.parse().unwrap(), libc::SIGKILL) };
+    }
+    assert_eq!(wait_pid(pid), 137);
+    assert_eq!(f.state("vmdies")["status"], "stopped");
+    f.ok(&["delete", "vmdies"]);
+
     // delete --force of a created and of a running container.
     let pid = f.create("forced", &b, &[]);
     f.ok(&["delete", "--force", "forced"]);

@@ -189,9 +189,23 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     ready.ok();
     tracing::debug!(id, "created; waiting for start");
 
-    // Created: wait for `start` or a signal that ends the container before it ran.
+    // Created: wait for `start` or a signal that ends the container before it ran; a
+    // VM that dies meanwhile ends the container too, instead of leaving it "created".
+    let next = loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = vm.wait(Duration::ZERO) {
+                    tracing::warn!(status, "the VM exited before the container started");
+                    mark_stopped(store, id, 137);
+                    return Ok(137);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Err(()),
+            Ok(cmd) => break Ok(cmd),
+        }
+    };
     let failed = {
-        match rx.recv() {
+        match next {
             Ok(Cmd::Start(mut conn)) => match agent.start(MAIN_STREAM, true, &process) {
                 Ok(outcome) => {
                     started.store(true, Ordering::SeqCst);
@@ -218,7 +232,7 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
                 mark_stopped(store, id, 128 + sig);
                 return Ok(128 + sig);
             }
-            Err(_) => return Err(anyhow!("the control socket closed")),
+            Err(()) => return Err(anyhow!("the control socket closed")),
         }
     };
     if failed.is_none() {
