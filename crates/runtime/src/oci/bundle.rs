@@ -15,8 +15,9 @@ const MAX_CONFIG: u64 = 4 << 20;
 const DEFAULT_MEMORY_MIB: u32 = 256;
 const MIN_MEMORY_MIB: u32 = 128;
 const MAX_MEMORY_MIB: u32 = 16 << 10;
-/// Annotations that override the VM size derived from `linux.resources`.
-pub const ANNOTATION_MEMORY: &str = "io.skiff.vm.memory_mib";
+/// Annotations that override the VM size derived from `linux.resources` (the names
+/// policy.rs shows plugins).
+pub const ANNOTATION_MEMORY: &str = "io.skiff.vm.memory-mib";
 pub const ANNOTATION_VCPUS: &str = "io.skiff.vm.vcpus";
 
 /// A host directory bound into the container.
@@ -256,7 +257,7 @@ mod tests {
             r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
                "mounts":[{"destination":"../x","type":"bind","source":"/tmp"}]}"#,
             r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
-               "annotations":{"io.skiff.vm.memory_mib":"1"}}"#,
+               "annotations":{"io.skiff.vm.memory-mib":"1"}}"#,
         ] {
             let (_d, b) = bundle_with(bad);
             assert!(b.is_err(), "{bad}");
