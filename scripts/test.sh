@@ -46,7 +46,7 @@ step "test guest (x86_64-unknown-none): fmt and clippy"
 step "build skiff and skiff-runtime for the tests"
 cargo build --quiet -p skiff-cli --bins
 step "cargo test"
-cargo test --workspace 2>&1 | tee "$cache/last-test.log"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$cache/last-test.log"
 # The QEMU backend runs on skiff's own device models by default; check that the
 # built-in alternative still boots the same guests.
 step "cargo test: slice on QEMU's built-in devices"
