@@ -3,7 +3,7 @@
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueState};
+use virtio_queue::Queue;
 
 use crate::GuestMemoryMmap;
 
@@ -58,17 +58,6 @@ pub trait VirtioDevice: Send {
     }
     /// True once the device gave up on a queue the driver corrupted.
     fn is_broken(&self) -> bool {
-        false
-    }
-    /// Snapshot support: the state of the queues the device holds since activation
-    /// (empty before it). `None` means the device cannot be snapshotted, and a
-    /// snapshot of a VM holding it fails instead of silently losing its state.
-    fn snapshot_queues(&self) -> Option<Vec<QueueState>> {
-        None
-    }
-    /// Called once a restored device has been re-activated with its saved queues;
-    /// returns whether the guest must be interrupted (e.g. a vsock transport reset).
-    fn restored(&mut self) -> bool {
         false
     }
 }

@@ -2,8 +2,6 @@
 //! their irqfds and ioeventfds, vCPUs; then runs it until the guest ends.
 
 use std::fs::OpenOptions;
-use std::os::unix::thread::JoinHandleExt;
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -28,12 +26,9 @@ use crate::devices::{BootTimer, ConsoleOut, Devices, IrqLine, MmioSlot, SerialCo
 use crate::event_loop::EventLoop;
 use crate::exit::{GuestExit, EXIT_VMM_ERROR};
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
-use crate::snapshot::state::DeviceBackend;
-use crate::snapshot::SnapshotError;
 use crate::vmm_config::{ConsoleConfig, VmConfig, MAX_VCPUS};
-use crate::vstate::control::{install_kick_handler, VcpuControl};
 use crate::vstate::memory::{create_guest_memory, MemoryError};
-use crate::vstate::vcpu::{boot_msr_indices, Vcpu, VcpuRunContext};
+use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::{Vm, VmError};
 use crate::GuestMemoryMmap;
 
@@ -52,8 +47,6 @@ pub enum BuildError {
     Disk(#[from] DiskError),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
     #[error("vsock socket {path}: {source}")]
     Vsock {
         path: String,
@@ -74,38 +67,19 @@ pub enum BuildError {
     },
 }
 
-pub(crate) fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BuildError {
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BuildError {
     move |source| BuildError::Io { what, source }
 }
 
 /// A built microVM, ready to run.
 pub struct Microvm {
-    pub(crate) vm: Arc<Vm>,
-    pub(crate) mem: Arc<GuestMemoryMmap>,
-    pub(crate) vcpus: Vec<Vcpu>,
-    pub(crate) devices: Arc<Devices>,
-    pub(crate) event_loop: EventLoop,
-    pub(crate) exit_rx: mpsc::Receiver<GuestExit>,
-    pub(crate) filters: Filters,
-    /// What a snapshot of this VM must record besides KVM and device state.
-    pub(crate) shape: VmShape,
-    pub(crate) start_paused: bool,
-}
-
-/// The machine's size and device backends, in device order (a device without a
-/// backend description cannot be snapshotted).
-#[derive(Debug, Clone)]
-pub struct VmShape {
-    pub memory_mib: u64,
-    pub vcpus: u8,
-    pub backends: Vec<DeviceBackend>,
-}
-
-/// How to run a built microVM.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Serve the control API (pause, resume, snapshot) on this UNIX socket.
-    pub api_socket: Option<PathBuf>,
+    _vm: Vm,
+    _mem: Arc<GuestMemoryMmap>,
+    vcpus: Vec<Vcpu>,
+    devices: Arc<Devices>,
+    event_loop: EventLoop,
+    exit_rx: mpsc::Receiver<GuestExit>,
+    filters: Filters,
 }
 
 /// How a run ended.
@@ -124,7 +98,7 @@ impl RunOutcome {
     }
 }
 
-pub(crate) fn console_out(config: &ConsoleConfig) -> Result<ConsoleOut, BuildError> {
+fn console_out(config: &ConsoleConfig) -> Result<ConsoleOut, BuildError> {
     Ok(match config {
         ConsoleConfig::Stdout => Box::new(std::io::stdout()),
         ConsoleConfig::Off => Box::new(std::io::sink()),
@@ -194,26 +168,14 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
     }
 
     let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
-    let mut backends = Vec::new();
     for disk in &config.disks {
-        let opened = Disk::open(disk)?;
-        backends.push(DeviceBackend::Block {
-            path: disk.path.display().to_string(),
-            read_only: disk.read_only,
-            serial: disk.serial.clone(),
-            sectors: opened.sectors(),
-        });
-        models.push(Box::new(Block::new(opened)));
+        models.push(Box::new(Block::new(Disk::open(disk)?)));
     }
     for net in &config.nets {
         let tap = Tap::open(&net.tap).map_err(|e| BuildError::Config(e.to_string()))?;
         models.push(Box::new(
             Net::new(tap, net.mac).map_err(io_err("virtio-net epoll"))?,
         ));
-        backends.push(DeviceBackend::Net {
-            tap: net.tap.clone(),
-            mac: net.mac,
-        });
     }
     if let Some(v) = &config.vsock {
         let muxer =
@@ -222,23 +184,43 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
                 source,
             })?;
         models.push(Box::new(Vsock::new(muxer)));
-        backends.push(DeviceBackend::Vsock {
-            guest_cid: v.guest_cid,
-            uds_path: v.uds_path.display().to_string(),
-        });
     }
 
-    let slots = attach_devices(&vm, &mem, models)?;
-    for slot in &slots {
+    let mut slots = Vec::new();
+    let mut ioeventfd_ok = true;
+    for (i, model) in models.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW_SIZE;
+        let irq = VIRTIO_IRQ_BASE + u32::try_from(i).unwrap_or(0);
+        let trigger = Arc::new(IrqTrigger::with_new_eventfd().map_err(io_err("eventfd"))?);
+        vm.register_irqfd(trigger.eventfd(), irq)?;
+        let transport =
+            MmioTransport::new(model, mem.clone(), trigger).map_err(io_err("eventfd"))?;
+        for (q, evt) in transport.queue_events().iter().enumerate() {
+            let datamatch = u32::try_from(q).unwrap_or(u32::MAX);
+            if let Err(e) = vm.register_mmio_ioeventfd(evt, base + QUEUE_NOTIFY_OFFSET, datamatch) {
+                // The transport forwards notifications itself; only slower.
+                if ioeventfd_ok {
+                    warn!("ioeventfd unavailable, notifications go through VM exits: {e}");
+                }
+                ioeventfd_ok = false;
+            }
+        }
         cmdline
-            .add_virtio_mmio_device(MMIO_WINDOW_SIZE, GuestAddress(slot.base), slot.irq, None)
+            .add_virtio_mmio_device(MMIO_WINDOW_SIZE, GuestAddress(base), irq, None)
             .map_err(|e| BootError::Cmdline(e.to_string()))?;
+        slots.push(MmioSlot {
+            base,
+            irq,
+            transport: Arc::new(Mutex::new(transport)),
+        });
     }
 
     let cmdline_len = boot::write_cmdline(&mem, &cmdline)?;
     boot::write_zero_page(&mem, &kernel, cmdline_len, initramfs)?;
 
-    let serial = SerialConsole::new(serial_irq(&vm)?, console_out(&config.console)?);
+    let serial_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    vm.register_irqfd(&serial_evt, SERIAL_IRQ)?;
+    let serial = SerialConsole::new(IrqLine(serial_evt), console_out(&config.console)?);
 
     let event_loop = EventLoop::new(slots.iter().map(|s| s.transport.clone()).collect())
         .map_err(io_err("device event loop"))?;
@@ -267,97 +249,29 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
         Filters::disabled()
     };
     Ok(Microvm {
-        vm: Arc::new(vm),
-        mem,
+        _vm: vm,
+        _mem: mem,
         vcpus,
         devices,
         event_loop,
         exit_rx,
         filters,
-        shape: VmShape {
-            memory_mib: config.memory_mib,
-            vcpus: config.vcpus,
-            backends,
-        },
-        start_paused: false,
     })
 }
 
-/// The COM1 interrupt line, wired to the irqchip.
-pub(crate) fn serial_irq(vm: &Vm) -> Result<IrqLine, BuildError> {
-    let serial_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-    vm.register_irqfd(&serial_evt, SERIAL_IRQ)?;
-    Ok(IrqLine(serial_evt))
-}
-
-/// Puts each model behind a virtio-mmio transport at its window with an irqfd and
-/// ioeventfds; device `i` gets window `i` and IRQ `VIRTIO_IRQ_BASE + i`.
-pub(crate) fn attach_devices(
-    vm: &Vm,
-    mem: &Arc<GuestMemoryMmap>,
-    models: Vec<Box<dyn VirtioDevice>>,
-) -> Result<Vec<MmioSlot>, BuildError> {
-    let mut slots = Vec::new();
-    let mut ioeventfd_ok = true;
-    for (i, model) in models.into_iter().enumerate() {
-        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW_SIZE;
-        let irq = VIRTIO_IRQ_BASE + u32::try_from(i).unwrap_or(0);
-        let trigger = Arc::new(IrqTrigger::with_new_eventfd().map_err(io_err("eventfd"))?);
-        vm.register_irqfd(trigger.eventfd(), irq)?;
-        let transport =
-            MmioTransport::new(model, mem.clone(), trigger).map_err(io_err("eventfd"))?;
-        for (q, evt) in transport.queue_events().iter().enumerate() {
-            let datamatch = u32::try_from(q).unwrap_or(u32::MAX);
-            if let Err(e) = vm.register_mmio_ioeventfd(evt, base + QUEUE_NOTIFY_OFFSET, datamatch) {
-                // The transport forwards notifications itself; only slower.
-                if ioeventfd_ok {
-                    warn!("ioeventfd unavailable, notifications go through VM exits: {e}");
-                }
-                ioeventfd_ok = false;
-            }
-        }
-        slots.push(MmioSlot {
-            base,
-            irq,
-            transport: Arc::new(Mutex::new(transport)),
-        });
-    }
-    Ok(slots)
-}
-
 impl Microvm {
-    /// Starts the device thread, the vCPUs and (with an API socket) the control API,
-    /// and waits until the guest ends. The vCPU threads are not joined: the caller is
-    /// expected to exit the process.
-    pub fn run(self, options: RunOptions) -> Result<RunOutcome, BuildError> {
+    /// Starts the device thread and the vCPUs and waits until the guest ends. The vCPU
+    /// threads are not joined: the caller is expected to exit the process.
+    pub fn run(self) -> Result<RunOutcome, BuildError> {
         let Microvm {
-            vm,
-            mem,
+            _vm,
+            _mem,
             vcpus,
             devices,
             event_loop,
             exit_rx,
             filters,
-            shape,
-            start_paused,
         } = self;
-        // Bound before any thread starts, so a bad path is an error, not a late warning.
-        let listener = match &options.api_socket {
-            Some(path) => Some(crate::api::bind(path)?),
-            None => None,
-        };
-        if start_paused && listener.is_none() {
-            return Err(BuildError::Config(
-                "a VM that starts paused needs --api-socket to be resumed".into(),
-            ));
-        }
-        install_kick_handler().map_err(io_err("install vCPU kick handler"))?;
-        let msr_list = Arc::new(crate::snapshot::kvm_state::msr_indices(
-            vm.kvm(),
-            &boot_msr_indices(),
-        ));
-        let (control, receivers) = VcpuControl::new(vcpus.len(), start_paused);
-        let control = Arc::new(control);
         let device_filters = filters.clone();
         std::thread::Builder::new()
             .name("skiff-devices".into())
@@ -366,39 +280,16 @@ impl Microvm {
                 event_loop.run()
             })
             .map_err(io_err("spawn device thread"))?;
-        for (vcpu, commands) in vcpus.into_iter().zip(receivers) {
-            let ctx = VcpuRunContext {
-                devices: devices.clone(),
-                control: control.clone(),
-                commands,
-                msr_list: msr_list.clone(),
-            };
+        for vcpu in vcpus {
+            let devices = devices.clone();
             let vcpu_filters = filters.clone();
-            let handle = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name("skiff-vcpu".into())
                 .spawn(move || {
                     install_or_die(&vcpu_filters, ThreadKind::Vcpu);
-                    vcpu.run(ctx)
+                    vcpu.run(devices)
                 })
                 .map_err(io_err("spawn vCPU thread"))?;
-            control.register_thread(handle.as_pthread_t());
-        }
-        if let Some(listener) = listener {
-            let api = crate::api::Api {
-                vm: vm.clone(),
-                mem: mem.clone(),
-                devices: devices.clone(),
-                control: control.clone(),
-                shape,
-            };
-            let api_filters = filters.clone();
-            std::thread::Builder::new()
-                .name("skiff-api".into())
-                .spawn(move || {
-                    install_or_die(&api_filters, ThreadKind::Api);
-                    api.serve(listener)
-                })
-                .map_err(io_err("spawn API thread"))?;
         }
         filters.install(ThreadKind::Vmm)?;
         let exit = exit_rx
@@ -406,7 +297,7 @@ impl Microvm {
             .unwrap_or_else(|_| GuestExit::Crash("all vCPUs stopped".into()));
         devices.flush_console();
         // Keep VM and memory mapped until here: vCPUs may still be running.
-        drop((vm, mem));
+        drop((_vm, _mem));
         Ok(RunOutcome {
             exit,
             reported_status: devices.reported_status(),

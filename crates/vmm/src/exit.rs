@@ -15,8 +15,6 @@ pub enum GuestExit {
     Shutdown,
     /// The guest can no longer run.
     Crash(String),
-    /// The VMM stopped the guest after saving a snapshot (`snapshot DIR exit`).
-    Snapshotted,
 }
 
 impl GuestExit {
@@ -25,7 +23,6 @@ impl GuestExit {
     pub fn exit_code(&self, reported: Option<u8>) -> i32 {
         match self {
             GuestExit::Reset | GuestExit::Shutdown => reported.map_or(0, i32::from),
-            GuestExit::Snapshotted => 0,
             GuestExit::Crash(_) => EXIT_GUEST_CRASH,
         }
     }

@@ -33,15 +33,12 @@
 //!   flags, missing kernel, no /dev/kvm); one line on stderr says why;
 //! - 2: command-line syntax error (clap).
 
-pub mod api;
 pub mod arch;
 pub mod builder;
 pub mod devices;
 pub mod event_loop;
 pub mod exit;
-pub mod restore;
 pub mod seccomp;
-pub mod snapshot;
 pub mod vhost_user;
 pub mod vmm_config;
 pub mod vstate;

@@ -7,8 +7,6 @@
 //! - the device thread: epoll, eventfds, disk I/O on already-open files, and UNIX
 //!   sockets for vsock (connect to `<uds>_<port>`, accept, read, write).
 //! - the VMM main thread: waits for the guest to end, flushes, exits.
-//! - the API thread (only with `--api-socket`): accepts control clients, kicks vCPU
-//!   threads, reads VM state and writes snapshot files.
 
 use std::collections::BTreeMap;
 
@@ -26,8 +24,6 @@ pub enum ThreadKind {
     Device,
     /// The main thread after start-up.
     Vmm,
-    /// Serves the control API (pause, resume, snapshot).
-    Api,
 }
 
 /// Errors compiling or installing a filter.
@@ -43,34 +39,6 @@ pub enum SeccompError {
 const KVM_RUN: u64 = 0xae80;
 const KVM_GET_REGS: u64 = 0x8090_ae81;
 const KVM_GET_SREGS: u64 = 0x8138_ae83;
-
-/// `_IOR`/`_IOWR(KVMIO, nr, T)` as linux/kvm.h defines them.
-const fn kvm_ior(nr: u64, size: usize) -> u64 {
-    (2 << 30) | ((size as u64) << 16) | (0xae << 8) | nr
-}
-const fn kvm_iowr(nr: u64, size: usize) -> u64 {
-    (3 << 30) | ((size as u64) << 16) | (0xae << 8) | nr
-}
-use std::mem::size_of;
-/// vCPU state reads a snapshot makes on the vCPU's own thread.
-const KVM_VCPU_SAVE: [u64; 9] = [
-    kvm_iowr(0x91, size_of::<kvm_bindings::kvm_cpuid2>()),
-    kvm_iowr(0x88, size_of::<kvm_bindings::kvm_msrs>()),
-    kvm_ior(0x8e, size_of::<kvm_bindings::kvm_lapic_state>()),
-    kvm_ior(0x98, size_of::<kvm_bindings::kvm_mp_state>()),
-    kvm_ior(0x9f, size_of::<kvm_bindings::kvm_vcpu_events>()),
-    kvm_ior(0xa1, size_of::<kvm_bindings::kvm_debugregs>()),
-    kvm_ior(0xa4, size_of::<kvm_bindings::kvm_xsave>()),
-    kvm_ior(0xa6, size_of::<kvm_bindings::kvm_xcrs>()),
-    0xaea3, // KVM_GET_TSC_KHZ
-];
-/// VM state reads (irqchip, PIT, clock) and the MSR index list, on the API thread.
-const KVM_VM_SAVE: [u64; 4] = [
-    0xae00, // KVM_GET_API_VERSION, recorded in the snapshot's host info
-    kvm_iowr(0x62, size_of::<kvm_bindings::kvm_irqchip>()),
-    kvm_ior(0x9f, size_of::<kvm_bindings::kvm_pit_state2>()),
-    kvm_ior(0x7c, size_of::<kvm_bindings::kvm_clock_data>()),
-];
 // Socket ioctl std uses for set_nonblocking.
 const FIONBIO: u64 = 0x5421;
 
@@ -129,34 +97,6 @@ const DEVICE: &[i64] = &[
 
 const VMM: &[i64] = &[libc::SYS_read];
 
-/// Control clients and snapshot files: no exec, no fork, no new sockets.
-const API: &[i64] = &[
-    libc::SYS_accept4,
-    libc::SYS_accept,
-    libc::SYS_read,
-    libc::SYS_recvfrom,
-    libc::SYS_sendto,
-    libc::SYS_openat,
-    libc::SYS_mkdir,
-    libc::SYS_mkdirat,
-    libc::SYS_statx,
-    libc::SYS_newfstatat,
-    libc::SYS_fstat,
-    libc::SYS_lseek,
-    libc::SYS_pwrite64,
-    libc::SYS_ftruncate,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_rename,
-    libc::SYS_renameat,
-    libc::SYS_renameat2,
-    libc::SYS_unlink,
-    libc::SYS_unlinkat,
-    libc::SYS_getpid,
-    libc::SYS_gettid,
-    libc::SYS_tgkill,
-];
-
 fn ioctl_rule(cmds: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     cmds.iter()
         .map(|&cmd| {
@@ -178,7 +118,6 @@ pub fn rules(
         ThreadKind::Vcpu => VCPU,
         ThreadKind::Device => DEVICE,
         ThreadKind::Vmm => VMM,
-        ThreadKind::Api => API,
     };
     let mut map: BTreeMap<i64, Vec<SeccompRule>> = COMMON
         .iter()
@@ -187,17 +126,15 @@ pub fn rules(
         .collect();
     match kind {
         ThreadKind::Vcpu => {
-            let mut allowed = vec![KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS];
-            allowed.extend(KVM_VCPU_SAVE);
-            map.insert(libc::SYS_ioctl, ioctl_rule(&allowed)?);
+            map.insert(
+                libc::SYS_ioctl,
+                ioctl_rule(&[KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS])?,
+            );
         }
         ThreadKind::Device => {
             map.insert(libc::SYS_ioctl, ioctl_rule(&[FIONBIO])?);
         }
         ThreadKind::Vmm => {}
-        ThreadKind::Api => {
-            map.insert(libc::SYS_ioctl, ioctl_rule(&KVM_VM_SAVE)?);
-        }
     }
     Ok(map)
 }
@@ -218,7 +155,7 @@ pub fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, 
 /// Compiled filters for every thread kind (`None` = seccomp disabled).
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
-    programs: Option<[BpfProgram; 4]>,
+    programs: Option<[BpfProgram; 3]>,
 }
 
 impl Filters {
@@ -229,8 +166,7 @@ impl Filters {
             programs: Some([
                 compile(ThreadKind::Vcpu, kill.clone())?,
                 compile(ThreadKind::Device, kill.clone())?,
-                compile(ThreadKind::Vmm, kill.clone())?,
-                compile(ThreadKind::Api, kill)?,
+                compile(ThreadKind::Vmm, kill)?,
             ]),
         })
     }
@@ -249,7 +185,6 @@ impl Filters {
             ThreadKind::Vcpu => &programs[0],
             ThreadKind::Device => &programs[1],
             ThreadKind::Vmm => &programs[2],
-            ThreadKind::Api => &programs[3],
         };
         seccompiler::apply_filter(program).map_err(SeccompError::Install)
     }
@@ -261,12 +196,7 @@ mod tests {
 
     #[test]
     fn every_kind_compiles() {
-        for kind in [
-            ThreadKind::Vcpu,
-            ThreadKind::Device,
-            ThreadKind::Vmm,
-            ThreadKind::Api,
-        ] {
+        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Vmm] {
             assert!(!compile(kind, SeccompAction::KillProcess)
                 .unwrap()
                 .is_empty());
@@ -279,7 +209,7 @@ mod tests {
         let rules = rules(ThreadKind::Vcpu).unwrap();
         assert!(!rules.contains_key(&libc::SYS_openat));
         assert!(!rules.contains_key(&libc::SYS_execve));
-        assert_eq!(rules[&libc::SYS_ioctl].len(), 3 + KVM_VCPU_SAVE.len());
+        assert_eq!(rules[&libc::SYS_ioctl].len(), 3);
         // Installed with EPERM instead of kill so the test process survives.
         let program = compile(ThreadKind::Vcpu, SeccompAction::Errno(libc::EPERM as u32)).unwrap();
         let outcome = std::thread::spawn(move || {
@@ -302,31 +232,6 @@ mod tests {
         .unwrap();
         assert_eq!(outcome.0.err(), Some(Some(libc::EPERM)));
         assert_eq!((outcome.1, outcome.2), (-1, Some(libc::EPERM)));
-    }
-
-    #[test]
-    fn ioctl_numbers_match_linux() {
-        // Values from linux/kvm.h on x86_64.
-        assert_eq!(KVM_VCPU_SAVE[1], 0xc008_ae88); // KVM_GET_MSRS
-        assert_eq!(KVM_VCPU_SAVE[2], 0x8400_ae8e); // KVM_GET_LAPIC
-        assert_eq!(KVM_VCPU_SAVE[6], 0x9000_aea4); // KVM_GET_XSAVE
-        assert_eq!(KVM_VM_SAVE[0], 0xae00); // KVM_GET_API_VERSION
-        assert_eq!(KVM_VM_SAVE[1], 0xc208_ae62); // KVM_GET_IRQCHIP
-        assert_eq!(KVM_VM_SAVE[2], 0x8070_ae9f); // KVM_GET_PIT2
-    }
-
-    #[test]
-    fn api_thread_cannot_spawn_programs_or_open_sockets() {
-        let rules = rules(ThreadKind::Api).unwrap();
-        for nr in [
-            libc::SYS_execve,
-            libc::SYS_clone,
-            libc::SYS_fork,
-            libc::SYS_socket,
-            libc::SYS_connect,
-        ] {
-            assert!(!rules.contains_key(&nr), "syscall {nr} allowed");
-        }
     }
 
     #[test]

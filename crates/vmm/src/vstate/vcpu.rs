@@ -1,7 +1,6 @@
 //! vCPUs: 64-bit boot state (CPUID, MSRs, registers, FPU, LAPIC) and the run loop that
 //! turns VM exits into device accesses.
 
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use kvm_bindings::{
@@ -12,14 +11,11 @@ use kvm_bindings::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use tracing::{debug, warn};
 
-use super::control::{set_immediate_exit_target, VcpuCommand, VcpuControl};
 use super::vm::{Vm, VmError};
 use crate::arch::layout::{BOOT_STACK, GDT_ADDR, IDT_ADDR, PML4, ZERO_PAGE};
 use crate::arch::paging::{CODE_SELECTOR, DATA_SELECTOR, GDT, TSS_SELECTOR};
 use crate::devices::Devices;
 use crate::exit::GuestExit;
-use crate::snapshot::state::VcpuState;
-use crate::snapshot::{kvm_state, SnapshotError};
 
 const X86_CR0_PE: u64 = 0x1;
 const X86_CR0_PG: u64 = 0x8000_0000;
@@ -46,20 +42,6 @@ const BOOT_MSRS: [(u32, u64); 11] = [
     (0x1a0, 1),             // MISC_ENABLE: fast strings
     (0x2ff, (1 << 11) | 6), // MTRR default type: enabled, write-back
 ];
-
-/// Indices of [`BOOT_MSRS`] (saved in snapshots even if KVM does not list them).
-pub fn boot_msr_indices() -> Vec<u32> {
-    BOOT_MSRS.iter().map(|&(index, _)| index).collect()
-}
-
-/// What a vCPU thread needs besides the vCPU: devices for its exits, the pause
-/// control, its command channel and the MSRs a snapshot saves.
-pub struct VcpuRunContext {
-    pub devices: Arc<Devices>,
-    pub control: Arc<VcpuControl>,
-    pub commands: Receiver<VcpuCommand>,
-    pub msr_list: Arc<Vec<u32>>,
-}
 
 /// One virtual CPU.
 #[derive(Debug)]
@@ -105,19 +87,6 @@ impl Vcpu {
         };
         vcpu.fd.set_regs(&regs).map_err(kvm_err("set registers"))?;
         Ok(vcpu)
-    }
-
-    /// Creates vCPU `state.id` and loads its saved state.
-    pub fn restore(vm: &Vm, state: &VcpuState) -> Result<Self, SnapshotError> {
-        let fd = vm
-            .fd()
-            .create_vcpu(u64::from(state.id))
-            .map_err(|source| SnapshotError::Kvm {
-                what: "create vCPU",
-                source,
-            })?;
-        kvm_state::restore_vcpu(&fd, state)?;
-        Ok(Self { id: state.id, fd })
     }
 
     fn set_msrs(&self) -> Result<(), VmError> {
@@ -177,102 +146,48 @@ impl Vcpu {
             .map_err(kvm_err("set special registers"))
     }
 
-    /// Runs the vCPU until the guest ends (the reason goes to `devices`), parking
-    /// whenever the control asks for a pause.
-    pub fn run(mut self, ctx: VcpuRunContext) {
-        set_immediate_exit_target(&mut self.fd.get_kvm_run().immediate_exit);
-        let reason = self.run_loop(&ctx);
-        set_immediate_exit_target(std::ptr::null_mut());
-        ctx.control.set_gone();
-        if let Some(reason) = reason {
-            ctx.devices.request_exit(reason);
-        }
-    }
-
-    /// Parks at a consistent point and serves commands until resumed.
-    fn park(&mut self, ctx: &VcpuRunContext) {
-        // Re-entering with immediate_exit completes a pending port/MMIO read into the
-        // guest's registers and returns EINTR without running guest code.
-        self.fd.set_kvm_immediate_exit(1);
-        let _ = self.fd.run();
-        self.fd.set_kvm_immediate_exit(0);
-        ctx.control.set_parked(true);
-        while let Ok(command) = ctx.commands.recv() {
-            match command {
-                VcpuCommand::Save(reply) => {
-                    let _ = reply.send(kvm_state::save_vcpu(&self.fd, self.id, &ctx.msr_list));
-                }
-                // A resume sent before the latest pause is stale.
-                VcpuCommand::Resume if !ctx.control.pause_requested() => break,
-                VcpuCommand::Resume => {}
-            }
-        }
-        ctx.control.set_parked(false);
-    }
-
-    fn run_loop(&mut self, ctx: &VcpuRunContext) -> Option<GuestExit> {
+    /// Runs the vCPU until the guest ends; the reason goes to `devices`.
+    pub fn run(mut self, devices: Arc<Devices>) {
         let id = self.id;
-        let devices = &ctx.devices;
-        loop {
-            if ctx.control.pause_requested() {
-                self.park(ctx);
-            }
-            if devices.exit_requested() {
-                return None;
-            }
-            let exit = match self.fd.run() {
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    devices.pio_write(port, data);
-                    None
+        let reason = loop {
+            match self.fd.run() {
+                Ok(VcpuExit::IoOut(port, data)) => devices.pio_write(port, data),
+                Ok(VcpuExit::IoIn(port, data)) => devices.pio_read(port, data),
+                Ok(VcpuExit::MmioRead(addr, data)) => devices.mmio_read(addr, data),
+                Ok(VcpuExit::MmioWrite(addr, data)) => devices.mmio_write(addr, data),
+                Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
+                Ok(VcpuExit::Hlt) => break GuestExit::Shutdown,
+                Ok(VcpuExit::Shutdown) => {
+                    break GuestExit::Crash(format!(
+                        "vCPU {id}: triple fault ({})",
+                        self.where_am_i()
+                    ))
                 }
-                Ok(VcpuExit::IoIn(port, data)) => {
-                    devices.pio_read(port, data);
-                    None
-                }
-                Ok(VcpuExit::MmioRead(addr, data)) => {
-                    devices.mmio_read(addr, data);
-                    None
-                }
-                Ok(VcpuExit::MmioWrite(addr, data)) => {
-                    devices.mmio_write(addr, data);
-                    None
-                }
-                Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => None,
-                Ok(VcpuExit::Hlt) => Some(GuestExit::Shutdown),
-                Ok(VcpuExit::Shutdown) => Some(GuestExit::Crash(format!(
-                    "vCPU {id}: triple fault ({})",
-                    self.where_am_i()
-                ))),
                 Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
-                    KVM_SYSTEM_EVENT_RESET => Some(GuestExit::Reset),
-                    KVM_SYSTEM_EVENT_SHUTDOWN => Some(GuestExit::Shutdown),
+                    KVM_SYSTEM_EVENT_RESET => break GuestExit::Reset,
+                    KVM_SYSTEM_EVENT_SHUTDOWN => break GuestExit::Shutdown,
                     KVM_SYSTEM_EVENT_CRASH => {
-                        Some(GuestExit::Crash(format!("vCPU {id}: guest crash event")))
+                        break GuestExit::Crash(format!("vCPU {id}: guest crash event"))
                     }
-                    other => {
-                        warn!("vCPU {id}: ignoring system event {other}");
-                        None
-                    }
+                    other => warn!("vCPU {id}: ignoring system event {other}"),
                 },
-                Ok(VcpuExit::FailEntry(reason, cpu)) => Some(GuestExit::Crash(format!(
-                    "vCPU {cpu}: entry failed, reason {reason:#x}"
-                ))),
-                Ok(VcpuExit::InternalError) => {
-                    Some(GuestExit::Crash(format!("vCPU {id}: KVM internal error")))
+                Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                    break GuestExit::Crash(format!("vCPU {cpu}: entry failed, reason {reason:#x}"))
                 }
-                Ok(other) => Some(GuestExit::Crash(format!(
-                    "vCPU {id}: unexpected exit {other:?}"
-                ))),
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
-                Err(e) => Some(GuestExit::Crash(format!("vCPU {id}: KVM_RUN failed: {e}"))),
-            };
-            if exit.is_some() {
-                return exit;
+                Ok(VcpuExit::InternalError) => {
+                    break GuestExit::Crash(format!("vCPU {id}: KVM internal error"))
+                }
+                Ok(other) => {
+                    break GuestExit::Crash(format!("vCPU {id}: unexpected exit {other:?}"))
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) => break GuestExit::Crash(format!("vCPU {id}: KVM_RUN failed: {e}")),
             }
             if devices.exit_requested() {
-                return None;
+                return;
             }
-        }
+        };
+        devices.request_exit(reason);
     }
 }
 
