@@ -571,3 +571,116 @@ fn plugins_admit_adjust_and_audit() {
     }
     f.ok(&["delete", "plug"]);
 }
+
+#[test]
+fn unknown_capabilities_and_unsupported_seccomp_are_refused_at_create() {
+    let Some(mut f) =
+        Fixture::new("unknown_capabilities_and_unsupported_seccomp_are_refused_at_create")
+    else {
+        return;
+    };
+    for (name, patch, needle) in [
+        (
+            "badcap",
+            json!({"process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_NOPE"]}}}),
+            "NOPE",
+        ),
+        (
+            "notify",
+            json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}}}),
+            "SCMP_ACT_NOTIFY",
+        ),
+        (
+            "arm",
+            json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_AARCH64"]}}}),
+            "SCMP_ARCH_X86_64",
+        ),
+        (
+            "maskdots",
+            json!({"linux": {"maskedPaths": ["/proc/../etc"]}}),
+            "..",
+        ),
+    ] {
+        let b = f.bundle(name, patch);
+        f.fails(&["create", "--bundle", b.to_str().unwrap(), name], needle);
+        f.fails(&["state", name], "does not exist");
+    }
+    assert_eq!(f.ok(&["list", "-q"]).trim(), "");
+    f.ids.clear();
+}
+
+#[test]
+fn masked_readonly_paths_capabilities_and_seccomp_apply_in_the_guest() {
+    let Some(mut f) =
+        Fixture::new("masked_readonly_paths_capabilities_and_seccomp_apply_in_the_guest")
+    else {
+        return;
+    };
+    let script = "busybox grep Cap /proc/self/status; \
+        echo secret=$(cat /etc/secret); echo hidden=$(ls /hidden); \
+        touch /hidden/new && echo HIDDEN-WRITABLE; \
+        echo nope > /ro/f && echo RO-WRITABLE; \
+        touch /dev/shm/f && busybox chown 1:1 /dev/shm/f && echo CHOWN-OK; \
+        busybox mknod /dev/shm/n c 1 3 && echo MKNOD-OK; \
+        busybox hostname other && echo HOSTNAME-OK; \
+        busybox mkdir /dev/shm/d && echo MKDIR-OK; \
+        touch /dev/shm/t && echo TOUCH-OK";
+    let chown_only = json!(["CAP_CHOWN"]);
+    let b = f.bundle(
+        "b",
+        json!({
+            "process": {
+                "args": ["sh", "-c", script],
+                "capabilities": {"bounding": chown_only, "effective": chown_only,
+                    "permitted": chown_only, "inheritable": chown_only},
+            },
+            "linux": {
+                "maskedPaths": ["/proc/kcore", "/etc/secret", "/hidden", "/no/such/path"],
+                "readonlyPaths": ["/ro", "/proc/sys"],
+                "seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                        "errnoRet": 1}]},
+            },
+        }),
+    );
+    std::fs::write(b.join("rootfs/etc/secret"), "visible\n").unwrap();
+    std::fs::create_dir_all(b.join("rootfs/ro")).unwrap();
+    std::fs::create_dir_all(b.join("rootfs/hidden")).unwrap();
+    std::fs::write(b.join("rootfs/hidden/file"), "hidden\n").unwrap();
+    let pid = f.create("sec", &b, &[]);
+    f.ok(&["start", "sec"]);
+    assert_eq!(wait_pid(pid), 0);
+    let out = f.output_of("sec", "out");
+    let err = f.output_of("sec", "err");
+    for line in [
+        "CapInh:\t0000000000000001",
+        "CapPrm:\t0000000000000001",
+        "CapEff:\t0000000000000001",
+        "CapBnd:\t0000000000000001",
+        "CapAmb:\t0000000000000000",
+        "secret=\n",
+        "hidden=\n",
+        "CHOWN-OK",
+        "TOUCH-OK",
+    ] {
+        assert!(
+            out.contains(line),
+            "{line:?} missing in {out:?} (stderr {err:?})"
+        );
+    }
+    for line in [
+        "RO-WRITABLE",
+        "HIDDEN-WRITABLE",
+        "MKNOD-OK",
+        "HOSTNAME-OK",
+        "MKDIR-OK",
+    ] {
+        assert!(!out.contains(line), "{line:?} in {out:?}");
+    }
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(!b.join("rootfs/ro/f").exists());
+    f.ok(&["delete", "sec"]);
+}

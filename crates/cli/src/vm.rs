@@ -164,6 +164,8 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
             readonly_rootfs: args.read_only,
             shares: Vec::new(),
             root_share: None,
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
         })
         .context("create the container")?;
 

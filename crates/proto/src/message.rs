@@ -111,6 +111,13 @@ pub struct ContainerConfig {
     /// Omitted when unset so agents that predate it still accept the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_share: Option<String>,
+    /// OCI `linux.maskedPaths`: hidden behind /dev/null (files) or an empty read-only
+    /// tmpfs (directories). Omitted when empty so agents that predate it still accept it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked_paths: Vec<String>,
+    /// OCI `linux.readonlyPaths`: bound onto themselves and remounted read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readonly_paths: Vec<String>,
 }
 
 /// A host directory the VM exposes as a virtio-9p device, mounted at `target` (an
@@ -153,6 +160,39 @@ pub struct ProcessSpec {
     /// Keep stdin open for `Stdin` data frames; otherwise it is /dev/null.
     #[serde(default)]
     pub stdin: bool,
+    /// OCI `process.capabilities` as capability numbers; `None` keeps every capability
+    /// (what `skiff` gives root). Omitted when unset so older agents accept the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Box<Capabilities>>,
+    /// A seccomp filter compiled on the host, installed right before exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<SeccompProgram>,
+}
+
+/// The five capability sets, each a list of capability numbers (CAP_CHOWN = 0...).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub bounding: Vec<u8>,
+    #[serde(default)]
+    pub effective: Vec<u8>,
+    #[serde(default)]
+    pub permitted: Vec<u8>,
+    #[serde(default)]
+    pub inheritable: Vec<u8>,
+    #[serde(default)]
+    pub ambient: Vec<u8>,
+}
+
+/// Longest seccomp program accepted (the kernel's BPF_MAXINSNS).
+pub const MAX_SECCOMP_INSNS: usize = 4096;
+
+/// A classic BPF seccomp program: each instruction is (code, jt, jf, k).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompProgram {
+    pub instructions: Vec<(u16, u8, u8, u32)>,
 }
 
 fn root_dir() -> String {
@@ -172,6 +212,8 @@ impl ProcessSpec {
             terminal: false,
             console_size: None,
             stdin: false,
+            capabilities: None,
+            seccomp: None,
         }
     }
 }
@@ -230,6 +272,34 @@ mod tests {
         let back: ContainerConfig =
             serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
         assert_eq!(back, with);
+    }
+
+    #[test]
+    fn processes_without_capabilities_or_seccomp_keep_the_old_wire_form() {
+        let plain = ProcessSpec::new(vec!["true".into()]);
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(
+            !json.contains("capabilities") && !json.contains("seccomp"),
+            "{json}"
+        );
+        let with = ProcessSpec {
+            capabilities: Some(Box::new(Capabilities {
+                bounding: vec![0],
+                ..Capabilities::default()
+            })),
+            seccomp: Some(SeccompProgram {
+                instructions: vec![(6, 0, 0, 0x7fff_0000)],
+            }),
+            ..plain
+        };
+        let back: ProcessSpec =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+        let json = serde_json::to_string(&ContainerConfig::default()).unwrap();
+        assert!(
+            !json.contains("masked") && !json.contains("readonly_paths"),
+            "{json}"
+        );
     }
 
     #[test]

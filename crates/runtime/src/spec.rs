@@ -1,12 +1,12 @@
 //! From an OCI runtime-spec `process` to the agent's [`ProcessSpec`].
 
-use skiff_proto::{ProcessSpec, Rlimit, User};
+use skiff_proto::{Capabilities, ProcessSpec, Rlimit, User};
 
 use crate::{Error, Result};
 
 /// Converts the OCI process of a bundle's config.json. Fields that mean nothing inside
-/// a dedicated VM (apparmor, selinux labels, OOM score) are ignored here; capabilities
-/// and seccomp are applied by the caller's later work.
+/// a dedicated VM (apparmor, selinux labels, OOM score) are ignored here; seccomp lives
+/// in `linux` and is added by [`crate::oci::Bundle`].
 pub fn process_from_oci(p: &oci_spec::runtime::Process) -> Result<ProcessSpec> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() {
@@ -50,6 +50,93 @@ pub fn process_from_oci(p: &oci_spec::runtime::Process) -> Result<ProcessSpec> {
         terminal: p.terminal().unwrap_or(false),
         console_size,
         stdin: p.terminal().unwrap_or(false),
+        capabilities: p
+            .capabilities()
+            .as_ref()
+            .map(|c| capabilities(c).map(Box::new))
+            .transpose()?,
+        seccomp: None,
+    })
+}
+
+/// Capability names in kernel order: the index is the capability's number.
+const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The number of a capability name ("CAP_CHOWN" -> 0).
+pub fn capability_number(name: &str) -> Option<u8> {
+    CAPABILITIES
+        .iter()
+        .position(|c| *c == name)
+        .and_then(|i| u8::try_from(i).ok())
+}
+
+fn capabilities(c: &oci_spec::runtime::LinuxCapabilities) -> Result<Capabilities> {
+    let set = |s: &Option<oci_spec::runtime::Capabilities>| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for cap in s.iter().flatten() {
+            let name = serde_json::to_value(cap)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let n = capability_number(&name).ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown capability {name:?} in process.capabilities"
+                ))
+            })?;
+            out.push(n);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    };
+    Ok(Capabilities {
+        bounding: set(c.bounding())?,
+        effective: set(c.effective())?,
+        permitted: set(c.permitted())?,
+        inheritable: set(c.inheritable())?,
+        ambient: set(c.ambient())?,
     })
 }
 

@@ -140,6 +140,8 @@ impl WarmVm {
             readonly_rootfs: false,
             shares: Vec::new(),
             root_share: None,
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
         })?;
         let mut out = RunOutput {
             create_time: t0.elapsed(),

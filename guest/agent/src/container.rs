@@ -46,7 +46,7 @@ pub fn create(config: &ContainerConfig) -> io::Result<()> {
             .map_err(|e| io::Error::new(e.kind(), format!("set hostname: {e}")))?;
     }
     let mounted = rootfs::assemble(config)?;
-    let ns = rootfs::enter_namespace(&mounted.rootfs)?;
+    let ns = rootfs::enter_namespace(&mounted.rootfs, config)?;
     with(|s| {
         s.mounted = Some(mounted);
         s.namespace = Some(Arc::new(ns));

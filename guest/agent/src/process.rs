@@ -58,6 +58,8 @@ enum Step {
     NoNewPrivs,
     Stdio,
     Exec,
+    Caps,
+    Seccomp,
 }
 
 impl Step {
@@ -71,6 +73,8 @@ impl Step {
             6 => "set uid",
             7 => "set no_new_privs",
             8 => "set up stdio",
+            10 => "apply capabilities",
+            11 => "install the seccomp filter",
             _ => "exec",
         }
     }
@@ -92,7 +96,40 @@ struct Prepared {
     gid: libc::gid_t,
     umask: libc::mode_t,
     no_new_privs: bool,
+    caps: Option<CapSets>,
+    seccomp: Option<Vec<libc::sock_filter>>,
 }
+
+/// Capability sets as bitmasks (bit n = capability n), applied in the child.
+struct CapSets {
+    bounding: u64,
+    effective: u64,
+    permitted: u64,
+    inheritable: u64,
+    ambient: Vec<libc::c_ulong>,
+}
+
+fn cap_mask(caps: &[u8]) -> u64 {
+    caps.iter()
+        .filter(|&&c| c < 64)
+        .fold(0, |m, &c| m | (1u64 << c))
+}
+
+/// capset(2) v3 header and data (two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+const CAP_VERSION_3: u32 = 0x2008_0522;
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 
 fn prepare(spec: &ProcessSpec) -> Result<Prepared, SpawnError> {
     let arg0 = spec.args.first().ok_or_else(|| SpawnError::Exec {
@@ -181,7 +218,33 @@ fn prepare(spec: &ProcessSpec) -> Result<Prepared, SpawnError> {
         gid: spec.user.gid,
         umask: spec.user.umask.unwrap_or(0o022),
         no_new_privs: spec.no_new_privileges,
+        caps: spec.capabilities.as_ref().map(|c| CapSets {
+            bounding: cap_mask(&c.bounding),
+            effective: cap_mask(&c.effective),
+            permitted: cap_mask(&c.permitted),
+            inheritable: cap_mask(&c.inheritable),
+            ambient: c.ambient.iter().map(|&a| libc::c_ulong::from(a)).collect(),
+        }),
+        seccomp: spec.seccomp.as_ref().map(seccomp_filter).transpose()?,
     })
+}
+
+/// The agent's copy of the host-compiled program, bounded as the kernel bounds it.
+fn seccomp_filter(p: &skiff_proto::SeccompProgram) -> Result<Vec<libc::sock_filter>, SpawnError> {
+    if p.instructions.is_empty() || p.instructions.len() > skiff_proto::MAX_SECCOMP_INSNS {
+        return Err(SpawnError::Setup(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "seccomp program of {} instructions (1..={} allowed)",
+                p.instructions.len(),
+                skiff_proto::MAX_SECCOMP_INSNS
+            ),
+        )));
+    }
+    Ok(p.instructions
+        .iter()
+        .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
+        .collect())
 }
 
 fn rlimit_resource(kind: &str) -> Option<libc::c_int> {
@@ -405,6 +468,22 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Installs a seccomp filter with one raw system call (child side of fork); false with
+/// errno set on failure.
+///
+/// # Safety
+/// Same contract as [`child_exec`]; `filter` was prepared before the fork.
+unsafe fn install_seccomp(filter: &[libc::sock_filter]) -> bool {
+    let prog = libc::sock_fprog {
+        // Bounded by MAX_SECCOMP_INSNS in prepare.
+        #[allow(clippy::cast_possible_truncation)]
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prog points at a live, bounded filter array for the duration of the call.
+    unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0 }
+}
+
 /// The child between fork and exec. Never returns.
 ///
 /// # Safety
@@ -462,6 +541,39 @@ unsafe fn child_exec(
                 fail(Step::Rlimit);
             }
         }
+        // As runc: without no_new_privs the filter needs CAP_SYS_ADMIN, so it goes in
+        // now, before the uid change and the capability drop.
+        if !p.no_new_privs {
+            if let Some(filter) = &p.seccomp {
+                if !install_seccomp(filter) {
+                    fail(Step::Seccomp);
+                }
+            }
+        }
+        // Highest capability the guest kernel knows (reading the bounding set fails
+        // past it); bits above are left out of every set.
+        let mut last_cap: libc::c_ulong = 0;
+        while last_cap < 63 && libc::prctl(libc::PR_CAPBSET_READ, last_cap + 1, 0, 0, 0) >= 0 {
+            last_cap += 1;
+        }
+        let known: u64 = if last_cap >= 63 {
+            u64::MAX
+        } else {
+            (1u64 << (last_cap + 1)) - 1
+        };
+        if let Some(c) = &p.caps {
+            for cap in 0..=last_cap {
+                if c.bounding & (1 << cap) == 0
+                    && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                {
+                    fail(Step::Caps);
+                }
+            }
+            // Keep the permitted set across setuid; the sets are set right after.
+            if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+                fail(Step::Caps);
+            }
+        }
         if libc::setgroups(p.groups.len(), p.groups.as_ptr()) != 0 {
             fail(Step::Groups);
         }
@@ -471,9 +583,47 @@ unsafe fn child_exec(
         if libc::setuid(p.uid) != 0 {
             fail(Step::Uid);
         }
+        if let Some(c) = &p.caps {
+            if libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0 {
+                fail(Step::Caps);
+            }
+            let set = |m: u64, word: u32| ((m & known) >> (32 * word)) as u32;
+            let data = [0, 1].map(|w| CapData {
+                effective: set(c.effective, w),
+                permitted: set(c.permitted, w),
+                inheritable: set(c.inheritable, w),
+            });
+            let header = CapHeader {
+                version: CAP_VERSION_3,
+                pid: 0,
+            };
+            if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+                fail(Step::Caps);
+            }
+            for &cap in &c.ambient {
+                if cap <= last_cap
+                    && libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap,
+                        0,
+                        0,
+                    ) != 0
+                {
+                    fail(Step::Caps);
+                }
+            }
+        }
         libc::umask(p.umask);
         if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(Step::NoNewPrivs);
+        }
+        if p.no_new_privs {
+            if let Some(filter) = &p.seccomp {
+                if !install_seccomp(filter) {
+                    fail(Step::Seccomp);
+                }
+            }
         }
         for (target, fd) in stdio.iter().enumerate() {
             #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]

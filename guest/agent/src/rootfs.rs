@@ -209,14 +209,16 @@ impl Mounted {
 /// Builds the container's mount namespace on a dedicated thread (unshare affects only
 /// the calling thread's filesystem context) and returns a handle that keeps the
 /// namespace alive for later `setns` by every process started in the container.
-pub fn enter_namespace(rootfs: &Path) -> io::Result<OwnedFd> {
+pub fn enter_namespace(rootfs: &Path, config: &ContainerConfig) -> io::Result<OwnedFd> {
     let rootfs = rootfs.to_path_buf();
-    std::thread::spawn(move || build_namespace(&rootfs))
+    let masked = config.masked_paths.clone();
+    let readonly = config.readonly_paths.clone();
+    std::thread::spawn(move || build_namespace(&rootfs, &masked, &readonly))
         .join()
         .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
-fn build_namespace(rootfs: &Path) -> io::Result<OwnedFd> {
+fn build_namespace(rootfs: &Path, masked: &[String], readonly: &[String]) -> io::Result<OwnedFd> {
     // SAFETY: unshare on the calling thread only; CLONE_NEWNS implies CLONE_FS.
     check(unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) })?;
     let ns = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt")?);
@@ -236,6 +238,13 @@ fn build_namespace(rootfs: &Path) -> io::Result<OwnedFd> {
         None,
     )?;
     mount_container_pseudo_fs(rootfs)?;
+    // After /proc, /sys and /dev exist, as most of these paths live there.
+    for path in readonly {
+        make_readonly(rootfs, path)?;
+    }
+    for path in masked {
+        mask(rootfs, path)?;
+    }
 
     sys::chdir(&cpath(rootfs)?)?;
     let dot = cstring(".")?;
@@ -247,6 +256,61 @@ fn build_namespace(rootfs: &Path) -> io::Result<OwnedFd> {
     umount(Path::new("."), libc::MNT_DETACH)?;
     sys::chdir(&cstring("/")?)?;
     Ok(ns)
+}
+
+/// `path` under `rootfs` if it exists, resolved without following symlinks (a symlink
+/// anywhere on the way counts as missing: it could point out of the container).
+fn existing_under(rootfs: &Path, path: &str) -> io::Result<Option<PathBuf>> {
+    match share_target(rootfs, path) {
+        Ok(p) => Ok(std::fs::symlink_metadata(&p).is_ok().then_some(p)),
+        Err(e) if e.to_string().contains("symlink") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// OCI maskedPaths: /dev/null over a file, an empty read-only tmpfs over a directory.
+fn mask(rootfs: &Path, path: &str) -> io::Result<()> {
+    let Some(target) = existing_under(rootfs, path)? else {
+        return Ok(());
+    };
+    if target.is_dir() {
+        mount(
+            "tmpfs",
+            &target,
+            "tmpfs",
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some("size=0"),
+        )
+    } else {
+        let null = rootfs.join("dev/null");
+        mount(&null.to_string_lossy(), &target, "", libc::MS_BIND, None)
+    }
+}
+
+/// OCI readonlyPaths: bound onto itself, then remounted read-only keeping the nosuid,
+/// nodev and noexec it had (a bind remount must repeat them or fails on locked mounts).
+fn make_readonly(rootfs: &Path, path: &str) -> io::Result<()> {
+    let Some(target) = existing_under(rootfs, path)? else {
+        return Ok(());
+    };
+    let src = target.to_string_lossy().into_owned();
+    mount(&src, &target, "", libc::MS_BIND | libc::MS_REC, None)?;
+    let c = cpath(&target)?;
+    // SAFETY: c is a valid path and st a valid out-pointer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    mount(&src, &target, "", flags, None)
 }
 
 fn ensure_dir(path: &Path) -> bool {

@@ -151,6 +151,8 @@ impl Supervisor {
                 })
                 .collect(),
             root_share: None,
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
         })?;
         let control_path: PathBuf = vm.work_dir().join("ctl.sock");
         let listener = UnixListener::bind(&control_path)

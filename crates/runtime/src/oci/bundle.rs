@@ -38,6 +38,9 @@ pub struct Bundle {
     pub process: ProcessSpec,
     pub hostname: String,
     pub binds: Vec<BundleBind>,
+    /// `linux.maskedPaths` and `linux.readonlyPaths`, checked absolute without `..`.
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
     pub memory_mib: u32,
     pub vcpus: u32,
 }
@@ -92,7 +95,19 @@ impl Bundle {
             .process()
             .as_ref()
             .ok_or_else(|| bad("invalid config.json: process is missing"))?;
-        let process = crate::spec::process_from_oci(process)?;
+        let mut process = crate::spec::process_from_oci(process)?;
+        let linux = spec.linux().as_ref();
+        if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
+            process.seccomp = Some(super::seccomp::compile(profile)?);
+        }
+        let paths = |list: Option<&Vec<String>>| -> Result<Vec<String>> {
+            list.into_iter()
+                .flatten()
+                .map(|p| check_target(Path::new(p)))
+                .collect()
+        };
+        let masked_paths = paths(linux.and_then(|l| l.masked_paths().as_ref()))?;
+        let readonly_paths = paths(linux.and_then(|l| l.readonly_paths().as_ref()))?;
         let hostname = spec.hostname().clone().unwrap_or_default();
         if hostname.len() > 64 || hostname.contains(['/', '\0']) {
             return Err(bad(format!("invalid hostname {hostname:?}")));
@@ -106,6 +121,8 @@ impl Bundle {
             process,
             hostname,
             binds,
+            masked_paths,
+            readonly_paths,
             memory_mib,
             vcpus,
             spec,

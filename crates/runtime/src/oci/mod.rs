@@ -5,7 +5,9 @@
 pub mod bundle;
 pub mod hooks;
 pub mod qmp;
+pub mod seccomp;
 pub mod state;
+mod syscalls_x86_64;
 
 pub use bundle::{Bundle, BundleBind};
 pub use state::{Record, Status, Store};

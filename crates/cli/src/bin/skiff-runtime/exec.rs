@@ -26,7 +26,11 @@ fn process_of(a: &ExecArgs, store: &Store) -> Result<ProcessSpec> {
         }
         let p: oci_spec::runtime::Process =
             serde_json::from_slice(&bytes).context("invalid process JSON")?;
-        return Ok(skiff_runtime::spec::process_from_oci(&p)?);
+        let mut spec = skiff_runtime::spec::process_from_oci(&p)?;
+        // The container's seccomp profile (linux.seccomp) binds its execs too, as in runc.
+        let bundle = store.lock(&a.id)?.load()?.bundle;
+        spec.seccomp = skiff_runtime::oci::Bundle::load(&bundle)?.process.seccomp;
+        return Ok(spec);
     }
     if a.command.is_empty() {
         bail!("exec needs --process or a command after the container ID");
