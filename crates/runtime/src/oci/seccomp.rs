@@ -240,7 +240,7 @@ mod tests {
 
     /// A tiny classic-BPF interpreter for the opcodes the compiler emits.
     fn run(prog: &[Insn], nr: u32, args: [u64; 6]) -> u32 {
-        let mut data = vec![0u8; 64];
+        let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_le_bytes());
         for (i, a) in args.iter().enumerate() {
