@@ -51,6 +51,13 @@ if [[ ! -x "$cache/tools/bin/vhost-device-vsock" ]]; then
     cargo install --quiet --locked --root "$cache/tools" vhost-device-vsock@0.3.0 >&2
 fi
 
+# 4b. virtiofsd, the virtio-fs backend that serves `-v` shares and bundle root
+#    filesystems on both backends (needs libcap-ng-dev and libseccomp-dev, above).
+if [[ ! -x "$cache/tools/bin/virtiofsd" ]]; then
+    say "building virtiofsd (~150 s)"
+    cargo install --quiet --locked --root "$cache/tools" virtiofsd@1.14.0 >&2
+fi
+
 # 5. The agent (static, size-optimised) and the initramfs around it.
 cargo build --quiet --profile guest -p skiff-agent --target x86_64-unknown-linux-musl
 cargo build --quiet --release -p skiff-initramfs -p skiff-cli -p skiff-vmm

@@ -4,6 +4,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::GuestMemoryMmap;
 
@@ -59,5 +60,12 @@ pub trait VirtioDevice: Send {
     /// True once the device gave up on a queue the driver corrupted.
     fn is_broken(&self) -> bool {
         false
+    }
+    /// Offered the queue-notify eventfds (index = queue) when the transport is built.
+    /// A device served by another process (vhost-user) keeps clones to hand over as its
+    /// kick fds and returns `true`: the event loop then leaves them alone and
+    /// [`VirtioDevice::process_queue`] is never called for them.
+    fn take_queue_events(&mut self, _events: &[EventFd]) -> std::io::Result<bool> {
+        Ok(false)
     }
 }

@@ -26,8 +26,9 @@ use crate::devices::{BootTimer, ConsoleOut, Devices, IrqLine, MmioSlot, SerialCo
 use crate::event_loop::EventLoop;
 use crate::exit::{GuestExit, EXIT_VMM_ERROR};
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
+use crate::vhost_user::frontend::{fs_device, FrontendError};
 use crate::vmm_config::{ConsoleConfig, VmConfig, MAX_VCPUS};
-use crate::vstate::memory::{create_guest_memory, MemoryError};
+use crate::vstate::memory::{create_guest_memory_with, Backing, MemoryError};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::{Vm, VmError};
 use crate::GuestMemoryMmap;
@@ -47,6 +48,8 @@ pub enum BuildError {
     Disk(#[from] DiskError),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    VhostUser(#[from] FrontendError),
     #[error("vsock socket {path}: {source}")]
     Vsock {
         path: String,
@@ -130,7 +133,10 @@ fn validate(config: &VmConfig) -> Result<(), BuildError> {
             "--cpus must be 1..={MAX_VCPUS}"
         )));
     }
-    let devices = config.disks.len() + config.nets.len() + usize::from(config.vsock.is_some());
+    let devices = config.disks.len()
+        + config.nets.len()
+        + usize::from(config.vsock.is_some())
+        + config.fs.len();
     if devices > MAX_VIRTIO_DEVICES {
         return Err(BuildError::Config(format!(
             "at most {MAX_VIRTIO_DEVICES} devices"
@@ -149,7 +155,13 @@ fn validate(config: &VmConfig) -> Result<(), BuildError> {
 /// Builds the microVM described by `config`; `start` is when the VMM process started.
 pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
     validate(config)?;
-    let mem = Arc::new(create_guest_memory(config.memory_mib)?);
+    // A vhost-user backend maps guest RAM itself: it must be a shareable memfd.
+    let backing = if config.fs.is_empty() {
+        Backing::Private
+    } else {
+        Backing::SharedMemfd
+    };
+    let mem = Arc::new(create_guest_memory_with(config.memory_mib, backing)?);
     let vm = Vm::new(&mem)?;
 
     let kernel = boot::load_kernel(&mem, &config.kernel)?;
@@ -184,6 +196,9 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
                 source,
             })?;
         models.push(Box::new(Vsock::new(muxer)));
+    }
+    for fs in &config.fs {
+        models.push(Box::new(fs_device(&fs.tag, &fs.socket)?));
     }
 
     let mut slots = Vec::new();

@@ -23,8 +23,11 @@ impl EventLoop {
         for (i, dev) in devices.iter().enumerate() {
             let t = dev.lock().unwrap_or_else(PoisonError::into_inner);
             let base = (i as u64) << 32;
-            for (q, evt) in t.queue_events().iter().enumerate() {
-                add(&epoll, evt.as_raw_fd(), base | q as u64)?;
+            // A vhost-user device's backend process reads its kicks itself.
+            if !t.device_takes_notifications() {
+                for (q, evt) in t.queue_events().iter().enumerate() {
+                    add(&epoll, evt.as_raw_fd(), base | q as u64)?;
+                }
             }
             if let Some(fd) = t.device().backend_fd() {
                 add(&epoll, fd, base | BACKEND)?;

@@ -13,13 +13,16 @@
 //! skiff-vmm run --kernel PATH [--initramfs PATH] [--cmdline STR] [--memory-mib N]
 //!               [--cpus N] [--disk PATH[,ro][,id=SERIAL]]...
 //!               [--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]]... [--vsock UDS_PATH]
-//!               [--guest-cid N] [--console stdout|off|PATH] [--report-boot-time]
+//!               [--fs tag=T,socket=VHOST_SOCK]... [--guest-cid N] [--console stdout|off|PATH] [--report-boot-time]
 //!               [--no-seccomp]
 //! skiff-vmm vhost-user-vsock --guest-cid N --socket VHOST_SOCK --uds-path VM_SOCK
 //! skiff-vmm vhost-user-blk --socket VHOST_SOCK --disk PATH [--readonly] [--id SERIAL]
 //! ```
 //!
-//! Devices appear in the order disks, nets, vsock at `0xd0001000 + i*4K`, IRQ `5 + i`,
+//! `--fs` attaches virtio-fs served by a vhost-user backend such as `virtiofsd`
+//! (see [`vhost_user::frontend`]); guest RAM is then a shared memfd.
+//!
+//! Devices appear in the order disks, nets, vsock, fs at `0xd0001000 + i*4K`, IRQ `5 + i`,
 //! and are announced on the command line as `virtio_mmio.device=4K@ADDR:IRQ`; the
 //! first disk is `/dev/vda`. Log verbosity: `SKIFF_VMM_LOG` (tracing env-filter,
 //! default `warn`), logs go to stderr.

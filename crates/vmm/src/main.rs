@@ -7,7 +7,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use skiff_vmm::exit::EXIT_VMM_ERROR;
 use skiff_vmm::vmm_config::{
-    parse_console, parse_disk_spec, parse_net_spec, VmConfig, VsockConfig, DEFAULT_CMDLINE,
+    parse_console, parse_disk_spec, parse_fs_spec, parse_net_spec, VmConfig, VsockConfig,
+    DEFAULT_CMDLINE,
 };
 
 #[derive(Parser)]
@@ -53,6 +54,10 @@ struct RunArgs {
     /// Host UNIX socket of a vsock device.
     #[arg(long, value_name = "UDS_PATH")]
     vsock: Option<PathBuf>,
+    /// virtio-fs served by a vhost-user backend (virtiofsd): tag=T,socket=PATH;
+    /// repeatable, after the vsock device.
+    #[arg(long = "fs", value_name = "SPEC")]
+    fs: Vec<String>,
     /// Guest context ID of the vsock device.
     #[arg(long, default_value_t = 3)]
     guest_cid: u64,
@@ -110,6 +115,12 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         .map(|(i, s)| parse_net_spec(s, i))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    let fs = args
+        .fs
+        .iter()
+        .map(|s| parse_fs_spec(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let config = VmConfig {
         kernel: args.kernel,
         initramfs: args.initramfs,
@@ -122,6 +133,7 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
             guest_cid: args.guest_cid,
             uds_path,
         }),
+        fs,
         console: parse_console(&args.console),
         report_boot_time: args.report_boot_time,
         seccomp: !args.no_seccomp,

@@ -69,8 +69,15 @@ const COMMON: &[i64] = &[
 ];
 
 /// Activation and reset run on the vCPU thread that wrote the status register, and
-/// they (un)register device backend fds with the device's own epoll set.
-const VCPU: &[i64] = &[libc::SYS_read, libc::SYS_epoll_ctl];
+/// they (un)register device backend fds with the device's own epoll set. A vhost-user
+/// device sends its queue setup to the backend then, over the already connected
+/// socket (messages with eventfds attached).
+const VCPU: &[i64] = &[
+    libc::SYS_read,
+    libc::SYS_epoll_ctl,
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
+];
 
 const DEVICE: &[i64] = &[
     libc::SYS_epoll_wait,

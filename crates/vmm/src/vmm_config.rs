@@ -78,6 +78,36 @@ pub fn parse_net_spec(spec: &str, index: usize) -> Result<NetConfig, String> {
     Ok(NetConfig { tap, mac })
 }
 
+/// A virtio-fs device served by a vhost-user backend (`virtiofsd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// Mount tag the guest sees (1..=36 bytes).
+    pub tag: String,
+    /// The backend's vhost-user socket.
+    pub socket: PathBuf,
+}
+
+/// Parses `tag=T,socket=PATH`.
+pub fn parse_fs_spec(spec: &str) -> Result<FsConfig, String> {
+    let (mut tag, mut socket) = (None, None);
+    for opt in spec.split(',') {
+        if let Some(t) = opt.strip_prefix("tag=") {
+            tag = Some(t.to_string());
+        } else if let Some(p) = opt.strip_prefix("socket=") {
+            socket = Some(PathBuf::from(p));
+        } else {
+            return Err(format!("fs: unknown option `{opt}` (tag=T, socket=PATH)"));
+        }
+    }
+    let tag = tag
+        .filter(|t| !t.is_empty() && t.len() <= 36)
+        .ok_or("fs: tag=T (1..=36 bytes) is required")?;
+    let socket = socket
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or("fs: socket=PATH is required")?;
+    Ok(FsConfig { tag, socket })
+}
+
 /// Everything needed to build and boot one microVM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -97,6 +127,9 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
     /// Optional vsock device (after disks and nets).
     pub vsock: Option<VsockConfig>,
+    /// virtio-fs devices served by vhost-user backends (after vsock). Guest RAM is a
+    /// shared memfd when there is any.
+    pub fs: Vec<FsConfig>,
     /// Console destination.
     pub console: ConsoleConfig,
     /// Print the boot-timer result on stderr.
@@ -172,6 +205,19 @@ mod tests {
         assert!(parse_net_spec("tap=t,mac=02:00", 0).is_err());
         assert!(parse_net_spec("tap=t,mac=zz:00:00:00:00:00", 0).is_err());
         assert!(parse_net_spec("tap=t,x=1", 0).is_err());
+    }
+
+    #[test]
+    fn fs_specs() {
+        let f = parse_fs_spec("tag=data,socket=/run/v.sock").unwrap();
+        assert_eq!(
+            (f.tag.as_str(), f.socket),
+            ("data", PathBuf::from("/run/v.sock"))
+        );
+        assert!(parse_fs_spec("tag=data").is_err());
+        assert!(parse_fs_spec("socket=/x").is_err());
+        assert!(parse_fs_spec(&format!("tag={},socket=/x", "t".repeat(37))).is_err());
+        assert!(parse_fs_spec("tag=a,socket=/x,cache=never").is_err());
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   `skiff-testguest`) and waits for a frame of the same type from the host, whose
 //!   payload it prints.
 //!
+//! - virtio-fs: FUSE INIT, reads the file `testguest.fsfile=NAME` (LOOKUP, OPEN,
+//!   READ; its text is printed) and creates `testguest.fswrite=NAME` with
+//!   [`fs::GUEST_TEXT`] (CREATE, WRITE); `testguest.fsbadq` first checks that a queue
+//!   outside RAM is refused (see `fs.rs`).
+//!
 //! It reports through COM1 (`testguest: ...` lines), writes 0 (pass) or 1 (fail) to
 //! port 0x501 and resets through the i8042. With `testguest.bench=N` it instead does
 //! N random 4 KiB reads and `testguest.seqmib=M` 1 MiB sequential reads on the first
@@ -82,6 +87,9 @@ macro_rules! check {
         }
     };
 }
+
+// After `check!`, which it uses.
+mod fs;
 
 /// The kernel command line from the zero page.
 struct Cmdline {
@@ -172,9 +180,16 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
         .and_then(parse_num)
         .unwrap_or(0);
 
+    let fs_file = cmdline.value(b"testguest.fsfile=").unwrap_or(b"hello.txt");
+    let fs_create = cmdline
+        .value(b"testguest.fswrite=")
+        .unwrap_or(b"from-guest.txt");
+    let fs_bad_queue = cmdline.tokens().any(|t| t == b"testguest.fsbadq");
+
     let mut blk_index = 0;
     let mut vsock_seen = false;
     let mut net_seen = false;
+    let mut fs_seen = 0;
     for (i, &base) in bases[..n].iter().enumerate() {
         let mmio = Mmio { base };
         check!(
@@ -213,9 +228,18 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
                     net_seen = true;
                 }
             }
+            26 => {
+                if bench.is_none() {
+                    fs::fs_test(mmio, queue_ram, fs_file, fs_create, fs_bad_queue);
+                    fs_seen += 1;
+                }
+            }
             0 => println!("testguest: device {} is a placeholder", i),
             other => println!("testguest: device {} has unknown id {}", i, other),
         }
+    }
+    if fs_seen > 0 {
+        println!("testguest: {} virtio-fs devices ok", fs_seen);
     }
     println!(
         "testguest: PASS ({} disks, vsock {}, net {})",

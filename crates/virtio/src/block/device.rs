@@ -137,7 +137,7 @@ impl VirtioDevice for Block {
 }
 
 /// Copies `config[offset..]` into `data`, zero-filling what lies beyond it.
-pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     data.fill(0);
     let Ok(start) = usize::try_from(offset) else {
         return;

@@ -92,6 +92,8 @@ pub struct MmioTransport {
     mem: Arc<GuestMemoryMmap>,
     queues: Vec<Queue>,
     queue_evts: Vec<EventFd>,
+    /// The device consumes `queue_evts` itself (see [`VirtioDevice::take_queue_events`]).
+    external_notify: bool,
     irq: Arc<IrqTrigger>,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -105,7 +107,7 @@ pub struct MmioTransport {
 impl MmioTransport {
     /// Wraps `device`; queue notifications are delivered through fresh eventfds.
     pub fn new(
-        device: Box<dyn VirtioDevice>,
+        mut device: Box<dyn VirtioDevice>,
         mem: Arc<GuestMemoryMmap>,
         irq: Arc<IrqTrigger>,
     ) -> std::io::Result<Self> {
@@ -115,11 +117,13 @@ impl MmioTransport {
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()?;
         let queues = Self::fresh_queues(device.as_ref());
+        let external_notify = device.take_queue_events(&queue_evts)?;
         Ok(Self {
             device,
             mem,
             queues,
             queue_evts,
+            external_notify,
             irq,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -143,6 +147,12 @@ impl MmioTransport {
     /// Eventfds signalled when the driver notifies queue `i` (index = queue index).
     pub fn queue_events(&self) -> &[EventFd] {
         &self.queue_evts
+    }
+
+    /// Whether the device takes queue notifications itself (the event loop must not
+    /// consume [`MmioTransport::queue_events`]).
+    pub fn device_takes_notifications(&self) -> bool {
+        self.external_notify
     }
 
     /// The interrupt trigger of this device.

@@ -4,9 +4,11 @@
 //! plumbing differs (vrings handed over by the front end instead of virtio-mmio).
 //!
 //! Each `serve_*` call listens on the vhost-user socket, serves one front end and
-//! returns when it disconnects.
+//! returns when it disconnects. [`frontend`] is the other side: `skiff-vmm run`
+//! driving a device another process serves (virtio-fs with `virtiofsd`).
 
 mod block;
+pub mod frontend;
 mod vsock;
 
 use std::path::Path;
