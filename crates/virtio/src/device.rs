@@ -3,7 +3,7 @@
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueState};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::GuestMemoryMmap;
@@ -67,5 +67,16 @@ pub trait VirtioDevice: Send {
     /// [`VirtioDevice::process_queue`] is never called for them.
     fn take_queue_events(&mut self, _events: &[EventFd]) -> std::io::Result<bool> {
         Ok(false)
+    }
+    /// Snapshot support: the state of the queues the device holds since activation
+    /// (empty before it). `None` means the device cannot be snapshotted, and a
+    /// snapshot of a VM holding it fails instead of silently losing its state.
+    fn snapshot_queues(&self) -> Option<Vec<QueueState>> {
+        None
+    }
+    /// Called once a restored device has been re-activated with its saved queues;
+    /// returns whether the guest must be interrupted (e.g. a vsock transport reset).
+    fn restored(&mut self) -> bool {
+        false
     }
 }

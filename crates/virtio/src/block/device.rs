@@ -134,6 +134,12 @@ impl VirtioDevice for Block {
     fn is_broken(&self) -> bool {
         self.broken
     }
+
+    // The disk is reopened by path on restore; all request handling is synchronous,
+    // so the queue indices are the whole device state.
+    fn snapshot_queues(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        Some(self.queue.iter().map(virtio_queue::Queue::state).collect())
+    }
 }
 
 /// Copies `config[offset..]` into `data`, zero-filling what lies beyond it.

@@ -253,6 +253,11 @@ impl VirtioDevice for Net {
     fn is_broken(&self) -> bool {
         self.broken
     }
+
+    // Frames in flight on the TAP are not part of the state: a network may drop them.
+    fn snapshot_queues(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        Some(self.queues.iter().map(Queue::state).collect())
+    }
 }
 
 #[cfg(test)]

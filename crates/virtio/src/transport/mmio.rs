@@ -10,8 +10,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::{GuestMemoryMmap, VirtioDevice, VIRTIO_F_VERSION_1};
@@ -84,6 +85,86 @@ impl IrqTrigger {
     fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
+}
+
+/// A split virtqueue's configuration and ring positions, as saved in a snapshot
+/// (virtio-queue's `QueueState`, which has no serde support).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSnapshot {
+    pub max_size: u16,
+    pub size: u16,
+    pub ready: bool,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+    pub next_avail: u16,
+    pub next_used: u16,
+    pub event_idx: bool,
+}
+
+impl From<QueueState> for QueueSnapshot {
+    fn from(q: QueueState) -> Self {
+        Self {
+            max_size: q.max_size,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx: q.event_idx_enabled,
+        }
+    }
+}
+
+impl From<QueueSnapshot> for QueueState {
+    fn from(q: QueueSnapshot) -> Self {
+        Self {
+            max_size: q.max_size,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx,
+        }
+    }
+}
+
+/// Register state of one virtio-mmio device plus its queues, as saved in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportState {
+    pub device_type: u32,
+    pub device_features_sel: u32,
+    pub driver_features_sel: u32,
+    pub driver_features: u64,
+    pub queue_sel: u32,
+    pub status: u32,
+    pub config_generation: u32,
+    pub interrupt_status: u32,
+    pub activated: bool,
+    /// The device's queues once activated, else the transport's (being configured).
+    pub queues: Vec<QueueSnapshot>,
+}
+
+/// Why a transport cannot be saved or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportStateError {
+    #[error("virtio device type {0} does not support snapshots")]
+    Unsupported(u32),
+    #[error("saved device type {saved} does not match device type {actual}")]
+    DeviceType { saved: u32, actual: u32 },
+    #[error("saved state has {saved} queues, the device has {actual}")]
+    QueueCount { saved: usize, actual: usize },
+    #[error("queue {index}: {why}")]
+    Queue { index: usize, why: String },
+    #[error("re-activating the device: {0}")]
+    Activate(#[from] crate::ActivateError),
 }
 
 /// One virtio-mmio device: registers, queue configuration, and the model behind them.
@@ -201,6 +282,106 @@ impl MmioTransport {
             self.status |= status::NEEDS_RESET;
             self.irq.trigger(INT_CONFIG);
         }
+    }
+
+    /// Saves registers and queue positions. Fails for a device model without
+    /// snapshot support. The caller must hold the device still (no concurrent
+    /// notifications) for the state to be consistent.
+    pub fn save_state(&self) -> Result<TransportState, TransportStateError> {
+        let device_type = self.device.device_type();
+        let device_queues = self
+            .device
+            .snapshot_queues()
+            .ok_or(TransportStateError::Unsupported(device_type))?;
+        let queues = if self.activated {
+            device_queues
+        } else {
+            self.queues.iter().map(Queue::state).collect()
+        };
+        Ok(TransportState {
+            device_type,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            status: self.status,
+            config_generation: self.config_generation,
+            interrupt_status: self.irq.status(),
+            activated: self.activated,
+            queues: queues.into_iter().map(QueueSnapshot::from).collect(),
+        })
+    }
+
+    /// Restores a freshly created transport from `state` (hostile: every queue is
+    /// validated against the device's sizes and guest memory). An activated device is
+    /// re-activated with its saved queues and told it was restored.
+    pub fn restore_state(&mut self, state: &TransportState) -> Result<(), TransportStateError> {
+        let actual = self.device.device_type();
+        if state.device_type != actual {
+            return Err(TransportStateError::DeviceType {
+                saved: state.device_type,
+                actual,
+            });
+        }
+        let max_sizes = self.device.queue_max_sizes().to_vec();
+        if state.queues.len() != max_sizes.len() {
+            return Err(TransportStateError::QueueCount {
+                saved: state.queues.len(),
+                actual: max_sizes.len(),
+            });
+        }
+        let mut queues = Vec::with_capacity(max_sizes.len());
+        for (index, (saved, &max)) in state.queues.iter().zip(&max_sizes).enumerate() {
+            let bad = |why: String| TransportStateError::Queue { index, why };
+            if saved.max_size != max {
+                return Err(bad(format!(
+                    "maximum size {} differs from the device's {max}",
+                    saved.max_size
+                )));
+            }
+            let q = Queue::try_from(QueueState::from(*saved)).map_err(|e| bad(e.to_string()))?;
+            if state.activated && q.ready() && !q.is_valid(self.mem.as_ref()) {
+                return Err(bad("rings outside guest memory".into()));
+            }
+            queues.push(q);
+        }
+        let offered = self.device.features() | VIRTIO_F_VERSION_1;
+        if state.driver_features & !offered != 0 {
+            return Err(TransportStateError::Queue {
+                index: 0,
+                why: format!(
+                    "driver features {:#x} were never offered ({offered:#x})",
+                    state.driver_features
+                ),
+            });
+        }
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.driver_features = state.driver_features;
+        self.queue_sel = state.queue_sel;
+        self.status = state.status;
+        self.config_generation = state.config_generation;
+        if state.status & status::FEATURES_OK != 0 {
+            self.device.ack_features(state.driver_features);
+        }
+        if state.activated {
+            self.device.activate(self.mem.clone(), queues)?;
+            self.activated = true;
+            if self.device.restored() {
+                self.irq.trigger(INT_USED_RING);
+            }
+            // Requests the driver queued but the device had not yet taken.
+            for evt in &self.queue_evts {
+                let _ = evt.write(1);
+            }
+        } else {
+            self.queues = queues;
+        }
+        // Not re-raised: the restored irqchip state says whether the line is pending.
+        self.irq
+            .status
+            .fetch_or(state.interrupt_status, Ordering::SeqCst);
+        Ok(())
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {
@@ -431,6 +612,7 @@ mod tests {
         activations: Arc<AtomicUsize>,
         notified: Arc<AtomicUsize>,
         config: [u8; 8],
+        queues: Vec<Queue>,
     }
 
     impl VirtioDevice for Dummy {
@@ -462,9 +644,15 @@ mod tests {
         ) -> Result<(), ActivateError> {
             assert_eq!(queues.len(), 2);
             self.activations.fetch_add(1, Ordering::SeqCst);
+            self.queues = queues;
             Ok(())
         }
-        fn reset(&mut self) {}
+        fn reset(&mut self) {
+            self.queues.clear();
+        }
+        fn snapshot_queues(&self) -> Option<Vec<QueueState>> {
+            Some(self.queues.iter().map(Queue::state).collect())
+        }
         fn process_queue(&mut self, _index: usize) -> bool {
             self.notified.fetch_add(1, Ordering::SeqCst);
             true
@@ -511,6 +699,94 @@ mod tests {
             status::ACKNOWLEDGE_FOR_TEST | status::DRIVER | status::FEATURES_OK,
         );
         rd(t, 0x70)
+    }
+
+    fn activated() -> MmioTransport {
+        let (mut t, _, _) = transport();
+        negotiate(&mut t, VIRTIO_F_VERSION_1);
+        setup_queue(&mut t, 0, 0x1000);
+        setup_queue(&mut t, 1, 0x2000);
+        wr(
+            &mut t,
+            0x70,
+            status::ACKNOWLEDGE_FOR_TEST | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
+        assert!(t.is_activated());
+        t
+    }
+
+    #[test]
+    fn saved_state_restores_into_a_fresh_transport() {
+        let t = activated();
+        t.irq().trigger(INT_USED_RING);
+        let state = t.save_state().unwrap();
+        assert!(state.activated);
+        assert_eq!(state.queues.len(), 2);
+        assert_eq!(state.queues[1].desc_table, 0x2000);
+        let (mut fresh, activations, _) = transport();
+        fresh.restore_state(&state).unwrap();
+        assert!(fresh.is_activated());
+        assert_eq!(activations.load(Ordering::SeqCst), 1);
+        assert_eq!(fresh.save_state().unwrap(), state);
+        assert_eq!(rd(&mut fresh, 0x60), INT_USED_RING);
+        // Queues the driver queued before the snapshot are looked at again.
+        assert_eq!(fresh.queue_events()[0].read().unwrap(), 1);
+    }
+
+    #[test]
+    fn hostile_saved_state_is_refused() {
+        let state = activated().save_state().unwrap();
+        let refuse = |edit: &dyn Fn(&mut TransportState)| {
+            let mut bad = state.clone();
+            edit(&mut bad);
+            let (mut fresh, activations, _) = transport();
+            assert!(fresh.restore_state(&bad).is_err(), "{bad:?}");
+            assert_eq!(activations.load(Ordering::SeqCst), 0);
+        };
+        refuse(&|s| s.device_type = 2);
+        refuse(&|s| {
+            s.queues.pop();
+        });
+        refuse(&|s| s.queues[0].max_size = 1024);
+        refuse(&|s| s.queues[0].size = 3);
+        refuse(&|s| s.queues[1].used_ring = 0xffff_f000);
+        refuse(&|s| s.driver_features |= 1 << 40);
+    }
+
+    #[test]
+    fn a_device_without_snapshot_support_is_named() {
+        struct Plain;
+        impl VirtioDevice for Plain {
+            fn device_type(&self) -> u32 {
+                7
+            }
+            fn queue_max_sizes(&self) -> &[u16] {
+                &[4]
+            }
+            fn features(&self) -> u64 {
+                0
+            }
+            fn ack_features(&mut self, _: u64) {}
+            fn read_config(&self, _: u64, _: &mut [u8]) {}
+            fn activate(
+                &mut self,
+                _: Arc<GuestMemoryMmap>,
+                _: Vec<Queue>,
+            ) -> Result<(), ActivateError> {
+                Ok(())
+            }
+            fn reset(&mut self) {}
+            fn process_queue(&mut self, _: usize) -> bool {
+                false
+            }
+        }
+        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+        let irq = Arc::new(IrqTrigger::with_new_eventfd().unwrap());
+        let t = MmioTransport::new(Box::new(Plain), mem, irq).unwrap();
+        assert!(matches!(
+            t.save_state(),
+            Err(TransportStateError::Unsupported(7))
+        ));
     }
 
     #[test]

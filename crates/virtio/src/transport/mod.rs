@@ -3,3 +3,4 @@
 pub mod mmio;
 
 pub use mmio::{IrqTrigger, MmioTransport, MMIO_WINDOW_SIZE};
+pub use mmio::{QueueSnapshot, TransportState, TransportStateError};

@@ -22,7 +22,7 @@ const QUEUE_SIZES: [u16; 3] = [QUEUE_SIZE; 3];
 pub const RX_QUEUE: usize = 0;
 /// Guest-to-host packets.
 pub const TX_QUEUE: usize = 1;
-/// Transport events (unused: no live migration).
+/// Transport events (only the reset after a snapshot restore).
 pub const EVENT_QUEUE: usize = 2;
 
 /// Consumes every packet the guest queued on `tx`. Malformed packets (short header,
@@ -236,6 +236,50 @@ impl VirtioDevice for Vsock {
     fn is_broken(&self) -> bool {
         self.broken
     }
+
+    // Host-side connections (UNIX sockets) cannot survive into another process: the
+    // restored device starts with none and tells the driver so with a transport reset.
+    fn snapshot_queues(&self) -> Option<Vec<virtio_queue::QueueState>> {
+        Some(self.queues.iter().map(Queue::state).collect())
+    }
+
+    fn restored(&mut self) -> bool {
+        let Some(mem) = self.mem.clone() else {
+            return false;
+        };
+        let Some(evq) = self.queues.get_mut(EVENT_QUEUE) else {
+            return false;
+        };
+        send_transport_reset(evq, &mem)
+    }
+}
+
+/// Posts `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` (id 0) to the event queue, if the driver
+/// left a buffer there; returns whether to interrupt.
+fn send_transport_reset(evq: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+    const TRANSPORT_RESET: u32 = 0;
+    let chain = match next_chain(evq, mem) {
+        Ok(Some(chain)) => chain,
+        Ok(None) => {
+            warn!("vsock: no event buffer for the transport reset after restore");
+            return false;
+        }
+        Err(e) => {
+            warn!("vsock: event queue unusable: {e}");
+            return false;
+        }
+    };
+    let head = chain.head_index();
+    let mut len = 0;
+    if let Ok(mut writer) = Writer::new(mem, chain) {
+        if writer.write_all(&TRANSPORT_RESET.to_le_bytes()).is_ok() {
+            len = 4;
+        }
+    }
+    if complete(evq, mem, head, len).is_err() {
+        return false;
+    }
+    wants_interrupt(evq, mem)
 }
 
 #[cfg(test)]
