@@ -2,6 +2,8 @@
 //! their irqfds and ioeventfds, vCPUs; then runs it until the guest ends.
 
 use std::fs::OpenOptions;
+use std::os::unix::thread::JoinHandleExt;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -28,8 +30,9 @@ use crate::exit::{GuestExit, EXIT_VMM_ERROR};
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
 use crate::vhost_user::frontend::{fs_device, FrontendError};
 use crate::vmm_config::{ConsoleConfig, VmConfig, MAX_VCPUS};
+use crate::vstate::control::{install_kick_handler, VcpuControl};
 use crate::vstate::memory::{create_guest_memory_with, Backing, MemoryError};
-use crate::vstate::vcpu::Vcpu;
+use crate::vstate::vcpu::{Vcpu, VcpuRunContext};
 use crate::vstate::vm::{Vm, VmError};
 use crate::GuestMemoryMmap;
 
@@ -70,19 +73,26 @@ pub enum BuildError {
     },
 }
 
-fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BuildError {
+pub(crate) fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> BuildError {
     move |source| BuildError::Io { what, source }
 }
 
 /// A built microVM, ready to run.
 pub struct Microvm {
-    _vm: Vm,
-    _mem: Arc<GuestMemoryMmap>,
-    vcpus: Vec<Vcpu>,
-    devices: Arc<Devices>,
-    event_loop: EventLoop,
-    exit_rx: mpsc::Receiver<GuestExit>,
-    filters: Filters,
+    pub(crate) vm: Arc<Vm>,
+    pub(crate) mem: Arc<GuestMemoryMmap>,
+    pub(crate) vcpus: Vec<Vcpu>,
+    pub(crate) devices: Arc<Devices>,
+    pub(crate) event_loop: EventLoop,
+    pub(crate) exit_rx: mpsc::Receiver<GuestExit>,
+    pub(crate) filters: Filters,
+}
+
+/// How to run a built microVM.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Serve the control API (pause, resume, status) on this UNIX socket.
+    pub api_socket: Option<PathBuf>,
 }
 
 /// How a run ended.
@@ -101,7 +111,7 @@ impl RunOutcome {
     }
 }
 
-fn console_out(config: &ConsoleConfig) -> Result<ConsoleOut, BuildError> {
+pub(crate) fn console_out(config: &ConsoleConfig) -> Result<ConsoleOut, BuildError> {
     Ok(match config {
         ConsoleConfig::Stdout => Box::new(std::io::stdout()),
         ConsoleConfig::Off => Box::new(std::io::sink()),
@@ -201,41 +211,17 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
         models.push(Box::new(fs_device(&fs.tag, &fs.socket)?));
     }
 
-    let mut slots = Vec::new();
-    let mut ioeventfd_ok = true;
-    for (i, model) in models.into_iter().enumerate() {
-        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW_SIZE;
-        let irq = VIRTIO_IRQ_BASE + u32::try_from(i).unwrap_or(0);
-        let trigger = Arc::new(IrqTrigger::with_new_eventfd().map_err(io_err("eventfd"))?);
-        vm.register_irqfd(trigger.eventfd(), irq)?;
-        let transport =
-            MmioTransport::new(model, mem.clone(), trigger).map_err(io_err("eventfd"))?;
-        for (q, evt) in transport.queue_events().iter().enumerate() {
-            let datamatch = u32::try_from(q).unwrap_or(u32::MAX);
-            if let Err(e) = vm.register_mmio_ioeventfd(evt, base + QUEUE_NOTIFY_OFFSET, datamatch) {
-                // The transport forwards notifications itself; only slower.
-                if ioeventfd_ok {
-                    warn!("ioeventfd unavailable, notifications go through VM exits: {e}");
-                }
-                ioeventfd_ok = false;
-            }
-        }
+    let slots = attach_devices(&vm, &mem, models)?;
+    for slot in &slots {
         cmdline
-            .add_virtio_mmio_device(MMIO_WINDOW_SIZE, GuestAddress(base), irq, None)
+            .add_virtio_mmio_device(MMIO_WINDOW_SIZE, GuestAddress(slot.base), slot.irq, None)
             .map_err(|e| BootError::Cmdline(e.to_string()))?;
-        slots.push(MmioSlot {
-            base,
-            irq,
-            transport: Arc::new(Mutex::new(transport)),
-        });
     }
 
     let cmdline_len = boot::write_cmdline(&mem, &cmdline)?;
     boot::write_zero_page(&mem, &kernel, cmdline_len, initramfs)?;
 
-    let serial_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-    vm.register_irqfd(&serial_evt, SERIAL_IRQ)?;
-    let serial = SerialConsole::new(IrqLine(serial_evt), console_out(&config.console)?);
+    let serial = SerialConsole::new(serial_irq(&vm)?, console_out(&config.console)?);
 
     let event_loop = EventLoop::new(slots.iter().map(|s| s.transport.clone()).collect())
         .map_err(io_err("device event loop"))?;
@@ -264,8 +250,8 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
         Filters::disabled()
     };
     Ok(Microvm {
-        _vm: vm,
-        _mem: mem,
+        vm: Arc::new(vm),
+        mem,
         vcpus,
         devices,
         event_loop,
@@ -274,19 +260,72 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
     })
 }
 
+/// The COM1 interrupt line, wired to the irqchip.
+pub(crate) fn serial_irq(vm: &Vm) -> Result<IrqLine, BuildError> {
+    let serial_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+    vm.register_irqfd(&serial_evt, SERIAL_IRQ)?;
+    Ok(IrqLine(serial_evt))
+}
+
+/// Puts each model behind a virtio-mmio transport at its window with an irqfd and
+/// ioeventfds; device `i` gets window `i` and IRQ `VIRTIO_IRQ_BASE + i`.
+pub(crate) fn attach_devices(
+    vm: &Vm,
+    mem: &Arc<GuestMemoryMmap>,
+    models: Vec<Box<dyn VirtioDevice>>,
+) -> Result<Vec<MmioSlot>, BuildError> {
+    let mut slots = Vec::new();
+    let mut ioeventfd_ok = true;
+    for (i, model) in models.into_iter().enumerate() {
+        let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_WINDOW_SIZE;
+        let irq = VIRTIO_IRQ_BASE + u32::try_from(i).unwrap_or(0);
+        let trigger = Arc::new(IrqTrigger::with_new_eventfd().map_err(io_err("eventfd"))?);
+        vm.register_irqfd(trigger.eventfd(), irq)?;
+        let transport =
+            MmioTransport::new(model, mem.clone(), trigger).map_err(io_err("eventfd"))?;
+        for (q, evt) in transport.queue_events().iter().enumerate() {
+            let datamatch = u32::try_from(q).unwrap_or(u32::MAX);
+            if let Err(e) = vm.register_mmio_ioeventfd(evt, base + QUEUE_NOTIFY_OFFSET, datamatch) {
+                // The transport forwards notifications itself; only slower.
+                if ioeventfd_ok {
+                    warn!("ioeventfd unavailable, notifications go through VM exits: {e}");
+                }
+                ioeventfd_ok = false;
+            }
+        }
+        slots.push(MmioSlot {
+            base,
+            irq,
+            transport: Arc::new(Mutex::new(transport)),
+        });
+    }
+    Ok(slots)
+}
+
 impl Microvm {
-    /// Starts the device thread and the vCPUs and waits until the guest ends. The vCPU
-    /// threads are not joined: the caller is expected to exit the process.
-    pub fn run(self) -> Result<RunOutcome, BuildError> {
+    /// Starts the device thread, the vCPUs and (with an API socket) the control API,
+    /// and waits until the guest ends. The vCPU threads are not joined: the caller is
+    /// expected to exit the process.
+    pub fn run(self, options: RunOptions) -> Result<RunOutcome, BuildError> {
         let Microvm {
-            _vm,
-            _mem,
+            vm,
+            mem,
             vcpus,
             devices,
             event_loop,
             exit_rx,
             filters,
         } = self;
+        // Bound before any thread starts, so a bad path is an error, not a late warning.
+        let listener = match &options.api_socket {
+            Some(path) => Some(crate::api::bind(path)?),
+            None => None,
+        };
+        install_kick_handler().map_err(io_err("install vCPU kick handler"))?;
+        crate::seccomp::install_violation_reporter()
+            .map_err(io_err("install seccomp violation reporter"))?;
+        let (control, receivers) = VcpuControl::new(vcpus.len(), false);
+        let control = Arc::new(control);
         let device_filters = filters.clone();
         std::thread::Builder::new()
             .name("skiff-devices".into())
@@ -295,16 +334,35 @@ impl Microvm {
                 event_loop.run()
             })
             .map_err(io_err("spawn device thread"))?;
-        for vcpu in vcpus {
-            let devices = devices.clone();
+        for (vcpu, commands) in vcpus.into_iter().zip(receivers) {
+            let ctx = VcpuRunContext {
+                devices: devices.clone(),
+                control: control.clone(),
+                commands,
+            };
             let vcpu_filters = filters.clone();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name("skiff-vcpu".into())
                 .spawn(move || {
                     install_or_die(&vcpu_filters, ThreadKind::Vcpu);
-                    vcpu.run(devices)
+                    vcpu.run(ctx)
                 })
                 .map_err(io_err("spawn vCPU thread"))?;
+            control.register_thread(handle.as_pthread_t());
+        }
+        if let Some(listener) = listener {
+            let api = crate::api::Api {
+                devices: devices.clone(),
+                control: control.clone(),
+            };
+            let api_filters = filters.clone();
+            std::thread::Builder::new()
+                .name("skiff-api".into())
+                .spawn(move || {
+                    install_or_die(&api_filters, ThreadKind::Api);
+                    api.serve(listener)
+                })
+                .map_err(io_err("spawn API thread"))?;
         }
         filters.install(ThreadKind::Vmm)?;
         let exit = exit_rx
@@ -312,7 +370,7 @@ impl Microvm {
             .unwrap_or_else(|_| GuestExit::Crash("all vCPUs stopped".into()));
         devices.flush_console();
         // Keep VM and memory mapped until here: vCPUs may still be running.
-        drop((_vm, _mem));
+        drop((vm, mem));
         Ok(RunOutcome {
             exit,
             reported_status: devices.reported_status(),

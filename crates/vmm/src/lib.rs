@@ -14,10 +14,13 @@
 //!               [--cpus N] [--disk PATH[,ro][,id=SERIAL]]...
 //!               [--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]]... [--vsock UDS_PATH]
 //!               [--fs tag=T,socket=VHOST_SOCK]... [--guest-cid N] [--console stdout|off|PATH] [--report-boot-time]
-//!               [--no-seccomp]
+//!               [--no-seccomp] [--api-socket PATH]
 //! skiff-vmm vhost-user-vsock --guest-cid N --socket VHOST_SOCK --uds-path VM_SOCK
 //! skiff-vmm vhost-user-blk --socket VHOST_SOCK --disk PATH [--readonly] [--id SERIAL]
 //! ```
+//!
+//! `--api-socket` serves the control API (see [`api`]): `pause` stops every vCPU at a
+//! consistent point, `resume` lets them carry on, `status` says which.
 //!
 //! `--fs` attaches virtio-fs served by a vhost-user backend such as `virtiofsd`
 //! (see [`vhost_user::frontend`]); guest RAM is then a shared memfd.
@@ -36,6 +39,7 @@
 //!   flags, missing kernel, no /dev/kvm); one line on stderr says why;
 //! - 2: command-line syntax error (clap).
 
+pub mod api;
 pub mod arch;
 pub mod builder;
 pub mod devices;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use skiff_vmm::builder::{RunOptions, RunOutcome};
 use skiff_vmm::exit::EXIT_VMM_ERROR;
 use skiff_vmm::vmm_config::{
     parse_console, parse_disk_spec, parse_fs_spec, parse_net_spec, VmConfig, VsockConfig,
@@ -70,6 +71,9 @@ struct RunArgs {
     /// Do not install the per-thread seccomp filters (debugging only).
     #[arg(long)]
     no_seccomp: bool,
+    /// Serve the control API (pause, resume, status) on this UNIX socket.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -139,7 +143,12 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
         seccomp: !args.no_seccomp,
     };
     let vm = skiff_vmm::builder::build(&config, start)?;
-    let outcome = vm.run()?;
+    finish(vm.run(RunOptions {
+        api_socket: args.api_socket,
+    })?)
+}
+
+fn finish(outcome: RunOutcome) -> anyhow::Result<i32> {
     if let skiff_vmm::exit::GuestExit::Crash(why) = &outcome.exit {
         eprintln!("skiff-vmm: guest crashed: {why}");
     }

@@ -1,12 +1,18 @@
 //! Seccomp filters, one per thread kind, as data: which system calls each kind of
-//! thread may make once the guest runs. Anything else kills the VMM process, so a
+//! thread may make once the guest runs. Anything else ends the VMM process, so a
 //! guest that subverts a device model still cannot open files or spawn programs.
+//! The call traps (SIGSYS) into [`install_violation_reporter`]'s handler, which says
+//! on stderr which call on which kind of thread was refused and exits with
+//! [`crate::exit::EXIT_VMM_ERROR`]: a missing rule is one readable line, not a
+//! silently vanished process.
 //!
 //! - vCPU threads: KVM_RUN (plus register reads for crash reports), writes to the
 //!   console and eventfds, epoll_ctl (device activation), locking and memory.
 //! - the device thread: epoll, eventfds, disk I/O on already-open files, and UNIX
 //!   sockets for vsock (connect to `<uds>_<port>`, accept, read, write).
 //! - the VMM main thread: waits for the guest to end, flushes, exits.
+//! - the API thread (only with `--api-socket`): accepts control clients and kicks
+//!   vCPU threads.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +30,8 @@ pub enum ThreadKind {
     Device,
     /// The main thread after start-up.
     Vmm,
+    /// Serves the control API (pause, resume, snapshot).
+    Api,
 }
 
 /// Errors compiling or installing a filter.
@@ -39,6 +47,7 @@ pub enum SeccompError {
 const KVM_RUN: u64 = 0xae80;
 const KVM_GET_REGS: u64 = 0x8090_ae81;
 const KVM_GET_SREGS: u64 = 0x8138_ae83;
+
 // Socket ioctl std uses for set_nonblocking.
 const FIONBIO: u64 = 0x5421;
 
@@ -104,6 +113,20 @@ const DEVICE: &[i64] = &[
 
 const VMM: &[i64] = &[libc::SYS_read];
 
+/// Control clients: accept and talk on the API socket, kick vCPU threads (tgkill);
+/// no files, no exec, no fork, no new sockets.
+const API: &[i64] = &[
+    libc::SYS_accept4,
+    libc::SYS_accept,
+    libc::SYS_read,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_shutdown,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_tgkill,
+];
+
 fn ioctl_rule(cmds: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     cmds.iter()
         .map(|&cmd| {
@@ -125,6 +148,7 @@ pub fn rules(
         ThreadKind::Vcpu => VCPU,
         ThreadKind::Device => DEVICE,
         ThreadKind::Vmm => VMM,
+        ThreadKind::Api => API,
     };
     let mut map: BTreeMap<i64, Vec<SeccompRule>> = COMMON
         .iter()
@@ -142,6 +166,7 @@ pub fn rules(
             map.insert(libc::SYS_ioctl, ioctl_rule(&[FIONBIO])?);
         }
         ThreadKind::Vmm => {}
+        ThreadKind::Api => {}
     }
     Ok(map)
 }
@@ -162,18 +187,20 @@ pub fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, 
 /// Compiled filters for every thread kind (`None` = seccomp disabled).
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
-    programs: Option<[BpfProgram; 3]>,
+    programs: Option<[BpfProgram; 4]>,
 }
 
 impl Filters {
-    /// Filters that kill the process on any call outside the thread's list.
+    /// Filters that end the process on any call outside the thread's list (through
+    /// the handler of [`install_violation_reporter`]).
     pub fn strict() -> Result<Self, SeccompError> {
-        let kill = SeccompAction::KillProcess;
+        let kill = SeccompAction::Trap;
         Ok(Self {
             programs: Some([
                 compile(ThreadKind::Vcpu, kill.clone())?,
                 compile(ThreadKind::Device, kill.clone())?,
-                compile(ThreadKind::Vmm, kill)?,
+                compile(ThreadKind::Vmm, kill.clone())?,
+                compile(ThreadKind::Api, kill)?,
             ]),
         })
     }
@@ -192,9 +219,120 @@ impl Filters {
             ThreadKind::Vcpu => &programs[0],
             ThreadKind::Device => &programs[1],
             ThreadKind::Vmm => &programs[2],
+            ThreadKind::Api => &programs[3],
         };
+        THREAD_KIND.with(|k| k.set(kind as u8));
         seccompiler::apply_filter(program).map_err(SeccompError::Install)
     }
+}
+
+thread_local! {
+    /// The filter this thread runs under, for the violation report.
+    static THREAD_KIND: std::cell::Cell<u8> = const { std::cell::Cell::new(u8::MAX) };
+}
+
+fn kind_name(kind: u8) -> &'static [u8] {
+    match kind {
+        k if k == ThreadKind::Vcpu as u8 => b"a vCPU",
+        k if k == ThreadKind::Device as u8 => b"the device",
+        k if k == ThreadKind::Vmm as u8 => b"the main",
+        k if k == ThreadKind::Api as u8 => b"the API",
+        _ => b"an unfiltered",
+    }
+}
+
+/// Appends `value` in decimal or hex to `buf` at `*len` (no allocation: runs in a
+/// signal handler).
+fn push_num(buf: &mut [u8], len: &mut usize, value: u64, hex: bool) {
+    let radix = if hex { 16 } else { 10 };
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    let mut v = value;
+    loop {
+        digits[n] = b"0123456789abcdef"[(v % radix) as usize];
+        n += 1;
+        v /= radix;
+        if v == 0 || n == digits.len() {
+            break;
+        }
+    }
+    if hex {
+        push(buf, len, b"0x");
+    }
+    for i in (0..n).rev() {
+        push(buf, len, &digits[i..=i]);
+    }
+}
+
+fn push(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    for &b in bytes {
+        if let Some(slot) = buf.get_mut(*len) {
+            *slot = b;
+            *len += 1;
+        }
+    }
+}
+
+/// The report line for a refused call (`arg1` is the ioctl request for ioctls).
+fn violation_line(buf: &mut [u8; 160], kind: u8, syscall: i64, arg1: u64) -> usize {
+    let mut len = 0;
+    push(buf, &mut len, b"skiff-vmm: seccomp refused system call ");
+    push_num(buf, &mut len, syscall as u64, false);
+    if syscall == libc::SYS_ioctl {
+        push(buf, &mut len, b" (ioctl ");
+        push_num(buf, &mut len, arg1 & 0xffff_ffff, true);
+        push(buf, &mut len, b")");
+    }
+    push(buf, &mut len, b" on ");
+    push(buf, &mut len, kind_name(kind));
+    push(buf, &mut len, b" thread\n");
+    len
+}
+
+extern "C" fn on_violation(
+    _signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // siginfo_t for SIGSYS: the refused call's number is an int 24 bytes in
+    // (after signo, errno, code, padding and the faulting address).
+    // SAFETY: the kernel passes a valid siginfo_t (128 bytes) to an SA_SIGINFO handler.
+    let syscall = unsafe { info.cast::<u8>().add(24).cast::<i32>().read_unaligned() };
+    let arg1 = if context.is_null() {
+        0
+    } else {
+        // SAFETY: the kernel passes the interrupted thread's ucontext_t; RSI holds the
+        // second system call argument on x86_64.
+        unsafe {
+            (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSI as usize] as u64
+        }
+    };
+    let kind = THREAD_KIND.with(|k| k.get());
+    let mut buf = [0u8; 160];
+    let len = violation_line(&mut buf, kind, i64::from(syscall), arg1);
+    // SAFETY: write(2) and _exit(2) are async-signal-safe and allowed by every filter;
+    // `buf[..len]` is initialised.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), len);
+        libc::_exit(crate::exit::EXIT_VMM_ERROR);
+    }
+}
+
+/// Installs the SIGSYS handler that reports a refused system call and ends the VMM.
+/// Must run before any filter is installed (rt_sigaction is not allowed afterwards).
+pub fn install_violation_reporter() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; the handler
+    // only formats into a stack buffer, writes to stderr and exits.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_violation as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -202,8 +340,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn violation_report_names_the_call_and_thread() {
+        let mut buf = [0u8; 160];
+        let len = violation_line(&mut buf, ThreadKind::Api as u8, libc::SYS_ioctl, 0xae00);
+        assert_eq!(
+            std::str::from_utf8(&buf[..len]).unwrap(),
+            "skiff-vmm: seccomp refused system call 16 (ioctl 0xae00) on the API thread\n"
+        );
+        let len = violation_line(&mut buf, ThreadKind::Vcpu as u8, libc::SYS_openat, 7);
+        assert_eq!(
+            std::str::from_utf8(&buf[..len]).unwrap(),
+            "skiff-vmm: seccomp refused system call 257 on a vCPU thread\n"
+        );
+    }
+
+    #[test]
     fn every_kind_compiles() {
-        for kind in [ThreadKind::Vcpu, ThreadKind::Device, ThreadKind::Vmm] {
+        for kind in [
+            ThreadKind::Vcpu,
+            ThreadKind::Device,
+            ThreadKind::Vmm,
+            ThreadKind::Api,
+        ] {
             assert!(!compile(kind, SeccompAction::KillProcess)
                 .unwrap()
                 .is_empty());
@@ -239,6 +397,20 @@ mod tests {
         .unwrap();
         assert_eq!(outcome.0.err(), Some(Some(libc::EPERM)));
         assert_eq!((outcome.1, outcome.2), (-1, Some(libc::EPERM)));
+    }
+
+    #[test]
+    fn api_thread_cannot_spawn_programs_or_open_sockets() {
+        let rules = rules(ThreadKind::Api).unwrap();
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_clone,
+            libc::SYS_fork,
+            libc::SYS_socket,
+            libc::SYS_connect,
+        ] {
+            assert!(!rules.contains_key(&nr), "syscall {nr} allowed");
+        }
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub fn write64(addr: u64, value: u64) {
     unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
 }
 
+pub fn read64(addr: u64) -> u64 {
+    // SAFETY: owned RAM, 8-byte aligned.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
 pub fn read8(addr: u64) -> u8 {
     // SAFETY: owned RAM or the zero page.
     unsafe { core::ptr::read_volatile(addr as *const u8) }

@@ -24,6 +24,19 @@
 //! N random 4 KiB reads and `testguest.seqmib=M` 1 MiB sequential reads on the first
 //! disk, writing markers 1, 2, 3 to port 0x503 around the phases. With
 //! `testguest.crash` it executes `ud2` without an IDT (a triple fault).
+//!
+//! With `testguest.snapwork=N` (snapshot tests) it runs a long deterministic job on
+//! the first disk instead: fills `testguest.snapmib=M` MiB (default 8) of RAM with a
+//! pattern, prints `testguest: snapwork ready` (marker 10), then runs N steps, each
+//! read-modify-writing 4096 pseudo-random words of that RAM and one 4 KiB disk block
+//! (marker 11, `testguest: step K/N acc=...`), and ends with `testguest: snapwork
+//! result=...` folded from the accumulator, every word of the RAM and every block read
+//! back. In-place updates make any sharing of memory or disk between two restored
+//! copies change the result. With `testguest.snapgate=G` it stops after step G,
+//! prints `testguest: snapwork waiting at step G` and polls disk block 16 until it
+//! starts with `SNAPGO!!` (the host opens the gate): a point where a test can
+//! snapshot the job mid-run whatever the machine's speed. The gate changes nothing
+//! in the result.
 
 #![no_std]
 #![no_main]
@@ -174,6 +187,14 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
         // SAFETY: deliberately raises #UD with no IDT: the CPU triple-faults.
         unsafe { core::arch::asm!("ud2") };
     }
+    if let Some(steps) = cmdline.value(b"testguest.snapwork=").and_then(parse_num) {
+        let mib = cmdline
+            .value(b"testguest.snapmib=")
+            .and_then(parse_num)
+            .unwrap_or(8);
+        let gate = cmdline.value(b"testguest.snapgate=").and_then(parse_num);
+        snapwork(&bases[..n], steps, mib, gate);
+    }
     let bench = cmdline.value(b"testguest.bench=").and_then(parse_num);
     let seq_mib = cmdline
         .value(b"testguest.seqmib=")
@@ -246,6 +267,98 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
         blk_index, vsock_seen, net_seen
     );
     finish(0)
+}
+
+const SNAP_BUF: u64 = 0x0500_0000;
+const SNAP_BLOCKS: u64 = 16;
+/// Disk block (4 KiB) the gate polls.
+const SNAP_GATE_BLOCK: u64 = SNAP_BLOCKS;
+/// Words of RAM each step read-modify-writes.
+const SNAP_WORDS_PER_STEP: u64 = 4096;
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn snapwork(bases: &[u64], steps: u64, mib: u64, gate: Option<u64>) -> ! {
+    check!((1..=32).contains(&mib), "snapwork: snapmib must be 1..=32");
+    let disk = bases
+        .iter()
+        .map(|&base| Mmio { base })
+        .find(|m| m.device_id() == 2);
+    check!(disk.is_some(), "snapwork: needs a disk");
+    let Some(mmio) = disk else { finish(1) };
+    let mut blk = Blk::init(mmio, QUEUE_RAM, 0);
+    check!(
+        !blk.read_only && blk.sectors >= (SNAP_GATE_BLOCK + 1) * 8,
+        "snapwork: needs a writable disk of at least {} KiB",
+        (SNAP_GATE_BLOCK + 1) * 4
+    );
+    let words = mib * (1 << 20) / 8;
+    for i in 0..words {
+        hw::write64(SNAP_BUF + i * 8, splitmix(i));
+    }
+    println!("testguest: snapwork ready ({} MiB, {} steps)", mib, steps);
+    outb(MARKER_PORT, 10);
+    let mut acc: u64 = 0x5eed;
+    for k in 0..steps {
+        outb(MARKER_PORT, 11);
+        for j in 0..SNAP_WORDS_PER_STEP {
+            let addr = SNAP_BUF + (splitmix(acc ^ j) % words) * 8;
+            let w = hw::read64(addr)
+                .wrapping_mul(0x5851_f42d_4c95_7f2d)
+                .wrapping_add(k ^ j);
+            hw::write64(addr, w);
+            acc = acc.rotate_left(5) ^ w;
+        }
+        let sector = (k % SNAP_BLOCKS) * 8;
+        let st = blk.request(REQ_IN, sector, 4096);
+        check!(st == 0, "snapwork: read status {}", st);
+        for j in 0..512u64 {
+            let addr = BLK_DATA + j * 8;
+            let w = hw::read64(addr).rotate_left(3) ^ splitmix(acc ^ j);
+            hw::write64(addr, w);
+        }
+        let st = blk.request(REQ_OUT, sector, 4096);
+        check!(st == 0, "snapwork: write status {}", st);
+        println!("testguest: step {}/{} acc={:016x}", k + 1, steps, acc);
+        if gate == Some(k + 1) {
+            println!("testguest: snapwork waiting at step {}", k + 1);
+            wait_for_gate(&mut blk);
+            println!("testguest: snapwork gate open");
+        }
+    }
+    for b in 0..SNAP_BLOCKS {
+        let st = blk.request(REQ_IN, b * 8, 4096);
+        check!(st == 0, "snapwork: final read status {}", st);
+        for j in 0..512u64 {
+            acc = acc.rotate_left(7) ^ hw::read64(BLK_DATA + j * 8);
+        }
+    }
+    for i in 0..words {
+        acc = acc.rotate_left(3) ^ hw::read64(SNAP_BUF + i * 8);
+    }
+    println!("testguest: snapwork result={:016x}", acc);
+    println!("testguest: PASS (snapwork)");
+    finish(0)
+}
+
+/// Polls the gate block until the host wrote `SNAPGO!!` at its start. Only the
+/// request buffer changes, and every step reads a block into it before using it.
+fn wait_for_gate(blk: &mut Blk) {
+    loop {
+        let st = blk.request(REQ_IN, SNAP_GATE_BLOCK * 8, 4096);
+        check!(st == 0, "snapwork: gate read status {}", st);
+        if (0..8).all(|k| read8(BLK_DATA + k) == b"SNAPGO!!"[k as usize]) {
+            return;
+        }
+        for _ in 0..10_000 {
+            hw::pause();
+        }
+    }
 }
 
 struct Blk {

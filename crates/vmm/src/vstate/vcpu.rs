@@ -1,6 +1,7 @@
 //! vCPUs: 64-bit boot state (CPUID, MSRs, registers, FPU, LAPIC) and the run loop that
 //! turns VM exits into device accesses.
 
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use kvm_bindings::{
@@ -11,6 +12,7 @@ use kvm_bindings::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use tracing::{debug, warn};
 
+use super::control::{set_immediate_exit_target, VcpuCommand, VcpuControl};
 use super::vm::{Vm, VmError};
 use crate::arch::layout::{BOOT_STACK, GDT_ADDR, IDT_ADDR, PML4, ZERO_PAGE};
 use crate::arch::paging::{CODE_SELECTOR, DATA_SELECTOR, GDT, TSS_SELECTOR};
@@ -42,6 +44,14 @@ const BOOT_MSRS: [(u32, u64); 11] = [
     (0x1a0, 1),             // MISC_ENABLE: fast strings
     (0x2ff, (1 << 11) | 6), // MTRR default type: enabled, write-back
 ];
+
+/// What a vCPU thread needs besides the vCPU: devices for its exits, the pause
+/// control and its command channel.
+pub struct VcpuRunContext {
+    pub devices: Arc<Devices>,
+    pub control: Arc<VcpuControl>,
+    pub commands: Receiver<VcpuCommand>,
+}
 
 /// One virtual CPU.
 #[derive(Debug)]
@@ -146,50 +156,130 @@ impl Vcpu {
             .map_err(kvm_err("set special registers"))
     }
 
-    /// Runs the vCPU until the guest ends; the reason goes to `devices`.
-    pub fn run(mut self, devices: Arc<Devices>) {
+    /// Runs the vCPU until the guest ends (the reason goes to `devices`), parking
+    /// whenever the control asks for a pause.
+    pub fn run(mut self, ctx: VcpuRunContext) {
+        set_immediate_exit_target(&mut self.fd.get_kvm_run().immediate_exit);
+        let reason = self.run_loop(&ctx);
+        set_immediate_exit_target(std::ptr::null_mut());
+        ctx.control.set_gone();
+        if let Some(reason) = reason {
+            ctx.devices.request_exit(reason);
+        }
+    }
+
+    /// Parks at a consistent point and serves commands until resumed; returns how the
+    /// guest ended if it did so while its last instruction completed.
+    fn park(&mut self, ctx: &VcpuRunContext) -> Option<GuestExit> {
+        // Re-entering with immediate_exit completes a pending port/MMIO read into the
+        // guest's registers and returns EINTR without running guest code. Completing
+        // an instruction can need another exit (a split access): those are handled
+        // like any other, so nothing the guest did is dropped.
+        self.fd.set_kvm_immediate_exit(1);
+        for _ in 0..MAX_COMPLETION_EXITS {
+            match self.step(&ctx.devices) {
+                Step::Interrupted => break,
+                Step::Ran => {}
+                Step::Ended(exit) => return Some(exit),
+            }
+        }
+        self.fd.set_kvm_immediate_exit(0);
+        ctx.control.set_parked(true);
+        while let Ok(command) = ctx.commands.recv() {
+            match command {
+                // A resume sent before the latest pause is stale.
+                VcpuCommand::Resume if !ctx.control.pause_requested() => break,
+                VcpuCommand::Resume => {}
+            }
+        }
+        ctx.control.set_parked(false);
+        None
+    }
+
+    fn run_loop(&mut self, ctx: &VcpuRunContext) -> Option<GuestExit> {
+        loop {
+            // A kick that landed after the last pause was served (a second `pause`
+            // while parked) left immediate_exit set: clear it before looking at the
+            // flag, so a kick for a new pause (flag first, then kick) is never lost.
+            self.fd.set_kvm_immediate_exit(0);
+            if ctx.control.pause_requested() {
+                if let Some(exit) = self.park(ctx) {
+                    return Some(exit);
+                }
+                continue;
+            }
+            if ctx.devices.exit_requested() {
+                return None;
+            }
+            if let Step::Ended(exit) = self.step(&ctx.devices) {
+                return Some(exit);
+            }
+            if ctx.devices.exit_requested() {
+                return None;
+            }
+        }
+    }
+
+    /// One KVM_RUN and the handling of its exit.
+    fn step(&mut self, devices: &Devices) -> Step {
         let id = self.id;
-        let reason = loop {
-            match self.fd.run() {
-                Ok(VcpuExit::IoOut(port, data)) => devices.pio_write(port, data),
-                Ok(VcpuExit::IoIn(port, data)) => devices.pio_read(port, data),
-                Ok(VcpuExit::MmioRead(addr, data)) => devices.mmio_read(addr, data),
-                Ok(VcpuExit::MmioWrite(addr, data)) => devices.mmio_write(addr, data),
-                Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
-                Ok(VcpuExit::Hlt) => break GuestExit::Shutdown,
-                Ok(VcpuExit::Shutdown) => {
-                    break GuestExit::Crash(format!(
-                        "vCPU {id}: triple fault ({})",
-                        self.where_am_i()
-                    ))
-                }
-                Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
-                    KVM_SYSTEM_EVENT_RESET => break GuestExit::Reset,
-                    KVM_SYSTEM_EVENT_SHUTDOWN => break GuestExit::Shutdown,
-                    KVM_SYSTEM_EVENT_CRASH => {
-                        break GuestExit::Crash(format!("vCPU {id}: guest crash event"))
-                    }
-                    other => warn!("vCPU {id}: ignoring system event {other}"),
-                },
-                Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                    break GuestExit::Crash(format!("vCPU {cpu}: entry failed, reason {reason:#x}"))
-                }
-                Ok(VcpuExit::InternalError) => {
-                    break GuestExit::Crash(format!("vCPU {id}: KVM internal error"))
-                }
-                Ok(other) => {
-                    break GuestExit::Crash(format!("vCPU {id}: unexpected exit {other:?}"))
-                }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
-                Err(e) => break GuestExit::Crash(format!("vCPU {id}: KVM_RUN failed: {e}")),
+        let ended = |exit| Step::Ended(exit);
+        match self.fd.run() {
+            Ok(VcpuExit::IoOut(port, data)) => devices.pio_write(port, data),
+            Ok(VcpuExit::IoIn(port, data)) => devices.pio_read(port, data),
+            Ok(VcpuExit::MmioRead(addr, data)) => devices.mmio_read(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => devices.mmio_write(addr, data),
+            Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
+            Ok(VcpuExit::Hlt) => return ended(GuestExit::Shutdown),
+            Ok(VcpuExit::Shutdown) => {
+                return ended(GuestExit::Crash(format!(
+                    "vCPU {id}: triple fault ({})",
+                    self.where_am_i()
+                )))
             }
-            if devices.exit_requested() {
-                return;
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                KVM_SYSTEM_EVENT_RESET => return ended(GuestExit::Reset),
+                KVM_SYSTEM_EVENT_SHUTDOWN => return ended(GuestExit::Shutdown),
+                KVM_SYSTEM_EVENT_CRASH => {
+                    return ended(GuestExit::Crash(format!("vCPU {id}: guest crash event")))
+                }
+                other => warn!("vCPU {id}: ignoring system event {other}"),
+            },
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                return ended(GuestExit::Crash(format!(
+                    "vCPU {cpu}: entry failed, reason {reason:#x}"
+                )))
             }
-        };
-        devices.request_exit(reason);
+            Ok(VcpuExit::InternalError) => {
+                return ended(GuestExit::Crash(format!("vCPU {id}: KVM internal error")))
+            }
+            Ok(other) => {
+                return ended(GuestExit::Crash(format!(
+                    "vCPU {id}: unexpected exit {other:?}"
+                )))
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                return Step::Interrupted
+            }
+            Err(e) => return ended(GuestExit::Crash(format!("vCPU {id}: KVM_RUN failed: {e}"))),
+        }
+        Step::Ran
     }
 }
+
+/// What one KVM_RUN did.
+enum Step {
+    /// The guest ran (or an exit was handled) and can carry on.
+    Ran,
+    /// KVM_RUN returned without running the guest (a kick: EINTR).
+    Interrupted,
+    /// The guest ended.
+    Ended(GuestExit),
+}
+
+/// Exits a parking vCPU handles while completing its last instruction (a bound, in
+/// case KVM never returns EINTR).
+const MAX_COMPLETION_EXITS: usize = 16;
 
 impl Vcpu {
     /// Registers worth printing when a guest dies.
