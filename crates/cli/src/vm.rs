@@ -166,6 +166,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
             root_share: None,
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
+            network: None,
         })
         .context("create the container")?;
 

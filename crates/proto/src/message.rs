@@ -118,6 +118,43 @@ pub struct ContainerConfig {
     /// OCI `linux.readonlyPaths`: bound onto themselves and remounted read-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub readonly_paths: Vec<String>,
+    /// The container's network: its interface and the /etc/hosts and /etc/resolv.conf
+    /// to give it. `None` leaves the guest's network alone (only lo comes up).
+    /// Omitted when unset so agents that predate it still accept the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Box<GuestNetwork>>,
+}
+
+/// Largest /etc/hosts or /etc/resolv.conf the agent writes.
+pub const MAX_NET_FILE: usize = 64 * 1024;
+
+/// How the agent sets up the guest's network before the container starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestNetwork {
+    /// The virtio-net interface to configure; `None` means loopback only.
+    #[serde(default)]
+    pub interface: Option<GuestInterface>,
+    /// Contents of the container's /etc/hosts (at most [`MAX_NET_FILE`] bytes).
+    #[serde(default)]
+    pub hosts: String,
+    /// Contents of the container's /etc/resolv.conf (at most [`MAX_NET_FILE`] bytes).
+    #[serde(default)]
+    pub resolv_conf: String,
+}
+
+/// One interface, found by its MAC address, with a static IPv4 address.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestInterface {
+    /// `02:73:0a:59:00:02`.
+    pub mac: String,
+    /// Dotted IPv4 address.
+    pub address: String,
+    pub prefix_len: u8,
+    /// Default route via this address.
+    #[serde(default)]
+    pub gateway: Option<String>,
 }
 
 /// A host directory the VM exposes as a virtio-9p device, mounted at `target` (an
@@ -261,12 +298,33 @@ mod tests {
     fn configs_without_shares_keep_the_old_wire_form() {
         let json = serde_json::to_string(&ContainerConfig::default()).unwrap();
         assert!(!json.contains("shares"), "{json}");
+        assert!(!json.contains("network"), "{json}");
         let with = ContainerConfig {
             shares: vec![SharedDir {
                 tag: "v0".into(),
                 target: "/data".into(),
                 readonly: true,
             }],
+            ..ContainerConfig::default()
+        };
+        let back: ContainerConfig =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
+    }
+
+    #[test]
+    fn network_settings_round_trip() {
+        let with = ContainerConfig {
+            network: Some(Box::new(GuestNetwork {
+                interface: Some(GuestInterface {
+                    mac: "02:73:0a:59:00:02".into(),
+                    address: "10.89.0.2".into(),
+                    prefix_len: 24,
+                    gateway: Some("10.89.0.1".into()),
+                }),
+                hosts: "127.0.0.1\tlocalhost\n".into(),
+                resolv_conf: "nameserver 10.0.0.53\n".into(),
+            })),
             ..ContainerConfig::default()
         };
         let back: ContainerConfig =

@@ -142,6 +142,7 @@ impl WarmVm {
             root_share: None,
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
+            network: None,
         })?;
         let mut out = RunOutput {
             create_time: t0.elapsed(),

@@ -45,8 +45,18 @@ pub fn create(config: &ContainerConfig) -> io::Result<()> {
         crate::sys::check(ret)
             .map_err(|e| io::Error::new(e.kind(), format!("set hostname: {e}")))?;
     }
+    let etc_files = match &config.network {
+        Some(n) => crate::net::configure(n)
+            .map_err(|e| io::Error::new(e.kind(), format!("network: {e}")))?,
+        None => {
+            if let Err(e) = crate::net::loopback_up() {
+                crate::log!("bring lo up: {e}");
+            }
+            Vec::new()
+        }
+    };
     let mounted = rootfs::assemble(config)?;
-    let ns = rootfs::enter_namespace(&mounted.rootfs, config)?;
+    let ns = rootfs::enter_namespace(&mounted.rootfs, config, etc_files)?;
     with(|s| {
         s.mounted = Some(mounted);
         s.namespace = Some(Arc::new(ns));

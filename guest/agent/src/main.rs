@@ -7,6 +7,7 @@
 
 mod container;
 mod init;
+mod net;
 mod process;
 mod reaper;
 mod rootfs;

@@ -209,16 +209,25 @@ impl Mounted {
 /// Builds the container's mount namespace on a dedicated thread (unshare affects only
 /// the calling thread's filesystem context) and returns a handle that keeps the
 /// namespace alive for later `setns` by every process started in the container.
-pub fn enter_namespace(rootfs: &Path, config: &ContainerConfig) -> io::Result<OwnedFd> {
+pub fn enter_namespace(
+    rootfs: &Path,
+    config: &ContainerConfig,
+    etc_files: Vec<(PathBuf, &'static str)>,
+) -> io::Result<OwnedFd> {
     let rootfs = rootfs.to_path_buf();
     let masked = config.masked_paths.clone();
     let readonly = config.readonly_paths.clone();
-    std::thread::spawn(move || build_namespace(&rootfs, &masked, &readonly))
+    std::thread::spawn(move || build_namespace(&rootfs, &masked, &readonly, &etc_files))
         .join()
         .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
-fn build_namespace(rootfs: &Path, masked: &[String], readonly: &[String]) -> io::Result<OwnedFd> {
+fn build_namespace(
+    rootfs: &Path,
+    masked: &[String],
+    readonly: &[String],
+    etc_files: &[(PathBuf, &'static str)],
+) -> io::Result<OwnedFd> {
     // SAFETY: unshare on the calling thread only; CLONE_NEWNS implies CLONE_FS.
     check(unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) })?;
     let ns = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt")?);
@@ -238,6 +247,9 @@ fn build_namespace(rootfs: &Path, masked: &[String], readonly: &[String]) -> io:
         None,
     )?;
     mount_container_pseudo_fs(rootfs)?;
+    for (source, name) in etc_files {
+        bind_etc_file(rootfs, source, name);
+    }
     // After /proc, /sys and /dev exist, as most of these paths live there.
     for path in readonly {
         make_readonly(rootfs, path)?;
@@ -256,6 +268,33 @@ fn build_namespace(rootfs: &Path, masked: &[String], readonly: &[String]) -> io:
     umount(Path::new("."), libc::MNT_DETACH)?;
     sys::chdir(&cstring("/")?)?;
     Ok(ns)
+}
+
+/// Binds a file the agent wrote (hosts, resolv.conf) over the container's /etc/NAME,
+/// creating an empty one to bind onto if needed. A symlinked /etc or file (it could
+/// point anywhere) or a read-only rootfs without the file leaves the image's alone.
+fn bind_etc_file(rootfs: &Path, source: &Path, name: &str) {
+    let etc = rootfs.join("etc");
+    let target = etc.join(name);
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link(&etc) || is_link(&target) {
+        crate::log!("/etc/{name}: a symlink in the image; not replaced");
+        return;
+    }
+    let prepared = std::fs::create_dir_all(&etc).and_then(|()| {
+        if target.is_file() {
+            Ok(())
+        } else {
+            std::fs::File::create(&target).map(drop)
+        }
+    });
+    if let Err(e) = prepared {
+        crate::log!("/etc/{name}: {e}; not replaced");
+        return;
+    }
+    if let Err(e) = mount(&source.to_string_lossy(), &target, "", libc::MS_BIND, None) {
+        crate::log!("/etc/{name}: {e}");
+    }
 }
 
 /// `path` under `rootfs` if it exists, resolved without following symlinks (a symlink

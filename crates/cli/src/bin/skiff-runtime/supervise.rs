@@ -139,6 +139,7 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         root_share: Some(ROOT_TAG.into()),
         masked_paths: bundle.masked_paths.clone(),
         readonly_paths: bundle.readonly_paths.clone(),
+        network: None,
     })?;
     let control = vm.work_dir().join("ctl.sock");
     let listener =
