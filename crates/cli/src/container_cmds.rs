@@ -17,6 +17,7 @@ use skiff_runtime::container::{
     self, control_request, read_log, BootSettings, ContainerSpec, ContainerState, Containers,
     ControlRequest, LogStream, Status, Supervisor, MAIN_STREAM,
 };
+use skiff_runtime::network::{NetworkMode, Networks, PortMapping};
 use skiff_runtime::{writable, AgentConn, Event, StartOutcome};
 
 use crate::run_config::{self, ImageDefaults};
@@ -56,6 +57,8 @@ pub enum ContainerCommand {
     Cp(CpArgs),
     /// Rename a container
     Rename(RenameArgs),
+    /// List a container's published ports
+    Port(PortArgs),
     /// Display CPU and memory use of the containers' microVMs
     Stats(StatsArgs),
     /// Manage containers
@@ -133,6 +136,15 @@ pub struct CreateArgs {
     /// Bind mount a host directory (virtio-9p; QEMU backend)
     #[arg(short, long, value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
+    /// Network: none (only lo), bridge (the default network) or a network's name
+    #[arg(long, alias = "net", default_value = "none")]
+    network: String,
+    /// Publish a container's port to the host
+    #[arg(short, long, value_name = "[HOSTIP:][HOSTPORT:]PORT[/tcp|/udp]")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes to a free host port
+    #[arg(short = 'P', long)]
+    publish_all: bool,
     /// Image to run
     image: String,
     /// Command and arguments
@@ -300,6 +312,13 @@ pub struct CpArgs {
 }
 
 #[derive(Args)]
+pub struct PortArgs {
+    container: String,
+    /// Only this container port: PORT[/PROTO]
+    private_port: Option<String>,
+}
+
+#[derive(Args)]
 pub struct RenameArgs {
     container: String,
     new_name: String,
@@ -411,6 +430,9 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
             Ok(0)
         }
         ContainerCommand::Stats(a) => stats(&ctx, &a),
+        ContainerCommand::Port(a) => {
+            crate::network_cmds::port(&ctx.containers()?, &a.container, a.private_port.as_deref())
+        }
         ContainerCommand::Container(ContainerSubcommand::Prune(_)) => prune(&ctx),
         ContainerCommand::Supervise { id } => supervise(&ctx, &id),
     }
@@ -502,6 +524,23 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
     if writable_bytes < 64 << 20 {
         bail!("--storage-size must be at least 64M");
     }
+    let network = NetworkMode::parse(&a.network)?;
+    let mut ports = a
+        .publish
+        .iter()
+        .map(|p| PortMapping::parse(p).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let networks = match &network {
+        NetworkMode::None if !ports.is_empty() || a.publish_all => {
+            bail!("publishing ports needs a network (--network bridge or a network's name)")
+        }
+        NetworkMode::None => None,
+        NetworkMode::Network(name) => {
+            let n = Networks::open()?;
+            n.get(name)?;
+            Some(n)
+        }
+    };
     let mut overrides = Vec::new();
     for f in &a.env_file {
         overrides.extend(run_config::read_env_file(f)?);
@@ -524,6 +563,9 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         None => libc::SIGTERM,
     };
     let labels = run_config::labels(&defaults, &a.label)?;
+    if a.publish_all {
+        ports.extend(crate::network_cmds::exposed_ports(&image.config_json)?);
+    }
     let layers = store.layer_disks(&image)?;
     container::trace::mark("image_ready");
 
@@ -567,6 +609,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         },
         binds,
         plugin_decision: None,
+        network,
     };
     let containers = ctx.containers()?;
     let policy = crate::policy::get()?;
@@ -580,6 +623,20 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
     if let Err(e) = store.use_image(&spec.id, &spec.image_id) {
         let _ = containers.remove(&spec.id);
         return Err(e.into());
+    }
+    if let (Some(networks), NetworkMode::Network(name)) = (&networks, &spec.network) {
+        let leased = networks.attach(
+            name,
+            &spec.id,
+            &spec.name,
+            &containers.dir_of(&spec.id),
+            ports,
+        );
+        if let Err(e) = leased {
+            let _ = containers.remove(&spec.id);
+            let _ = store.release_image(&spec.id);
+            return Err(e.into());
+        }
     }
     policy.event(&containers, &spec, EventKind::Created);
     Ok(spec)
@@ -882,6 +939,12 @@ fn remove(c: &Containers, store: &Store, id: &str, force: bool) -> Result<()> {
     let spec = c.spec(id).ok();
     c.remove(id)?;
     store.release_image(id)?;
+    if spec
+        .as_ref()
+        .is_some_and(|s| s.network != NetworkMode::None)
+    {
+        Networks::open()?.detach(id)?;
+    }
     if let Some(spec) = spec {
         crate::policy::get()?.event(c, &spec, EventKind::Removed);
     }
@@ -978,7 +1041,7 @@ fn command_text(spec: &ContainerSpec) -> String {
     spec.process.args.join(" ")
 }
 
-fn ps_row(spec: &ContainerSpec, st: &ContainerState, no_trunc: bool) -> Value {
+fn ps_row(spec: &ContainerSpec, st: &ContainerState, no_trunc: bool, ports: &str) -> Value {
     let id = if no_trunc {
         spec.id.clone()
     } else {
@@ -999,17 +1062,24 @@ fn ps_row(spec: &ContainerSpec, st: &ContainerState, no_trunc: bool) -> Value {
         "State": st.status.as_str(),
         "Names": spec.name,
         "Labels": spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
-        "Ports": "",
+        "Ports": ports,
     })
 }
 
 fn ps(ctx: &Ctx, a: &PsArgs) -> Result<u8> {
     let c = ctx.containers()?;
-    let rows: Vec<Value> = c
+    let listed: Vec<(ContainerSpec, ContainerState)> = c
         .list()?
         .into_iter()
         .filter(|(_, st)| a.all || st.is_running())
-        .map(|(spec, st)| ps_row(&spec, &st, a.no_trunc))
+        .collect();
+    let ports = crate::network_cmds::ports_by_container(&listed);
+    let rows: Vec<Value> = listed
+        .iter()
+        .map(|(spec, st)| {
+            let p = ports.get(&spec.id).map(String::as_str).unwrap_or_default();
+            ps_row(spec, st, a.no_trunc, p)
+        })
         .collect();
     let mut out = std::io::stdout().lock();
     if a.quiet {
@@ -1144,6 +1214,7 @@ fn inspect_value(c: &Containers, spec: &ContainerSpec) -> Result<Value> {
             "ControlSocket": st.control_socket,
             "GuestPid": st.guest_pid,
         },
+        "NetworkSettings": crate::network_cmds::inspect_settings(spec)?,
         "Plugins": {
             "Admission": spec.plugin_decision,
             "Audit": crate::policy::audit_records(&c.dir_of(&spec.id)),

@@ -5,6 +5,7 @@ mod container_cmds;
 mod copy;
 mod image_cmds;
 mod info;
+mod network_cmds;
 mod policy;
 mod run_config;
 mod signals;
@@ -56,6 +57,9 @@ enum Command {
     Container(container_cmds::ContainerCommand),
     #[command(flatten)]
     Image(image_cmds::ImageCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network_cmds::NetworkCommand),
     /// Low-level microVM commands (layer disks in, a process out).
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -85,6 +89,16 @@ fn main() -> ExitCode {
         Command::Image(cmd) => image_cmds::run(cmd, cli.global.root.clone())
             .map(|code| u8::try_from(code).unwrap_or(EXIT_SKIFF_ERROR)),
         Command::Vm(cmd) => vm::run(cmd, &cli.global),
+        Command::Network(cmd) => {
+            let root = cli
+                .global
+                .root
+                .clone()
+                .unwrap_or_else(skiff_image::Store::default_root);
+            skiff_runtime::container::Containers::open(&root)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| network_cmds::run(cmd, &c))
+        }
         Command::Info(args) => info::run(&args, &cli.global),
     };
     match result {

@@ -373,6 +373,7 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         boot: BootSettings::default(),
         binds: Vec::new(),
         plugin_decision: None,
+        network: Default::default(),
     };
     let policy = crate::policy::get().map_err(ApiError::from)?;
     let image_config = image.config_json.clone();

@@ -11,7 +11,7 @@ use skiff_proto::{AGENT_PORT, READY_PORT};
 
 use crate::agent::AgentConn;
 use crate::artifacts::GuestArtifacts;
-use crate::hypervisor::{self, Disk, LaunchSpec, Selection, Share, VmProcess};
+use crate::hypervisor::{self, Disk, LaunchSpec, NetDevice, Selection, Share, VmProcess};
 use crate::{Error, Result};
 
 /// Lines of console output kept in boot errors.
@@ -26,6 +26,8 @@ pub struct VmConfig {
     pub disks: Vec<Disk>,
     /// Host directories shared with the guest (`-v`).
     pub shares: Vec<Share>,
+    /// virtio-net devices on host TAPs.
+    pub nets: Vec<NetDevice>,
     pub cmdline_extra: String,
     /// How long the agent may take to dial in after the VMM starts.
     pub boot_timeout: Duration,
@@ -43,6 +45,7 @@ impl VmConfig {
             vcpus: 1,
             disks: Vec::new(),
             shares: Vec::new(),
+            nets: Vec::new(),
             cmdline_extra: String::new(),
             boot_timeout: Duration::from_secs(30),
             die_with_parent: false,
@@ -98,6 +101,7 @@ impl MicroVm {
             vcpus: config.vcpus,
             disks: &config.disks,
             shares: &config.shares,
+            nets: &config.nets,
             cmdline_extra: &config.cmdline_extra,
             vsock_uds: &vsock_uds,
             console_log: &console_log,

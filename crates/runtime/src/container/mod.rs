@@ -9,7 +9,7 @@
 
 mod control;
 mod logfile;
-mod records;
+pub(crate) mod records;
 pub mod supervisor;
 mod time;
 pub mod trace;

@@ -64,6 +64,9 @@ pub struct ContainerSpec {
     /// What the admission plugins decided (allowed, adjustments, per-plugin records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_decision: Option<serde_json::Value>,
+    /// `--network`; the address and published ports are the network's lease.
+    #[serde(default)]
+    pub network: crate::network::NetworkMode,
 }
 
 /// `-v HOST:TARGET[:ro]`.
@@ -359,6 +362,21 @@ impl Containers {
         write_atomic(&self.dir_of(id).join("spec.json"), &spec)
     }
 
+    /// `network connect`/`disconnect` of a stopped container: the only other change a
+    /// spec sees after create. The caller holds no lock; this takes the container's.
+    pub fn set_network(&self, id: &str, mode: crate::network::NetworkMode) -> Result<()> {
+        let lock = self.lock(id)?;
+        if lock.refreshed_state()?.is_running() {
+            return Err(Error::Config(format!(
+                "container {} is running; skiff changes networks of stopped containers only (no hot-plug yet)",
+                &id[..12]
+            )));
+        }
+        let mut spec = self.spec(id)?;
+        spec.network = mode;
+        write_atomic(&self.dir_of(id).join("spec.json"), &spec)
+    }
+
     /// Deletes the record, its writable disk and its log. The caller has made sure the
     /// container is not running.
     pub fn remove(&self, id: &str) -> Result<()> {
@@ -436,7 +454,7 @@ fn random_bytes(n: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn random_hex(n: usize) -> Result<String> {
+pub(crate) fn random_hex(n: usize) -> Result<String> {
     Ok(random_bytes(n)?
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -476,7 +494,7 @@ fn generated_name() -> Result<String> {
     ))
 }
 
-fn lock_file(path: &Path) -> Result<File> {
+pub(crate) fn lock_file(path: &Path) -> Result<File> {
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -496,7 +514,7 @@ fn lock_file(path: &Path) -> Result<File> {
 /// Caps what a record file may be (they are small; anything bigger is corrupt).
 const MAX_RECORD: u64 = 1 << 20;
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let f = File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::Config(format!("No such container record: {}", path.display()))
@@ -512,7 +530,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| Error::Config(format!("{}: corrupt record: {e}", path.display())))
 }
 
-fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Config(format!("serialise {}: {e}", path.display())))?;
     let tmp = path.with_extension("tmp");
@@ -551,6 +569,7 @@ mod tests {
             boot: BootSettings::default(),
             binds: Vec::new(),
             plugin_decision: None,
+            network: Default::default(),
         }
     }
 

@@ -11,13 +11,14 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use skiff_proto::{ContainerConfig, ExitStatus, SharedDir};
+use skiff_proto::{ContainerConfig, ExitStatus, GuestNetwork, SharedDir};
 
 use super::control::{self, ControlRequest};
 use super::logfile::{LogStream, LogWriter};
 use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
 use super::time::now_ms;
-use crate::hypervisor::{self, Disk, HypervisorKind, Share};
+use crate::hypervisor::{self, Disk, HypervisorKind, NetDevice, Share};
+use crate::network::{Attachment, NetworkMode, Networks};
 use crate::{
     writable, AgentConn, AgentSender, Error, Event, GuestArtifacts, MicroVm, Result, StartOutcome,
     VmConfig,
@@ -44,6 +45,47 @@ pub struct Supervisor {
     /// Set when the main process could not be executed (126/127).
     failed: Option<ExitStatus>,
     log: LogWriter,
+    /// Dropped last: removes the container's TAP once the VM is gone.
+    _tap: Plugged,
+}
+
+/// A container's TAP while its VM may use it; removed on drop, on every path.
+struct Plugged(Option<Attachment>);
+
+impl Drop for Plugged {
+    fn drop(&mut self) {
+        if let Some(att) = self.0.take() {
+            let removed = Networks::open().and_then(|n| n.unplug(&att));
+            if let Err(e) = removed {
+                tracing::warn!("removing {}: {e}", att.tap);
+            }
+        }
+    }
+}
+
+/// Plugs the container into its network: the TAP for the VM and the agent's settings.
+/// Without a network the agent gets no network settings (it brings lo up by itself),
+/// so agents that predate networking still accept the message.
+fn plug_network(
+    spec: &ContainerSpec,
+) -> Result<(Plugged, Vec<NetDevice>, Option<Box<GuestNetwork>>)> {
+    let NetworkMode::Network(name) = &spec.network else {
+        return Ok((Plugged(None), Vec::new(), None));
+    };
+    let networks = Networks::open()?;
+    let att = networks.attachment(&spec.id)?.ok_or_else(|| {
+        Error::Config(format!(
+            "container {} has no address on network {name} (was the network removed?)",
+            &spec.id[..12]
+        ))
+    })?;
+    let guest = networks.guest_config(&att, &spec.hostname)?;
+    networks.plug(&att)?;
+    let dev = NetDevice {
+        tap: att.tap.clone(),
+        mac: att.lease.mac.clone(),
+    };
+    Ok((Plugged(Some(att)), vec![dev], Some(Box::new(guest))))
 }
 
 impl Supervisor {
@@ -127,6 +169,8 @@ impl Supervisor {
         config.boot_timeout = BOOT_TIMEOUT;
         config.die_with_parent = true;
         config.scratch_parent = Some(containers.run_dir().to_path_buf());
+        let (tap, nets, guest_network) = plug_network(&spec)?;
+        config.nets = nets;
 
         let log = LogWriter::open(&containers.log_path(&id))?;
         let (vm, mut agent) = MicroVm::boot(&config)?;
@@ -153,6 +197,7 @@ impl Supervisor {
             root_share: None,
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
+            network: guest_network,
         })?;
         let control_path: PathBuf = vm.work_dir().join("ctl.sock");
         let listener = UnixListener::bind(&control_path)
@@ -189,6 +234,7 @@ impl Supervisor {
             agent,
             failed,
             log,
+            _tap: tap,
         })
     }
 

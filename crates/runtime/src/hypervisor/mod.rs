@@ -160,6 +160,14 @@ pub struct Share {
     pub readonly: bool,
 }
 
+/// A virtio-net device backed by an existing host TAP interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetDevice {
+    pub tap: String,
+    /// `02:73:0a:59:00:02`: the guest finds its interface by it.
+    pub mac: String,
+}
+
 /// Everything a backend needs to start one microVM.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec<'a> {
@@ -169,6 +177,8 @@ pub struct LaunchSpec<'a> {
     pub disks: &'a [Disk],
     /// Host directories shared with the guest (QEMU backend only, for now).
     pub shares: &'a [Share],
+    /// Network devices, each on a TAP the caller created.
+    pub nets: &'a [NetDevice],
     pub cmdline_extra: &'a str,
     /// The vsock device's host-side UNIX socket (`CONNECT <port>` convention).
     pub vsock_uds: &'a Path,
@@ -192,6 +202,7 @@ pub trait VmProcess: Send {
 pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn VmProcess>> {
     validate_disks(spec.disks)?;
     validate_shares(spec.shares)?;
+    validate_nets(spec.nets)?;
     match selection.kind {
         HypervisorKind::Qemu => Ok(Box::new(qemu::launch(selection.accel, spec)?)),
         HypervisorKind::Vmm if !spec.shares.is_empty() => Err(Error::Config(
@@ -229,6 +240,23 @@ fn validate_shares(shares: &[Share]) -> Result<()> {
                 path: sh.host_path.clone(),
                 message: "a shared directory must be an existing directory".into(),
             });
+        }
+    }
+    Ok(())
+}
+
+fn validate_nets(nets: &[NetDevice]) -> Result<()> {
+    for n in nets {
+        let mac_ok = n.mac.len() == 17
+            && n.mac.split(':').count() == 6
+            && n.mac
+                .split(':')
+                .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+        if !crate::network::link::valid_ifname(&n.tap) || !mac_ok {
+            return Err(Error::Config(format!(
+                "network device {:?} with MAC {:?} is not valid",
+                n.tap, n.mac
+            )));
         }
     }
     Ok(())

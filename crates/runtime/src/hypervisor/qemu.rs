@@ -200,6 +200,17 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
             &format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", sh.tag),
         ]);
     }
+    // QEMU's own virtio-net on the TAP skiff made (validated names and MACs: no commas).
+    for (i, n) in spec.nets.iter().enumerate() {
+        cmd.args([
+            "-netdev",
+            &format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap),
+        ])
+        .args([
+            "-device",
+            &format!("virtio-net-device,netdev=net{i},mac={}", n.mac),
+        ]);
+    }
     processes.spawn(
         &format!("{}", qemu_bin.display()),
         cmd,

@@ -36,6 +36,9 @@ pub fn launch(vmm: &Path, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
         let ro = if d.readonly { ",ro" } else { "" };
         cmd.arg("--disk").arg(format!("{path}{ro},id={}", d.serial));
     }
+    for n in spec.nets {
+        cmd.arg("--net").arg(format!("tap={},mac={}", n.tap, n.mac));
+    }
     let mut processes = ProcessGroup::default();
     processes.spawn(
         "skiff-vmm",
