@@ -28,11 +28,13 @@ use crate::devices::{BootTimer, ConsoleOut, Devices, IrqLine, MmioSlot, SerialCo
 use crate::event_loop::EventLoop;
 use crate::exit::{GuestExit, EXIT_VMM_ERROR};
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
+use crate::snapshot::state::DeviceBackend;
+use crate::snapshot::SnapshotError;
 use crate::vhost_user::frontend::{fs_device, FrontendError};
 use crate::vmm_config::{ConsoleConfig, VmConfig, MAX_VCPUS};
 use crate::vstate::control::{install_kick_handler, VcpuControl};
 use crate::vstate::memory::{create_guest_memory_with, Backing, MemoryError};
-use crate::vstate::vcpu::{Vcpu, VcpuRunContext};
+use crate::vstate::vcpu::{boot_msr_indices, Vcpu, VcpuRunContext};
 use crate::vstate::vm::{Vm, VmError};
 use crate::GuestMemoryMmap;
 
@@ -53,6 +55,8 @@ pub enum BuildError {
     Seccomp(#[from] SeccompError),
     #[error(transparent)]
     VhostUser(#[from] FrontendError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     #[error("vsock socket {path}: {source}")]
     Vsock {
         path: String,
@@ -86,12 +90,24 @@ pub struct Microvm {
     pub(crate) event_loop: EventLoop,
     pub(crate) exit_rx: mpsc::Receiver<GuestExit>,
     pub(crate) filters: Filters,
+    /// What a snapshot of this VM must record besides KVM and device state.
+    pub(crate) shape: VmShape,
+    pub(crate) start_paused: bool,
+}
+
+/// The machine's size and device backends, in device order (a device without a
+/// backend description cannot be snapshotted).
+#[derive(Debug, Clone)]
+pub struct VmShape {
+    pub memory_mib: u64,
+    pub vcpus: u8,
+    pub backends: Vec<DeviceBackend>,
 }
 
 /// How to run a built microVM.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Serve the control API (pause, resume, status) on this UNIX socket.
+    /// Serve the control API (pause, resume, snapshot) on this UNIX socket.
     pub api_socket: Option<PathBuf>,
 }
 
@@ -190,14 +206,26 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
     }
 
     let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let mut backends = Vec::new();
     for disk in &config.disks {
-        models.push(Box::new(Block::new(Disk::open(disk)?)));
+        let opened = Disk::open(disk)?;
+        backends.push(DeviceBackend::Block {
+            path: disk.path.display().to_string(),
+            read_only: disk.read_only,
+            serial: disk.serial.clone(),
+            sectors: opened.sectors(),
+        });
+        models.push(Box::new(Block::new(opened)));
     }
     for net in &config.nets {
         let tap = Tap::open(&net.tap).map_err(|e| BuildError::Config(e.to_string()))?;
         models.push(Box::new(
             Net::new(tap, net.mac).map_err(io_err("virtio-net epoll"))?,
         ));
+        backends.push(DeviceBackend::Net {
+            tap: net.tap.clone(),
+            mac: net.mac,
+        });
     }
     if let Some(v) = &config.vsock {
         let muxer =
@@ -206,6 +234,10 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
                 source,
             })?;
         models.push(Box::new(Vsock::new(muxer)));
+        backends.push(DeviceBackend::Vsock {
+            guest_cid: v.guest_cid,
+            uds_path: v.uds_path.display().to_string(),
+        });
     }
     for fs in &config.fs {
         models.push(Box::new(fs_device(&fs.tag, &fs.socket)?));
@@ -257,6 +289,12 @@ pub fn build(config: &VmConfig, start: Instant) -> Result<Microvm, BuildError> {
         event_loop,
         exit_rx,
         filters,
+        shape: VmShape {
+            memory_mib: config.memory_mib,
+            vcpus: config.vcpus,
+            backends,
+        },
+        start_paused: false,
     })
 }
 
@@ -315,16 +353,27 @@ impl Microvm {
             event_loop,
             exit_rx,
             filters,
+            shape,
+            start_paused,
         } = self;
         // Bound before any thread starts, so a bad path is an error, not a late warning.
         let listener = match &options.api_socket {
             Some(path) => Some(crate::api::bind(path)?),
             None => None,
         };
+        if start_paused && listener.is_none() {
+            return Err(BuildError::Config(
+                "a VM that starts paused needs --api-socket to be resumed".into(),
+            ));
+        }
         install_kick_handler().map_err(io_err("install vCPU kick handler"))?;
         crate::seccomp::install_violation_reporter()
             .map_err(io_err("install seccomp violation reporter"))?;
-        let (control, receivers) = VcpuControl::new(vcpus.len(), false);
+        let msr_list = Arc::new(crate::snapshot::kvm_state::msr_indices(
+            vm.kvm(),
+            &boot_msr_indices(),
+        ));
+        let (control, receivers) = VcpuControl::new(vcpus.len(), start_paused);
         let control = Arc::new(control);
         let device_filters = filters.clone();
         std::thread::Builder::new()
@@ -339,6 +388,7 @@ impl Microvm {
                 devices: devices.clone(),
                 control: control.clone(),
                 commands,
+                msr_list: msr_list.clone(),
             };
             let vcpu_filters = filters.clone();
             let handle = std::thread::Builder::new()
@@ -352,8 +402,11 @@ impl Microvm {
         }
         if let Some(listener) = listener {
             let api = crate::api::Api {
+                vm: vm.clone(),
+                mem: mem.clone(),
                 devices: devices.clone(),
                 control: control.clone(),
+                shape,
             };
             let api_filters = filters.clone();
             std::thread::Builder::new()

@@ -15,6 +15,8 @@ pub enum GuestExit {
     Shutdown,
     /// The guest can no longer run.
     Crash(String),
+    /// The VMM stopped the guest after saving a snapshot (`snapshot DIR exit`).
+    Snapshotted,
 }
 
 impl GuestExit {
@@ -23,6 +25,7 @@ impl GuestExit {
     pub fn exit_code(&self, reported: Option<u8>) -> i32 {
         match self {
             GuestExit::Reset | GuestExit::Shutdown => reported.map_or(0, i32::from),
+            GuestExit::Snapshotted => 0,
             GuestExit::Crash(_) => EXIT_GUEST_CRASH,
         }
     }

@@ -15,12 +15,21 @@
 //!               [--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]]... [--vsock UDS_PATH]
 //!               [--fs tag=T,socket=VHOST_SOCK]... [--guest-cid N] [--console stdout|off|PATH] [--report-boot-time]
 //!               [--no-seccomp] [--api-socket PATH]
+//! skiff-vmm restore --snapshot DIR [--disk PATH]... [--vsock UDS_PATH] [--memory-mib N]
+//!                   [--paused] [--api-socket PATH] [--console ...] [--report-boot-time]
+//!                   [--no-seccomp]
 //! skiff-vmm vhost-user-vsock --guest-cid N --socket VHOST_SOCK --uds-path VM_SOCK
 //! skiff-vmm vhost-user-blk --socket VHOST_SOCK --disk PATH [--readonly] [--id SERIAL]
 //! ```
 //!
 //! `--api-socket` serves the control API (see [`api`]): `pause` stops every vCPU at a
-//! consistent point, `resume` lets them carry on, `status` says which.
+//! consistent point, `resume` lets them carry on, `status` says which, and
+//! `snapshot DIR [resume|pause|exit]` writes guest memory, vCPU, VM and device state
+//! to DIR (see [`snapshot`]). `restore` rebuilds that VM in a new process (guest
+//! memory mapped copy-on-write from the snapshot, so several restores share its
+//! pages) and lets it carry on; a corrupt or mismatched snapshot is one line on
+//! stderr and exit status 125. Disks are re-opened by path (or the `--disk` paths, in
+//! order): keep them as they were at the snapshot.
 //!
 //! `--fs` attaches virtio-fs served by a vhost-user backend such as `virtiofsd`
 //! (see [`vhost_user::frontend`]); guest RAM is then a shared memfd.
@@ -45,7 +54,9 @@ pub mod builder;
 pub mod devices;
 pub mod event_loop;
 pub mod exit;
+pub mod restore;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vhost_user;
 pub mod vmm_config;
 pub mod vstate;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use skiff_vmm::builder::{RunOptions, RunOutcome};
 use skiff_vmm::exit::EXIT_VMM_ERROR;
+use skiff_vmm::restore::RestoreConfig;
 use skiff_vmm::vmm_config::{
     parse_console, parse_disk_spec, parse_fs_spec, parse_net_spec, VmConfig, VsockConfig,
     DEFAULT_CMDLINE,
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Boot a microVM and run it until the guest resets or powers off.
     Run(RunArgs),
+    /// Start a microVM from a snapshot directory (see `snapshot` on the API socket).
+    Restore(RestoreArgs),
     /// Serve the vsock device model over vhost-user (flags of vhost-device-vsock).
     VhostUserVsock(VhostVsockArgs),
     /// Serve the block device model over vhost-user.
@@ -71,9 +74,40 @@ struct RunArgs {
     /// Do not install the per-thread seccomp filters (debugging only).
     #[arg(long)]
     no_seccomp: bool,
-    /// Serve the control API (pause, resume, status) on this UNIX socket.
+    /// Serve the control API (pause, resume, status, snapshot DIR) on this UNIX socket.
     #[arg(long, value_name = "PATH")]
     api_socket: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// Snapshot directory written by `snapshot DIR`.
+    #[arg(long, value_name = "DIR")]
+    snapshot: PathBuf,
+    /// Serve the control API on this UNIX socket.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
+    /// Console output: stdout, off, or a file path.
+    #[arg(long, default_value = "stdout")]
+    console: String,
+    /// Disk image replacing a saved disk path; repeat for every saved disk, in order.
+    #[arg(long = "disk", value_name = "PATH")]
+    disks: Vec<PathBuf>,
+    /// vsock host socket replacing the saved one.
+    #[arg(long, value_name = "UDS_PATH")]
+    vsock: Option<PathBuf>,
+    /// Refuse the snapshot unless its guest has this much memory (MiB).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Leave the vCPUs stopped until `resume` arrives on the API socket.
+    #[arg(long)]
+    paused: bool,
+    /// Print `skiff-vmm: restored ...` and guest markers on stderr.
+    #[arg(long)]
+    report_boot_time: bool,
+    /// Do not install the per-thread seccomp filters (debugging only).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 #[derive(clap::Args)]
@@ -148,6 +182,23 @@ fn run(args: RunArgs, start: Instant) -> anyhow::Result<i32> {
     })?)
 }
 
+fn restore(args: RestoreArgs, start: Instant) -> anyhow::Result<i32> {
+    let config = RestoreConfig {
+        snapshot_dir: args.snapshot,
+        disks: args.disks,
+        vsock: args.vsock,
+        console: parse_console(&args.console),
+        memory_mib: args.memory_mib,
+        start_paused: args.paused,
+        seccomp: !args.no_seccomp,
+        report_boot_time: args.report_boot_time,
+    };
+    let vm = skiff_vmm::restore::restore(&config, start)?;
+    finish(vm.run(RunOptions {
+        api_socket: args.api_socket,
+    })?)
+}
+
 fn finish(outcome: RunOutcome) -> anyhow::Result<i32> {
     if let skiff_vmm::exit::GuestExit::Crash(why) = &outcome.exit {
         eprintln!("skiff-vmm: guest crashed: {why}");
@@ -167,6 +218,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args, start),
+        Command::Restore(args) => restore(args, start),
         Command::VhostUserVsock(a) => {
             skiff_vmm::vhost_user::serve_vsock(a.guest_cid, &a.socket, &a.uds_path).map(|()| 0)
         }

@@ -11,8 +11,8 @@
 //! - the device thread: epoll, eventfds, disk I/O on already-open files, and UNIX
 //!   sockets for vsock (connect to `<uds>_<port>`, accept, read, write).
 //! - the VMM main thread: waits for the guest to end, flushes, exits.
-//! - the API thread (only with `--api-socket`): accepts control clients and kicks
-//!   vCPU threads.
+//! - the API thread (only with `--api-socket`): accepts control clients, kicks vCPU
+//!   threads, reads VM state and writes snapshot files.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +48,33 @@ const KVM_RUN: u64 = 0xae80;
 const KVM_GET_REGS: u64 = 0x8090_ae81;
 const KVM_GET_SREGS: u64 = 0x8138_ae83;
 
+/// `_IOR`/`_IOWR(KVMIO, nr, T)` as linux/kvm.h defines them.
+const fn kvm_ior(nr: u64, size: usize) -> u64 {
+    (2 << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+}
+const fn kvm_iowr(nr: u64, size: usize) -> u64 {
+    (3 << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+}
+use std::mem::size_of;
+/// vCPU state reads a snapshot makes on the vCPU's own thread.
+const KVM_VCPU_SAVE: [u64; 9] = [
+    kvm_iowr(0x91, size_of::<kvm_bindings::kvm_cpuid2>()),
+    kvm_iowr(0x88, size_of::<kvm_bindings::kvm_msrs>()),
+    kvm_ior(0x8e, size_of::<kvm_bindings::kvm_lapic_state>()),
+    kvm_ior(0x98, size_of::<kvm_bindings::kvm_mp_state>()),
+    kvm_ior(0x9f, size_of::<kvm_bindings::kvm_vcpu_events>()),
+    kvm_ior(0xa1, size_of::<kvm_bindings::kvm_debugregs>()),
+    kvm_ior(0xa4, size_of::<kvm_bindings::kvm_xsave>()),
+    kvm_ior(0xa6, size_of::<kvm_bindings::kvm_xcrs>()),
+    0xaea3, // KVM_GET_TSC_KHZ
+];
+/// VM state reads (irqchip, PIT, clock) and the MSR index list, on the API thread.
+const KVM_VM_SAVE: [u64; 4] = [
+    0xae00, // KVM_GET_API_VERSION, recorded in the snapshot's host info
+    kvm_iowr(0x62, size_of::<kvm_bindings::kvm_irqchip>()),
+    kvm_ior(0x9f, size_of::<kvm_bindings::kvm_pit_state2>()),
+    kvm_ior(0x7c, size_of::<kvm_bindings::kvm_clock_data>()),
+];
 // Socket ioctl std uses for set_nonblocking.
 const FIONBIO: u64 = 0x5421;
 
@@ -113,14 +140,29 @@ const DEVICE: &[i64] = &[
 
 const VMM: &[i64] = &[libc::SYS_read];
 
-/// Control clients: accept and talk on the API socket, kick vCPU threads (tgkill);
-/// no files, no exec, no fork, no new sockets.
+/// Control clients and snapshot files: no exec, no fork, no new sockets.
 const API: &[i64] = &[
     libc::SYS_accept4,
     libc::SYS_accept,
     libc::SYS_read,
     libc::SYS_recvfrom,
     libc::SYS_sendto,
+    libc::SYS_openat,
+    libc::SYS_mkdir,
+    libc::SYS_mkdirat,
+    libc::SYS_statx,
+    libc::SYS_newfstatat,
+    libc::SYS_fstat,
+    libc::SYS_lseek,
+    libc::SYS_pwrite64,
+    libc::SYS_ftruncate,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
     libc::SYS_shutdown,
     libc::SYS_getpid,
     libc::SYS_gettid,
@@ -157,16 +199,17 @@ pub fn rules(
         .collect();
     match kind {
         ThreadKind::Vcpu => {
-            map.insert(
-                libc::SYS_ioctl,
-                ioctl_rule(&[KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS])?,
-            );
+            let mut allowed = vec![KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS];
+            allowed.extend(KVM_VCPU_SAVE);
+            map.insert(libc::SYS_ioctl, ioctl_rule(&allowed)?);
         }
         ThreadKind::Device => {
             map.insert(libc::SYS_ioctl, ioctl_rule(&[FIONBIO])?);
         }
         ThreadKind::Vmm => {}
-        ThreadKind::Api => {}
+        ThreadKind::Api => {
+            map.insert(libc::SYS_ioctl, ioctl_rule(&KVM_VM_SAVE)?);
+        }
     }
     Ok(map)
 }
@@ -374,7 +417,7 @@ mod tests {
         let rules = rules(ThreadKind::Vcpu).unwrap();
         assert!(!rules.contains_key(&libc::SYS_openat));
         assert!(!rules.contains_key(&libc::SYS_execve));
-        assert_eq!(rules[&libc::SYS_ioctl].len(), 3);
+        assert_eq!(rules[&libc::SYS_ioctl].len(), 3 + KVM_VCPU_SAVE.len());
         // Installed with EPERM instead of kill so the test process survives.
         let program = compile(ThreadKind::Vcpu, SeccompAction::Errno(libc::EPERM as u32)).unwrap();
         let outcome = std::thread::spawn(move || {
@@ -397,6 +440,17 @@ mod tests {
         .unwrap();
         assert_eq!(outcome.0.err(), Some(Some(libc::EPERM)));
         assert_eq!((outcome.1, outcome.2), (-1, Some(libc::EPERM)));
+    }
+
+    #[test]
+    fn ioctl_numbers_match_linux() {
+        // Values from linux/kvm.h on x86_64.
+        assert_eq!(KVM_VCPU_SAVE[1], 0xc008_ae88); // KVM_GET_MSRS
+        assert_eq!(KVM_VCPU_SAVE[2], 0x8400_ae8e); // KVM_GET_LAPIC
+        assert_eq!(KVM_VCPU_SAVE[6], 0x9000_aea4); // KVM_GET_XSAVE
+        assert_eq!(KVM_VM_SAVE[0], 0xae00); // KVM_GET_API_VERSION
+        assert_eq!(KVM_VM_SAVE[1], 0xc208_ae62); // KVM_GET_IRQCHIP
+        assert_eq!(KVM_VM_SAVE[2], 0x8070_ae9f); // KVM_GET_PIT2
     }
 
     #[test]

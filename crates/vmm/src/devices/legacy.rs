@@ -4,9 +4,11 @@
 use std::io::Write;
 
 use tracing::warn;
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::{I8042Device, Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::snapshot::state::SerialRegs;
 
 /// Raises an interrupt line through an eventfd registered as an irqfd.
 #[derive(Debug)]
@@ -49,6 +51,42 @@ impl SerialConsole {
     /// Register read at `offset`.
     pub fn read(&mut self, offset: u16) -> u8 {
         u8::try_from(offset).map_or(0xff, |o| self.uart.read(o))
+    }
+
+    /// The UART's registers, for a snapshot.
+    pub fn save(&self) -> SerialRegs {
+        let s = self.uart.state();
+        SerialRegs {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// A UART in the saved state `regs` (a too-long input buffer is refused).
+    pub fn restore(regs: &SerialRegs, irq: IrqLine, out: ConsoleOut) -> Result<Self, String> {
+        let state = SerialState {
+            baud_divisor_low: regs.baud_divisor_low,
+            baud_divisor_high: regs.baud_divisor_high,
+            interrupt_enable: regs.interrupt_enable,
+            interrupt_identification: regs.interrupt_identification,
+            line_control: regs.line_control,
+            line_status: regs.line_status,
+            modem_control: regs.modem_control,
+            modem_status: regs.modem_status,
+            scratch: regs.scratch,
+            in_buffer: regs.in_buffer.clone(),
+        };
+        Serial::from_state(&state, irq, NoEvents, out)
+            .map(|uart| Self { uart })
+            .map_err(|e| format!("serial state: {e:?}"))
     }
 
     /// Flushes buffered output.

@@ -91,6 +91,29 @@ impl Devices {
         self.exiting.load(Ordering::SeqCst)
     }
 
+    /// Serial registers and the reported status, for a snapshot.
+    pub fn save_legacy(&self) -> (crate::snapshot::state::SerialRegs, Option<u8>) {
+        let serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .save();
+        (serial, self.reported_status())
+    }
+
+    /// Sets the status byte a restored guest had reported before its snapshot.
+    pub fn restore_status(&self, status: Option<u8>) {
+        if let Some(value) = status {
+            self.status
+                .store(0x100 | u16::from(value), Ordering::SeqCst);
+        }
+    }
+
+    /// The virtio-mmio devices, in bus order.
+    pub fn virtio_slots(&self) -> &[MmioSlot] {
+        &self.virtio
+    }
+
     /// Flushes console output.
     pub fn flush_console(&self) {
         self.serial

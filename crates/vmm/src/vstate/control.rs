@@ -5,15 +5,20 @@
 //! whether the thread was inside the guest or just about to enter it (no lost wake-up).
 //! The vCPU then re-enters once more with `immediate_exit` set, which completes a
 //! pending port or MMIO read into guest registers without running guest code, and
-//! parks until resumed.
+//! parks. Parked vCPUs serve commands (save your state, resume) on their own thread.
 
 use std::cell::Cell;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::snapshot::state::VcpuState;
+use crate::snapshot::SnapshotError;
+
 /// What a parked vCPU is asked to do.
 pub enum VcpuCommand {
+    /// Save your KVM state and send it back.
+    Save(Sender<Result<VcpuState, SnapshotError>>),
     /// Carry on running the guest.
     Resume,
 }
@@ -41,7 +46,13 @@ pub enum ControlError {
     Timeout(Duration),
     #[error("the guest has ended")]
     GuestEnded,
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
+
+/// How long a parked vCPU may take to read its state (generous: a busy host may not
+/// schedule the thread for a while).
+const SAVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Signal used to kick vCPU threads out of KVM_RUN.
 pub fn kick_signal() -> libc::c_int {
@@ -186,5 +197,25 @@ impl VcpuControl {
         {
             let _ = tx.send(VcpuCommand::Resume);
         }
+    }
+
+    /// Asks every (parked) vCPU for its state, in vCPU order.
+    pub fn save_all(&self) -> Result<Vec<VcpuState>, ControlError> {
+        let senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut replies = Vec::with_capacity(senders.len());
+        for tx in senders.iter() {
+            let (reply_tx, reply_rx) = mpsc::channel();
+            tx.send(VcpuCommand::Save(reply_tx))
+                .map_err(|_| ControlError::GuestEnded)?;
+            replies.push(reply_rx);
+        }
+        replies
+            .into_iter()
+            .map(|rx| {
+                rx.recv_timeout(SAVE_TIMEOUT)
+                    .map_err(|_| ControlError::Timeout(SAVE_TIMEOUT))?
+                    .map_err(ControlError::from)
+            })
+            .collect()
     }
 }

@@ -18,6 +18,8 @@ use crate::arch::layout::{BOOT_STACK, GDT_ADDR, IDT_ADDR, PML4, ZERO_PAGE};
 use crate::arch::paging::{CODE_SELECTOR, DATA_SELECTOR, GDT, TSS_SELECTOR};
 use crate::devices::Devices;
 use crate::exit::GuestExit;
+use crate::snapshot::state::VcpuState;
+use crate::snapshot::{kvm_state, SnapshotError};
 
 const X86_CR0_PE: u64 = 0x1;
 const X86_CR0_PG: u64 = 0x8000_0000;
@@ -45,12 +47,18 @@ const BOOT_MSRS: [(u32, u64); 11] = [
     (0x2ff, (1 << 11) | 6), // MTRR default type: enabled, write-back
 ];
 
+/// Indices of [`BOOT_MSRS`] (saved in snapshots even if KVM does not list them).
+pub fn boot_msr_indices() -> Vec<u32> {
+    BOOT_MSRS.iter().map(|&(index, _)| index).collect()
+}
+
 /// What a vCPU thread needs besides the vCPU: devices for its exits, the pause
-/// control and its command channel.
+/// control, its command channel and the MSRs a snapshot saves.
 pub struct VcpuRunContext {
     pub devices: Arc<Devices>,
     pub control: Arc<VcpuControl>,
     pub commands: Receiver<VcpuCommand>,
+    pub msr_list: Arc<Vec<u32>>,
 }
 
 /// One virtual CPU.
@@ -97,6 +105,19 @@ impl Vcpu {
         };
         vcpu.fd.set_regs(&regs).map_err(kvm_err("set registers"))?;
         Ok(vcpu)
+    }
+
+    /// Creates vCPU `state.id` and loads its saved state.
+    pub fn restore(vm: &Vm, state: &VcpuState) -> Result<Self, SnapshotError> {
+        let fd = vm
+            .fd()
+            .create_vcpu(u64::from(state.id))
+            .map_err(|source| SnapshotError::Kvm {
+                what: "create vCPU",
+                source,
+            })?;
+        kvm_state::restore_vcpu(&fd, state)?;
+        Ok(Self { id: state.id, fd })
     }
 
     fn set_msrs(&self) -> Result<(), VmError> {
@@ -187,6 +208,10 @@ impl Vcpu {
         ctx.control.set_parked(true);
         while let Ok(command) = ctx.commands.recv() {
             match command {
+                // KVM's vCPU state is read on the vCPU's own thread.
+                VcpuCommand::Save(reply) => {
+                    let _ = reply.send(kvm_state::save_vcpu(&self.fd, self.id, &ctx.msr_list));
+                }
                 // A resume sent before the latest pause is stale.
                 VcpuCommand::Resume if !ctx.control.pause_requested() => break,
                 VcpuCommand::Resume => {}
