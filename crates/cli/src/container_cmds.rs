@@ -133,7 +133,7 @@ pub struct CreateArgs {
     /// Size of the container's writable layer
     #[arg(long, default_value = "1G")]
     storage_size: String,
-    /// Bind mount a host directory (virtio-9p; QEMU backend)
+    /// Bind mount a host directory (virtio-fs)
     #[arg(short, long, value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
     /// Network: none (only lo), bridge (the default network) or a network's name

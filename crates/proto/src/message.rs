@@ -102,7 +102,8 @@ pub struct ContainerConfig {
     /// Mount the root filesystem read-only (`--read-only`).
     #[serde(default)]
     pub readonly_rootfs: bool,
-    /// Host directories shared into the container (`-v`), found by their 9p mount tag.
+    /// Host directories shared into the container (`-v`), found by their mount tag
+    /// (virtio-fs, or virtio-9p).
     /// Omitted when empty so agents that predate it still accept the message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<SharedDir>,
@@ -157,8 +158,8 @@ pub struct GuestInterface {
     pub gateway: Option<String>,
 }
 
-/// A host directory the VM exposes as a virtio-9p device, mounted at `target` (an
-/// absolute path inside the container).
+/// A host directory the VM exposes as a virtio-fs (or virtio-9p) device, mounted at
+/// `target` (an absolute path inside the container).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SharedDir {

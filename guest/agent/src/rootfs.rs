@@ -45,12 +45,17 @@ fn mount_readonly(dev: &Path, target: &Path) -> io::Result<()> {
         .or_else(|_| mount(&src, target, "ext4", flags, Some("noload")))
 }
 
-/// Mounts the 9p share `tag` at `target` (a container root or a bind).
+/// Mounts the share `tag` at `target` (a container root or a bind): virtio-fs, or
+/// virtio-9p when no virtio-fs device has that tag (`SKIFF_QEMU_DEVICES=qemu`).
 fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Result<()> {
     let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
     if readonly {
         flags |= libc::MS_RDONLY;
     }
+    let virtiofs = match mount(tag, target, "virtiofs", flags, None) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
     mount(
         tag,
         target,
@@ -58,6 +63,7 @@ fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Result<()> {
         flags,
         Some("trans=virtio,version=9p2000.L,msize=262144,cache=none"),
     )
+    .map_err(|p9| io::Error::new(p9.kind(), format!("virtiofs: {virtiofs}; 9p: {p9}")))
 }
 
 pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {

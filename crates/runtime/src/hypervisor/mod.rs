@@ -7,6 +7,7 @@
 
 mod daemons;
 mod qemu;
+mod virtiofs;
 mod vmm;
 
 use std::fmt;
@@ -152,7 +153,8 @@ pub struct Disk {
     pub serial: String,
 }
 
-/// A host directory exposed to the guest as a virtio-9p device with `tag`.
+/// A host directory exposed to the guest with mount tag `tag`: virtio-fs (virtiofsd)
+/// on both backends, virtio-9p under `SKIFF_QEMU_DEVICES=qemu`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
     pub host_path: PathBuf,
@@ -175,7 +177,7 @@ pub struct LaunchSpec<'a> {
     pub memory_mib: u32,
     pub vcpus: u32,
     pub disks: &'a [Disk],
-    /// Host directories shared with the guest (QEMU backend only, for now).
+    /// Host directories shared with the guest.
     pub shares: &'a [Share],
     /// Network devices, each on a TAP the caller created.
     pub nets: &'a [NetDevice],
@@ -205,9 +207,6 @@ pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn Vm
     validate_nets(spec.nets)?;
     match selection.kind {
         HypervisorKind::Qemu => Ok(Box::new(qemu::launch(selection.accel, spec)?)),
-        HypervisorKind::Vmm if !spec.shares.is_empty() => Err(Error::Config(
-            "shared directories (-v) need the qemu backend for now (--hypervisor qemu)".into(),
-        )),
         HypervisorKind::Vmm => {
             let vmm = crate::tools::find_program("skiff-vmm", "SKIFF_VMM").map_err(|looked| {
                 Error::MissingTool {

@@ -3,8 +3,10 @@
 //! over vhost-user (`skiff-vmm vhost-user-blk` / `vhost-user-vsock`), so the code the
 //! `vmm` backend runs in-process is the code a real Linux driver exercises here.
 //!
-//! `SKIFF_QEMU_DEVICES=qemu` selects QEMU's built-in virtio-blk and the third-party
-//! `vhost-device-vsock` daemon instead (for comparison and as a fallback).
+//! Shared directories are virtio-fs served by `virtiofsd` (as on the vmm backend).
+//!
+//! `SKIFF_QEMU_DEVICES=qemu` selects QEMU's built-in virtio-blk and virtio-9p and the
+//! third-party `vhost-device-vsock` daemon instead (for comparison and as a fallback).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,9 +24,10 @@ pub fn find_qemu() -> std::result::Result<PathBuf, String> {
 /// Whose device models serve the VM's disks and vsock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceModels {
-    /// skiff's block and vsock models over vhost-user, from this `skiff-vmm`.
+    /// skiff's block and vsock models over vhost-user, from this `skiff-vmm`, and
+    /// virtio-fs (virtiofsd) for shared directories.
     Skiff(PathBuf),
-    /// QEMU's virtio-blk, and vhost-device-vsock for vsock.
+    /// QEMU's virtio-blk and virtio-9p, and vhost-device-vsock for vsock.
     QemuBuiltin(PathBuf),
 }
 
@@ -58,8 +61,8 @@ impl DeviceModels {
 
     pub fn describe(&self) -> &'static str {
         match self {
-            Self::Skiff(_) => "skiff's block and vsock models over vhost-user",
-            Self::QemuBuiltin(_) => "QEMU's virtio-blk and vhost-device-vsock",
+            Self::Skiff(_) => "skiff's block and vsock models over vhost-user, virtio-fs shares",
+            Self::QemuBuiltin(_) => "QEMU's virtio-blk and virtio-9p, vhost-device-vsock",
         }
     }
 }
@@ -184,21 +187,44 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
             }
         }
     }
-    // QEMU's own 9p server; passthrough keeps owners and modes as the guest sets
-    // them (we run as root, as Docker's bind mounts do).
-    for (i, sh) in spec.shares.iter().enumerate() {
-        let ro = if sh.readonly { ",readonly=on" } else { "" };
-        cmd.args([
-            "-fsdev",
-            &format!(
-                "local,id=fs{i},path={},security_model=passthrough{ro}",
-                qemu_escape(&sh.host_path)
-            ),
-        ])
-        .args([
-            "-device",
-            &format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", sh.tag),
-        ]);
+    match &devices {
+        // virtio-fs: one virtiofsd per share (see `virtiofs`).
+        DeviceModels::Skiff(_) => {
+            let sockets = super::virtiofs::start_daemons(
+                &mut processes,
+                spec.shares,
+                dir,
+                spec.die_with_parent,
+            )?;
+            for (i, (sh, sock)) in spec.shares.iter().zip(&sockets).enumerate() {
+                cmd.args([
+                    "-chardev",
+                    &format!("socket,id=fs{i},path={}", qemu_escape(sock)),
+                ])
+                .args([
+                    "-device",
+                    &format!("vhost-user-fs-device,chardev=fs{i},tag={}", sh.tag),
+                ]);
+            }
+        }
+        // QEMU's own 9p server; passthrough keeps owners and modes as the guest sets
+        // them (we run as root, as Docker's bind mounts do).
+        DeviceModels::QemuBuiltin(_) => {
+            for (i, sh) in spec.shares.iter().enumerate() {
+                let ro = if sh.readonly { ",readonly=on" } else { "" };
+                cmd.args([
+                    "-fsdev",
+                    &format!(
+                        "local,id=fs{i},path={},security_model=passthrough{ro}",
+                        qemu_escape(&sh.host_path)
+                    ),
+                ])
+                .args([
+                    "-device",
+                    &format!("virtio-9p-device,fsdev=fs{i},mount_tag={}", sh.tag),
+                ]);
+            }
+        }
     }
     // QEMU's own virtio-net on the TAP skiff made (validated names and MACs: no commas).
     for (i, n) in spec.nets.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! The `vmm` backend: skiff's own KVM VMM (`skiff-vmm run`), one process per VM with the
-//! block and vsock device models in-process. Used where the host's KVM is
+//! block and vsock device models in-process, and one `virtiofsd` per shared directory
+//! (virtio-fs through skiff-vmm's vhost-user front end, `--fs`). Used where the host's KVM is
 //! hardware-backed; on PVM hosts a stock Linux guest cannot boot (see `skiff info`).
 
 use std::path::Path;
@@ -40,6 +41,21 @@ pub fn launch(vmm: &Path, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
         cmd.arg("--net").arg(format!("tap={},mac={}", n.tap, n.mac));
     }
     let mut processes = ProcessGroup::default();
+    let sockets = super::virtiofs::start_daemons(
+        &mut processes,
+        spec.shares,
+        spec.work_dir,
+        spec.die_with_parent,
+    )?;
+    for (sh, sock) in spec.shares.iter().zip(&sockets) {
+        let sock = sock.to_str().filter(|p| !p.contains(',')).ok_or_else(|| {
+            Error::Config(format!(
+                "the vmm backend needs a UTF-8 work directory without commas, not {}",
+                spec.work_dir.display()
+            ))
+        })?;
+        cmd.arg("--fs").arg(format!("tag={},socket={sock}", sh.tag));
+    }
     processes.spawn(
         "skiff-vmm",
         cmd,
