@@ -448,6 +448,108 @@ fn exec_into_a_running_container_and_stop_it() {
     );
 }
 
+/// Runs `script` as a new process of the running container; returns (stdout, status).
+fn exec_sh(vm: &MicroVm, stream: u32, script: &str) -> (String, ExitStatus) {
+    let mut conn = vm.connect().unwrap();
+    let spec = ProcessSpec::new(vec!["sh".into(), "-c".into(), script.into()]);
+    conn.start(stream, false, &spec).unwrap();
+    let (out, _, status) = collect(&mut conn, stream);
+    (out, status)
+}
+
+/// Shared directories through the library (the mechanism of `-v` and bundle roots):
+/// virtio-fs on both backends, live in both directions while the container runs, and
+/// a read-only share refuses writes.
+#[test]
+fn shared_directories_are_live_both_ways_and_ro_refuses_writes() {
+    let test = "shared_directories_are_live_both_ways_and_ro_refuses_writes";
+    let Some(mut config) = library_config(test, Duration::from_secs(60), None) else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    let (rw, ro) = (host.path().join("rw"), host.path().join("ro"));
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(rw.join("from-host"), "host\n").unwrap();
+    std::fs::write(ro.join("kept"), "kept\n").unwrap();
+    config.shares = vec![
+        skiff_runtime::Share {
+            host_path: rw.clone(),
+            tag: "rwshare".into(),
+            readonly: false,
+        },
+        skiff_runtime::Share {
+            host_path: ro.clone(),
+            tag: "roshare".into(),
+            readonly: true,
+        },
+    ];
+    let (mut vm, mut agent) = MicroVm::boot(&config).unwrap();
+    let shared = |tag: &str, target: &str, readonly| skiff_proto::SharedDir {
+        tag: tag.into(),
+        target: target.into(),
+        readonly,
+    };
+    agent
+        .create_container(&ContainerConfig {
+            id: "t".into(),
+            hostname: "shares".into(),
+            layers: vec!["layer0".into()],
+            shares: vec![
+                shared("rwshare", "/data", false),
+                shared("roshare", "/ro", true),
+            ],
+            ..ContainerConfig::default()
+        })
+        .unwrap();
+    let main = ProcessSpec::new(vec!["sleep".into(), "600".into()]);
+    agent.start(1, true, &main).unwrap();
+
+    let (out, _) = exec_sh(
+        &vm,
+        2,
+        "grep -E ' /(data|ro) ' /proc/mounts | cut -d' ' -f2,3",
+    );
+    assert_eq!(out, "/data virtiofs\n/ro virtiofs\n");
+    // Guest -> host and host -> guest, while the container runs.
+    let (out, status) = exec_sh(&vm, 3, "cat /data/from-host; echo ctr > /data/from-ctr");
+    assert_eq!((out.as_str(), status), ("host\n", ExitStatus::Exited(0)));
+    assert_eq!(
+        std::fs::read_to_string(rw.join("from-ctr")).unwrap(),
+        "ctr\n"
+    );
+    // (A file the guest read less than a second ago may show its old attributes for up
+    // to that second: virtiofsd's cache=auto.)
+    std::fs::write(rw.join("later"), "later\n").unwrap();
+    let (out, _) = exec_sh(&vm, 4, "cat /data/later");
+    assert_eq!(out, "later\n");
+    // Read-only: readable, writes refused, nothing reaches the host.
+    let (out, status) = exec_sh(&vm, 5, "cat /ro/kept; echo x > /ro/new || echo refused");
+    assert_eq!(
+        (out.as_str(), status),
+        ("kept\nrefused\n", ExitStatus::Exited(0))
+    );
+    assert!(!ro.join("new").exists());
+
+    agent
+        .sender()
+        .stop(libc::SIGKILL, Duration::from_secs(10))
+        .unwrap();
+    let _ = collect(&mut agent, 1);
+    agent.sender().hang_up();
+    assert!(
+        vm.wait(Duration::from_secs(20)).unwrap().is_some(),
+        "VM did not power off"
+    );
+    // The share daemons go with the VM.
+    let needle = host.path().to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(Instant::now() < deadline, "a share daemon outlived its VM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn stop_escalates_to_sigkill_after_the_grace_period() {
     let Some((mut vm, mut agent)) =
@@ -612,4 +714,97 @@ fn a_guest_that_never_comes_up_reports_its_console() {
     );
     assert!(std::fs::read_dir(scratch.path()).unwrap().next().is_none());
     assert!(processes_mentioning(&scratch.path().display().to_string()).is_empty());
+}
+
+/// The vmm backend's share plumbing under this machine's KVM (PVM suffices): the
+/// runtime starts virtiofsd and passes `--fs` to skiff-vmm, whose guest is the
+/// bare-metal test guest (a stock Linux kernel needs hardware KVM): it reads a file
+/// the host wrote and creates one the host then finds.
+#[test]
+fn vmm_backend_serves_shares_through_virtiofsd() {
+    let test = "vmm_backend_serves_shares_through_virtiofsd";
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| format!("/dev/kvm: {e}"));
+    if !prerequisite(test, kvm) {
+        return;
+    }
+    let guest = std::env::var_os("SKIFF_TESTGUEST")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .ok_or_else(|| "SKIFF_TESTGUEST is not set (guest/testguest/build.sh)".to_owned());
+    if !prerequisite(test, guest.as_ref().map(drop).map_err(Clone::clone)) {
+        return;
+    }
+    let guest = guest.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("from-host.txt"), "hello vmm backend").unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // The test guest ignores the initramfs; any file will do.
+    let initramfs = dir.path().join("initramfs");
+    std::fs::write(&initramfs, b"unused").unwrap();
+    let artifacts = GuestArtifacts {
+        kernel: guest,
+        initramfs,
+    };
+    let console = dir.path().join("console.log");
+    let shares = [skiff_runtime::Share {
+        host_path: share.clone(),
+        tag: "skiffv0".into(),
+        readonly: false,
+    }];
+    let selection = hypervisor::Selection {
+        kind: skiff_runtime::HypervisorKind::Vmm,
+        accel: hypervisor::Accel::Kvm,
+        reason: "test".into(),
+    };
+    let spec = hypervisor::LaunchSpec {
+        artifacts: &artifacts,
+        memory_mib: 128,
+        vcpus: 1,
+        disks: &[],
+        shares: &shares,
+        nets: &[],
+        cmdline_extra:
+            "testguest.skipvsock testguest.fsfile=from-host.txt testguest.fswrite=from-guest.txt",
+        vsock_uds: &work.join("vsock.sock"),
+        console_log: &console,
+        work_dir: &work,
+        die_with_parent: true,
+    };
+    let mut vm = hypervisor::launch(&selection, &spec).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        if let Some(how) = vm.try_wait().unwrap() {
+            break how;
+        }
+        assert!(Instant::now() < deadline, "the VM did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    vm.kill();
+    let log = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(ended.contains("exit status: 0"), "{ended}\n{log}");
+    for line in [
+        "testguest: fs tag=skiffv0 request_queues=1",
+        "testguest: fs read 17 bytes (size 17): hello vmm backend",
+        "testguest: 1 virtio-fs devices ok",
+    ] {
+        assert!(log.contains(line), "missing `{line}` in console:\n{log}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(share.join("from-guest.txt")).unwrap(),
+        "written by the test guest over virtio-fs"
+    );
+    let needle = share.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(Instant::now() < deadline, "virtiofsd outlived its VM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

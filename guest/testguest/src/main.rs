@@ -19,6 +19,8 @@
 //!   [`fs::GUEST_TEXT`] (CREATE, WRITE); `testguest.fsbadq` first checks that a queue
 //!   outside RAM is refused (see `fs.rs`).
 //!
+//! `testguest.skipvsock` leaves a vsock device alone (when no host side listens).
+//!
 //! It reports through COM1 (`testguest: ...` lines), writes 0 (pass) or 1 (fail) to
 //! port 0x501 and resets through the i8042. With `testguest.bench=N` it instead does
 //! N random 4 KiB reads and `testguest.seqmib=M` 1 MiB sequential reads on the first
@@ -206,6 +208,7 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
         .value(b"testguest.fswrite=")
         .unwrap_or(b"from-guest.txt");
     let fs_bad_queue = cmdline.tokens().any(|t| t == b"testguest.fsbadq");
+    let skip_vsock = cmdline.tokens().any(|t| t == b"testguest.skipvsock");
 
     let mut blk_index = 0;
     let mut vsock_seen = false;
@@ -238,7 +241,7 @@ extern "C" fn guest_main(zero_page: u64) -> ! {
                 blk_index += 1;
             }
             19 => {
-                if bench.is_none() {
+                if bench.is_none() && !skip_vsock {
                     vsock_test(mmio, queue_ram);
                     vsock_seen = true;
                 }
