@@ -536,6 +536,54 @@ fn volumes_share_a_host_directory_both_ways() {
     ]);
 }
 
+/// Shares are virtio-fs (virtiofsd) by default and virtio-9p under
+/// `SKIFF_QEMU_DEVICES=qemu`; either way owners and modes set in the container land on
+/// the host, and no share daemon outlives its container.
+#[test]
+fn volumes_are_virtio_fs_keep_owners_and_9p_remains_available() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(s) = Skiff::new("volumes_are_virtio_fs_keep_owners_and_9p_remains_available") else {
+        return;
+    };
+    let host = s.root.path().join("vol");
+    std::fs::create_dir_all(&host).unwrap();
+    let bind = format!("{}:/data", host.display());
+    let script = "grep ' /data ' /proc/mounts | cut -d' ' -f3; cat /data/from-host; \
+                  echo x > /data/owned; chown 1234:5678 /data/owned; chmod 640 /data/owned";
+    let qemu = skiff_runtime::hypervisor::select(None).unwrap().kind
+        == skiff_runtime::HypervisorKind::Qemu;
+    let mut cases = vec![(None, "virtiofs")];
+    if qemu {
+        cases.push((Some("qemu"), "9p"));
+    }
+    for (devices, fstype) in cases {
+        std::fs::write(host.join("from-host"), format!("{fstype} from host\n")).unwrap();
+        let mut cmd = s.command(&["run", "--rm", "-v", &bind, "busybox", "sh", "-c", script]);
+        if let Some(d) = devices {
+            cmd.env("SKIFF_QEMU_DEVICES", d);
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{fstype}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), format!("{fstype}\n{fstype} from host\n"));
+        let meta = std::fs::metadata(host.join("owned")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777),
+            (1234, 5678, 0o640),
+            "{fstype}"
+        );
+        std::fs::remove_file(host.join("owned")).unwrap();
+        let needle = host.to_string_lossy().into_owned();
+        wait_until("the share daemon to exit", Duration::from_secs(10), || {
+            skiff_tests::processes_mentioning(&needle).is_empty()
+        });
+    }
+}
+
 #[test]
 fn four_containers_start_concurrently_and_a_dead_supervisor_is_noticed() {
     let Some(s) = Skiff::new("four_containers_start_concurrently_and_a_dead_supervisor_is_noticed")
