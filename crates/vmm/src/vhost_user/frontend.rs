@@ -353,6 +353,88 @@ mod tests {
         assert!(host_address(&mem, u64::MAX - 4, 16).is_none(), "wraps");
     }
 
+    /// The front end against skiff's own vhost-user-blk backend (another device type):
+    /// queue setup crosses the socket, the kick reaches the backend without us, and
+    /// its call comes back as an interrupt to relay.
+    #[test]
+    fn drives_a_vhost_user_blk_backend_and_relays_its_call() {
+        use vm_memory::Bytes;
+        use vmm_sys_util::epoll::EpollEvent;
+
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.img");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let socket = dir.path().join("blk.sock");
+        let config = crate::vmm_config::DiskConfig {
+            path: disk,
+            read_only: false,
+            serial: Some("front-end-test".into()),
+        };
+        let sock = socket.clone();
+        let backend = std::thread::spawn(move || super::super::serve_block(&sock, config));
+        while !socket.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut dev =
+            VhostUserDevice::connect(skiff_virtio::device_type::BLOCK, vec![16], vec![], &socket)
+                .unwrap();
+        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+        assert!(dev.take_queue_events(std::slice::from_ref(&kick)).unwrap());
+        assert_ne!(dev.features() & VIRTIO_F_VERSION_1, 0);
+        dev.ack_features(VIRTIO_F_VERSION_1);
+
+        let mem = Arc::new(
+            crate::vstate::memory::create_guest_memory_with(
+                4,
+                crate::vstate::memory::Backing::SharedMemfd,
+            )
+            .unwrap(),
+        );
+        // GET_ID: header (type 8) -> 20-byte id buffer -> status byte.
+        let (desc, avail, used) = (0x1000u64, 0x2000u64, 0x3000u64);
+        let (hdr, id, status) = (0x10000u64, 0x11000u64, 0x12000u64);
+        let put_desc = |i: u64, addr: u64, len: u32, flags: u16, next: u16| {
+            let d = desc + 16 * i;
+            mem.write_obj(addr, GuestAddress(d)).unwrap();
+            mem.write_obj(len, GuestAddress(d + 8)).unwrap();
+            mem.write_obj(flags, GuestAddress(d + 12)).unwrap();
+            mem.write_obj(next, GuestAddress(d + 14)).unwrap();
+        };
+        mem.write_obj(8u32, GuestAddress(hdr)).unwrap();
+        mem.write_obj(0xffu8, GuestAddress(status)).unwrap();
+        put_desc(0, hdr, 16, 1, 1);
+        put_desc(1, id, 20, 1 | 2, 2);
+        put_desc(2, status, 1, 2, 0);
+        mem.write_obj(0u16, GuestAddress(avail + 4)).unwrap(); // ring[0] = head 0
+        mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap(); // idx = 1
+        let mut q = Queue::new(16).unwrap();
+        q.set_desc_table_address(Some(desc as u32), Some(0));
+        q.set_avail_ring_address(Some(avail as u32), Some(0));
+        q.set_used_ring_address(Some(used as u32), Some(0));
+        q.set_ready(true);
+        dev.activate(mem.clone(), vec![q]).unwrap();
+        kick.write(1).unwrap();
+
+        let epoll = Epoll::new().unwrap();
+        let fd = dev.backend_fd().unwrap();
+        epoll
+            .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, 0))
+            .unwrap();
+        let mut events = [EpollEvent::default(); 1];
+        assert_eq!(epoll.wait(10_000, &mut events).unwrap(), 1, "no call");
+        assert!(dev.process_backend(), "the call must become an interrupt");
+        assert!(!dev.process_backend(), "calls are drained");
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(used + 2)).unwrap(), 1);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(status)).unwrap(), 0);
+        let mut got = [0u8; 14];
+        mem.read_slice(&mut got, GuestAddress(id)).unwrap();
+        assert_eq!(&got, b"front-end-test");
+
+        dev.reset();
+        drop(dev); // disconnects: the backend returns
+        assert!(backend.join().is_ok());
+    }
+
     #[test]
     fn bad_tags_and_missing_backends_are_errors() {
         let dir = tempfile::tempdir().unwrap();
