@@ -53,6 +53,7 @@ pub mod auth;
 pub mod busybox;
 pub mod commit;
 pub mod digest;
+pub mod erofs;
 pub mod error;
 pub mod fsutil;
 pub mod layerdisk;

@@ -14,6 +14,8 @@ pub enum E<'a> {
     Fifo(&'a str),
     /// A file with a PAX xattr.
     Xattr(&'a str, &'a str, &'a [u8]),
+    /// A file with a PAX xattr (name, value) and its data.
+    XattrData(&'a str, &'a str, &'a [u8]),
 }
 
 fn raw_header(name: &str, kind: tar::EntryType, size: u64) -> tar::Header {
@@ -59,6 +61,11 @@ pub fn tar_of(entries: &[E]) -> Vec<u8> {
                     tar::EntryType::Link
                 };
                 let mut h = raw_header(p, kind, 0);
+                if t.len() > 100 {
+                    // Long targets go in a GNU long-link entry.
+                    b.append_link(&mut h, p, t).unwrap();
+                    continue;
+                }
                 let t = t.as_bytes();
                 h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
                 h.set_cksum();
@@ -83,9 +90,58 @@ pub fn tar_of(entries: &[E]) -> Vec<u8> {
                 h.set_cksum();
                 b.append(&h, &b"x"[..]).unwrap();
             }
+            E::XattrData(p, k, v) => {
+                b.append_pax_extensions([(format!("SCHILY.xattr.{k}").as_str(), *v)])
+                    .unwrap();
+                let mut h = raw_header(p, tar::EntryType::Regular, v.len() as u64);
+                h.set_cksum();
+                b.append(&h, *v).unwrap();
+            }
         }
     }
     b.into_inner().unwrap()
+}
+
+/// Tars every layer reader must refuse (with default limits).
+pub fn hostile_tars() -> Vec<(&'static str, Vec<u8>)> {
+    let mut v = vec![
+        ("absolute", tar_of(&[E::File("/escaped", b"x")])),
+        ("dotdot", tar_of(&[E::File("a/../../escaped", b"x")])),
+        (
+            "symlink escape",
+            tar_of(&[E::Symlink("link", ".."), E::File("link/escaped", b"x")]),
+        ),
+        (
+            "absolute symlink escape",
+            tar_of(&[E::Symlink("link", "/tmp"), E::File("link/escaped", b"x")]),
+        ),
+        (
+            "hardlink outside",
+            tar_of(&[E::Hardlink("h", "../escaped")]),
+        ),
+        (
+            "hardlink through symlink",
+            tar_of(&[E::Symlink("l", "/etc"), E::Hardlink("h", "l/passwd")]),
+        ),
+        ("whiteout dotdot", tar_of(&[E::File("a/.wh...", b"")])),
+    ];
+    // A GNU long name header claiming 1 TiB.
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.set_size(1 << 40);
+    h.set_cksum();
+    let mut t = h.as_bytes().to_vec();
+    t.extend(vec![b'a'; 4096]);
+    v.push(("enormous long name", t));
+    // A regular entry claiming more than the layer limit.
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..1].copy_from_slice(b"f");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(1 << 50);
+    h.set_cksum();
+    v.push(("enormous size", h.as_bytes().to_vec()));
+    v
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {
