@@ -13,6 +13,25 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .ctx(|| format!("fsync {}", dir.display()))
 }
 
+/// Start writing `len` bytes at `offset` of `f` back to disk without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so the fsync before publishing
+/// finds little left to do: writeback overlaps the download and conversion
+/// instead of following them. Advisory: errors are ignored (the fsync
+/// still reports real ones).
+pub fn start_writeback(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a valid open descriptor; the call only schedules I/O.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Bytes written between `start_writeback` calls.
+pub const WRITEBACK_STEP: u64 = 8 << 20;
+
 /// Replace `path` with `bytes` atomically: readers see the old or the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -406,6 +406,7 @@ impl Client {
         let mut buf = vec![0u8; 256 * 1024];
         let mut w = io::BufWriter::with_capacity(1 << 20, &mut f);
         let mut n_total = 0;
+        let mut kicked = hasher.count();
         loop {
             let n = r
                 .read(&mut buf)
@@ -428,6 +429,13 @@ impl Client {
             }
             hasher.write_all(&buf[..n]).ctx(|| "hash".to_owned())?;
             n_total += n as u64;
+            let count = hasher.count();
+            if count - kicked >= crate::fsutil::WRITEBACK_STEP {
+                // Up to 1 MiB may still sit in the BufWriter: start a little back.
+                let from = kicked.saturating_sub(1 << 20);
+                crate::fsutil::start_writeback(w.get_ref(), from, count - from);
+                kicked = count;
+            }
             bar.inc(n as u64);
         }
         w.flush().ctx(|| "flush partial".to_owned())?;

@@ -10,9 +10,12 @@
 //! layers/<diff_id hex>.erofs  read-only layer disks, one per uncompressed layer
 //! tmp/                      scratch trees for conversions (removed on failure and by GC)
 //! ```
-//! Crash consistency: a blob or layer disk appears only by rename after fsync,
-//! and `state.json` is replaced atomically after everything it names exists, so
-//! a crash leaves at worst unreferenced files, which GC removes.
+//! Crash consistency: a blob or layer disk appears only by rename after fsync
+//! of its data (writeback is started while it is written, so that fsync is
+//! short); the renames' directories are synced once, when `state.json` is
+//! replaced atomically, before it names anything. A crash leaves at worst
+//! unreferenced files (or a lost rename: the file is fetched or converted
+//! again), which GC removes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -144,6 +147,10 @@ pub struct StateGuard<'s> {
 
 impl StateGuard<'_> {
     pub fn save(&self) -> Result<()> {
+        // Blobs and layer disks were fsynced before their rename; their
+        // directory entries become durable here, before any state names them.
+        fsutil::fsync_dir(&self.store.root.join("blobs/sha256"))?;
+        fsutil::fsync_dir(&self.store.root.join("layers"))?;
         let bytes = serde_json::to_vec_pretty(&self.state)
             .map_err(|e| Error::Store(self.store.root.clone(), e.to_string()))?;
         write_atomic(&self.store.root.join("state.json"), &bytes)
@@ -264,6 +271,7 @@ impl Store {
             store: self,
             out: Hashing::new(BufWriter::with_capacity(1 << 20, tmp)),
             limit: self.limits.max_blob,
+            kicked: 0,
         })
     }
 
@@ -517,7 +525,6 @@ impl Store {
             let f = fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
             f.sync_all().ctx(|| format!("fsync {}", path.display()))?;
             fs::rename(path, self.blob_path(d)).ctx(|| format!("adopt {}", path.display()))?;
-            fsutil::fsync_dir(&self.root.join("blobs/sha256"))?;
         }
         Ok(())
     }
@@ -833,6 +840,7 @@ pub struct Ingest<'s> {
     store: &'s Store,
     out: Hashing<BufWriter<tempfile::NamedTempFile>>,
     limit: u64,
+    kicked: u64,
 }
 
 impl Write for Ingest<'_> {
@@ -843,7 +851,16 @@ impl Write for Ingest<'_> {
                 self.limit
             )));
         }
-        self.out.write(buf)
+        let n = self.out.write(buf)?;
+        let count = self.out.count();
+        if count - self.kicked >= fsutil::WRITEBACK_STEP {
+            // Up to 1 MiB may still sit in the BufWriter: start a little back.
+            let from = self.kicked.saturating_sub(1 << 20);
+            let f = self.out.inner_mut().get_ref().as_file();
+            fsutil::start_writeback(f, from, count - from);
+            self.kicked = count;
+        }
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
@@ -871,7 +888,6 @@ impl Ingest<'_> {
         tmp.persist(&dest)
             .map_err(|e| e.error)
             .ctx(|| format!("publish blob {digest}"))?;
-        fsutil::fsync_dir(&self.store.root.join("blobs/sha256"))?;
         Ok((digest, size))
     }
 }
