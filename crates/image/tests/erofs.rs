@@ -186,6 +186,9 @@ fn image_matches_unpacked_tree() {
     let big: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i % 251) as u8).collect();
     let block: Vec<u8> = (0..8192).map(|i| (i % 13) as u8).collect();
     let long_target = "t/".repeat(2040);
+    // Inodes whose xattrs fill most of a block: placement must pad to the
+    // next block instead of letting inline data cross one.
+    let big_value = vec![b'v'; 3000];
     let many: Vec<String> = (0..400).map(|i| format!("./many/{:0>90}", i)).collect();
     let mut entries = vec![
         E::Dir("./"),
@@ -206,6 +209,9 @@ fn image_matches_unpacked_tree() {
         E::Xattr("./cap", "user.test", b"v1"),
         E::Xattr("./sec", "security.skiff", b"label"),
         E::Xattr("./tru", "trusted.skiff", b"t"),
+        E::XattrData("./bigx1", "user.big", &big_value),
+        E::XattrData("./bigx2", "user.big", &big_value),
+        E::XattrData("./bigx3", "trusted.big", &big_value),
         E::File("./big", &big),
         E::File("./aligned", &block),
         E::File("./empty", b""),
