@@ -175,9 +175,27 @@ fn exec_output_and_status(_test: &str, rt: Runtime) {
         0,
     );
     assert_eq!(out.trim(), "x");
-    // `ctr task ps` asks the runtime for the container's processes (`ps --format json`).
+    // `ctr task ps` asks the runtime for the container's processes (`ps --format json`);
+    // the shim names the pids it knows as execs, so a running exec shows its ID.
+    ctd.expect(
+        &[
+            "task",
+            "exec",
+            "--detach",
+            "--exec-id",
+            "bg",
+            "execs",
+            "sleep",
+            "300",
+        ],
+        0,
+    );
     let ps = ctd.expect(&["task", "ps", "execs"], 0);
-    assert!(ps.lines().count() >= 2, "no process listed:\n{ps}");
+    assert!(ps.lines().count() >= 3, "processes missing:\n{ps}");
+    assert!(
+        ps.contains("ExecID:bg"),
+        "the running exec is not listed:\n{ps}"
+    );
     ctd.expect(&["task", "kill", "--signal", "SIGKILL", "execs"], 0);
     ctd.wait_stopped("execs");
     assert_eq!(ctd.delete_task("execs"), 137);

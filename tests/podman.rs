@@ -42,6 +42,7 @@ with_each_runtime!(
     interactive_terminal,
     exec_output_status_and_terminal,
     stop_honours_the_grace_period,
+    hostname_hosts_and_containerenv_are_bound,
 );
 
 const IMAGE: &str = Podman::IMAGE;
@@ -110,6 +111,41 @@ fn run_rm_output_and_exit_codes(test: &str, rt: Runtime) {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SHOUT");
     assert_eq!(pm.expect(&["ps", "--all", "--quiet"], 0).trim(), "");
+}
+
+/// Podman binds single files (/etc/hostname, /etc/hosts, /run/.containerenv) that it
+/// writes itself; the container sees Podman's versions.
+fn hostname_hosts_and_containerenv_are_bound(test: &str, rt: Runtime) {
+    let Some(pm) = Podman::start(test, rt) else {
+        return;
+    };
+    let out = pm.expect(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--hostname",
+            "podhost",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo name=$(cat /etc/hostname); echo uname=$(hostname); \
+             grep -q localhost /etc/hosts && echo hosts-localhost; \
+             test -f /run/.containerenv && echo containerenv",
+        ],
+        0,
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "name=podhost",
+            "uname=podhost",
+            "hosts-localhost",
+            "containerenv"
+        ],
+        "{out}"
+    );
 }
 
 /// `podman run -it` on a pty: the process sees a terminal, reads what is typed, and

@@ -39,7 +39,8 @@ fn busybox_rootfs(root: &Path) {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     for a in [
-        "sh", "echo", "cat", "sleep", "hostname", "true", "ls", "id", "touch",
+        "sh", "echo", "cat", "sleep", "hostname", "true", "ls", "id", "touch", "tr", "sort", "wc",
+        "grep", "stat", "kill",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
     }
@@ -85,7 +86,7 @@ impl Fixture {
                 "env": ["PATH=/bin"],
                 "user": {"uid": 0, "gid": 0},
             },
-            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "mounts": default_mounts(),
             "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]},
         });
         merge(&mut config, patch);
@@ -169,6 +170,25 @@ impl Drop for Fixture {
             let _ = self.cmd(&["delete", "--force", id]).output();
         }
     }
+}
+
+/// The mounts `runc spec` writes (containerd's and Podman's lists are the same kinds).
+fn default_mounts() -> Value {
+    json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+    ])
 }
 
 fn merge(base: &mut Value, patch: Value) {
@@ -333,8 +353,9 @@ fn every_state_transition_and_its_errors() {
     assert!(list.contains("life") && list.contains("running"), "{list}");
 
     // A signal to the container by name; the pid-file process exits with 128+signal.
-    f.ok(&["kill", "life", "TERM"]);
-    assert_eq!(wait_pid(pid), 128 + libc::SIGTERM);
+    // (TERM would not do: the process is PID 1 of its namespace, without a handler.)
+    f.ok(&["kill", "life", "KILL"]);
+    assert_eq!(wait_pid(pid), 128 + libc::SIGKILL);
     assert_eq!(f.state("life")["status"], "stopped");
     f.fails(&["kill", "life", "9"], "container not running");
     f.fails(&["events", "--stats", "life"], "container not running");
@@ -602,6 +623,17 @@ fn unknown_capabilities_and_unsupported_seccomp_are_refused_at_create() {
             json!({"linux": {"maskedPaths": ["/proc/../etc"]}}),
             "..",
         ),
+        (
+            "killable",
+            json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}}}),
+            "WAIT_KILLABLE_RECV",
+        ),
+        (
+            "devmount",
+            json!({"mounts": [{"destination": "/mnt", "type": "ext4", "source": "/dev/vda"}]}),
+            "not supported",
+        ),
     ] {
         let b = f.bundle(name, patch);
         f.fails(&["create", "--bundle", b.to_str().unwrap(), name], needle);
@@ -683,4 +715,360 @@ fn masked_readonly_paths_capabilities_and_seccomp_apply_in_the_guest() {
     assert!(err.contains("Read-only file system"), "{err}");
     assert!(!b.join("rootfs/ro/f").exists());
     f.ok(&["delete", "sec"]);
+}
+
+/// The container's process is PID 1 of its own PID namespace, /proc is that
+/// namespace's, execs join it, and PID 1 keeps the signal protection runc's has.
+#[test]
+fn the_process_is_pid_1_of_its_own_namespace_and_execs_join_it() {
+    let Some(mut f) = Fixture::new("the_process_is_pid_1_of_its_own_namespace_and_execs_join_it")
+    else {
+        return;
+    };
+    let b = f.bundle(
+        "b",
+        json!({
+            "process": {"args": ["sh", "-c",
+                "trap 'echo got USR1; exit 5' USR1; echo main=$$; \
+                 while :; do sleep 0.1; done"]},
+            "linux": {"maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]},
+        }),
+    );
+    let pid = f.create("pidns", &b, &[]);
+    f.ok(&["start", "pidns"]);
+    let probe = "echo exec=$$; echo one=$(cat /proc/1/cmdline | tr '\\0' ' '); \
+        echo comms=$(cat /proc/[0-9]*/comm | sort -u | tr '\\n' ' '); \
+        echo kcore=$(cat /proc/kcore | wc -c); \
+        echo x > /proc/sys/kernel/hostname || echo sys-ro";
+    let out = f.ok(&["exec", "pidns", "sh", "-c", probe]);
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing in {out:?}"))
+            .to_owned()
+    };
+    let exec_pid: u32 = field("exec").parse().unwrap();
+    assert!(exec_pid > 1, "{out}");
+    assert!(field("one").starts_with("sh -c trap"), "{out}");
+    // Only the container's processes: no agent, no kernel threads.
+    let comms = field("comms");
+    assert!(
+        !comms.contains("skiff-agent") && !comms.contains("kthreadd"),
+        "{out}"
+    );
+    assert_eq!(field("kcore"), "0", "{out}");
+    assert!(out.contains("sys-ro"), "{out}");
+    // Unhandled TERM from inside the namespace does not reach PID 1; its USR1 handler does.
+    let out = f.ok(&[
+        "exec",
+        "pidns",
+        "sh",
+        "-c",
+        "kill -TERM 1; kill -0 1 && echo alive",
+    ]);
+    assert_eq!(out, "alive\n");
+    f.ok(&["exec", "pidns", "sh", "-c", "kill -USR1 1"]);
+    assert_eq!(wait_pid(pid), 5);
+    assert_eq!(f.output_of("pidns", "out"), "main=1\ngot USR1\n");
+    f.fails(&["exec", "pidns", "true"], "stopped");
+    f.ok(&["delete", "pidns"]);
+}
+
+/// The spec's filesystems are mounted in spec order with their flags and options;
+/// cgroup is skipped (no cgroupfs in the guest kernel) without failing the container.
+#[test]
+fn spec_mounts_are_made_in_order_with_their_options() {
+    let Some(mut f) = Fixture::new("spec_mounts_are_made_in_order_with_their_options") else {
+        return;
+    };
+    let shared = f.scratch.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("in"), "bound over the tmpfs\n").unwrap();
+    let mut mounts = default_mounts();
+    let list = mounts.as_array_mut().unwrap();
+    list.push(
+        json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "noexec", "size=1m", "mode=0710"]}),
+    );
+    list.push(json!({"destination": "/data/sub", "type": "bind",
+        "source": shared.to_str().unwrap(), "options": ["rbind", "ro"]}));
+    let b = f.bundle(
+        "b",
+        json!({
+            "mounts": mounts,
+            "process": {"args": ["sh", "-c",
+                "grep -E ' /(sys|data|dev/mqueue|dev/pts|sys/fs/cgroup) ' /proc/mounts; \
+                 stat -c 'mode=%a' /data; cat /data/sub/in; \
+                 touch /data/sub/x || echo sub-ro; echo t > /data/t && echo tmpfs-rw"]},
+        }),
+    );
+    let pid = f.create("mnt", &b, &[]);
+    f.ok(&["start", "mnt"]);
+    assert_eq!(wait_pid(pid), 0, "{}", f.output_of("mnt", "err"));
+    let out = f.output_of("mnt", "out");
+    let line = |target: &str| {
+        out.lines()
+            .find(|l| l.split(' ').nth(1) == Some(target))
+            .unwrap_or_else(|| panic!("{target} not mounted: {out:?}"))
+            .to_owned()
+    };
+    let data = line("/data");
+    assert!(
+        data.starts_with("tmpfs /data tmpfs rw,nosuid,nodev,noexec"),
+        "{data}"
+    );
+    assert!(
+        data.contains("size=1024k") && data.contains("mode=710"),
+        "{data}"
+    );
+    assert!(
+        line("/sys").starts_with("sysfs /sys sysfs ro,nosuid,nodev,noexec"),
+        "{out}"
+    );
+    assert!(line("/dev/mqueue").contains("mqueue"), "{out}");
+    assert!(line("/dev/pts").contains("ptmxmode=666"), "{out}");
+    assert!(!out.contains("/sys/fs/cgroup"), "{out}");
+    for want in ["mode=710", "bound over the tmpfs", "sub-ro", "tmpfs-rw"] {
+        assert!(out.contains(want), "{want} missing in {out:?}");
+    }
+    assert!(!shared.join("x").exists());
+    f.ok(&["delete", "mnt"]);
+}
+
+/// Single-file binds (/etc/hosts and friends): the file's directory is shared and the
+/// file bound inside the guest; rw binds carry writes both ways, ro ones refuse them.
+#[test]
+fn single_file_binds_are_live_both_ways() {
+    let Some(mut f) = Fixture::new("single_file_binds_are_live_both_ways") else {
+        return;
+    };
+    let files = f.scratch.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("hosts"), "127.0.0.1 written-before-create\n").unwrap();
+    std::fs::write(files.join("hostname"), "from-the-host\n").unwrap();
+    std::fs::write(files.join("other"), "not bound\n").unwrap();
+    let mut mounts = default_mounts();
+    let list = mounts.as_array_mut().unwrap();
+    list.push(json!({"destination": "/etc/hosts", "type": "bind",
+        "source": files.join("hosts").to_str().unwrap(), "options": ["rbind", "rw"]}));
+    list.push(json!({"destination": "/etc/hostname", "type": "bind",
+        "source": files.join("hostname").to_str().unwrap(), "options": ["bind", "ro"]}));
+    let b = f.bundle(
+        "b",
+        json!({
+            "mounts": mounts,
+            "process": {"args": ["sh", "-c",
+                "until grep -q written-after-create /etc/hosts; do sleep 0.2; done; \
+                 cat /etc/hosts; echo added-in-guest >> /etc/hosts; cat /etc/hostname; \
+                 echo x > /etc/hostname || echo hostname-ro; echo other=$(ls /etc | grep -c other)"]},
+        }),
+    );
+    let pid = f.create("files", &b, &[]);
+    // Written on the host after create: the guest reads the live file (virtio-fs with
+    // cache=auto revalidates within a second, hence the wait in the container).
+    std::fs::write(
+        files.join("hosts"),
+        "127.0.0.1 written-before-create\n127.0.0.1 written-after-create\n",
+    )
+    .unwrap();
+    f.ok(&["start", "files"]);
+    assert_eq!(wait_pid(pid), 0, "{}", f.output_of("files", "err"));
+    assert_eq!(
+        f.output_of("files", "out"),
+        "127.0.0.1 written-before-create\n127.0.0.1 written-after-create\n\
+         from-the-host\nhostname-ro\nother=0\n"
+    );
+    assert!(std::fs::read_to_string(files.join("hosts"))
+        .unwrap()
+        .ends_with("written-after-create\nadded-in-guest\n"));
+    assert_eq!(
+        std::fs::read_to_string(files.join("hostname")).unwrap(),
+        "from-the-host\n"
+    );
+    f.ok(&["delete", "files"]);
+}
+
+/// linux.seccomp flags reach the guest kernel with the filter (a flag it refused would
+/// fail the exec with 126), and the filter still applies.
+#[test]
+fn seccomp_filter_flags_reach_the_guest_kernel() {
+    let Some(mut f) = Fixture::new("seccomp_filter_flags_reach_the_guest_kernel") else {
+        return;
+    };
+    let b = f.bundle(
+        "b",
+        json!({
+            "process": {"args": ["sh", "-c",
+                "busybox mkdir /tmp/d && echo MKDIR-OK; grep -E '^Seccomp:' /proc/self/status"]},
+            "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                    "SECCOMP_FILTER_FLAG_TSYNC"],
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": 1}]}},
+        }),
+    );
+    let pid = f.create("flags", &b, &[]);
+    f.ok(&["start", "flags"]);
+    assert_eq!(wait_pid(pid), 0, "{}", f.output_of("flags", "err"));
+    let out = f.output_of("flags", "out");
+    assert!(!out.contains("MKDIR-OK"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    f.ok(&["delete", "flags"]);
+}
+
+/// `ps --format json` lists the host pids standing for the container's processes (the
+/// supervisor and each exec proxy); the table lists the guest's processes as the
+/// container's PID namespace numbers them.
+#[test]
+fn ps_lists_host_pids_as_json_and_guest_processes_as_a_table() {
+    let Some(mut f) = Fixture::new("ps_lists_host_pids_as_json_and_guest_processes_as_a_table")
+    else {
+        return;
+    };
+    let b = f.bundle("b", json!({}));
+    let pid = f.create("ps", &b, &[]);
+    let json_pids = |f: &Fixture| -> Vec<u32> {
+        serde_json::from_str(&f.ok(&["ps", "--format", "json", "ps"])).unwrap()
+    };
+    assert_eq!(json_pids(&f), [pid]);
+    f.ok(&["start", "ps"]);
+    let exec_pid = f.scratch.path().join("exec.pid");
+    // Detached, with stdio a caller keeps (not pipes this test would wait to close).
+    let status = f
+        .cmd(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            exec_pid.to_str().unwrap(),
+            "ps",
+            "sleep",
+            "777",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let epid: u32 = std::fs::read_to_string(&exec_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut pids = json_pids(&f);
+    pids.sort_unstable();
+    let mut want = vec![pid, epid];
+    want.sort_unstable();
+    assert_eq!(pids, want);
+    let table = f.ok(&["ps", "ps"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["UID", "PID", "PPID", "CMD"], "{table}");
+    assert!(
+        rows.iter().any(|r| r[1..] == ["1", "0", "sleep", "1000"]),
+        "{table}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[1] != "1" && r[2] == "0" && r[3..] == ["sleep", "777"]),
+        "{table}"
+    );
+    assert_eq!(rows.len(), 3, "{table}");
+    // The exec ends: its proxy leaves the list.
+    // SAFETY: kill(2) of the exec proxy, whose signals reach the exec'd process.
+    unsafe { libc::kill(epid as i32, libc::SIGTERM) };
+    assert_eq!(wait_pid(epid), 128 + libc::SIGTERM);
+    assert_eq!(json_pids(&f), [pid]);
+    f.ok(&["kill", "ps", "KILL"]);
+    assert_eq!(wait_pid(pid), 128 + libc::SIGKILL);
+    assert_eq!(json_pids(&f), Vec::<u32>::new());
+    f.ok(&["delete", "ps"]);
+}
+
+/// createContainer and startContainer hooks run inside the guest, their path resolved in
+/// the container, with the state on stdin, at their points; a failure or a timeout
+/// fails create or start as in runc.
+#[test]
+fn create_container_and_start_container_hooks_run_in_the_guest() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mut f) = Fixture::new("create_container_and_start_container_hooks_run_in_the_guest")
+    else {
+        return;
+    };
+    // The hook exists only in the container's rootfs, not on the host.
+    let with_hook = |f: &Fixture, name: &str, hooks: Value, process: &str| {
+        let b = f.bundle(
+            name,
+            json!({"hooks": hooks, "process": {"args": ["sh", "-c", process]}}),
+        );
+        let script = b.join("rootfs/hook");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\ncat > /$1.json\necho \"$2\" >&2\nexit ${3:-0}\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        b
+    };
+    assert!(!Path::new("/hook").exists());
+    let b = with_hook(
+        &f,
+        "ok",
+        json!({"createContainer": [{"path": "/hook", "args": ["hook", "created"], "timeout": 30}],
+               "startContainer": [{"path": "/hook", "args": ["hook", "started"], "timeout": 30}]}),
+        "cat /started.json",
+    );
+    let pid = f.create("hooks", &b, &[]);
+    let created: Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("rootfs/created.json")).unwrap())
+            .unwrap();
+    assert_eq!(created["id"], "hooks");
+    assert!(!b.join("rootfs/started.json").exists());
+    f.ok(&["start", "hooks"]);
+    assert_eq!(wait_pid(pid), 0, "{}", f.output_of("hooks", "err"));
+    // The container's process ran after the startContainer hook and saw its file.
+    let started: Value = serde_json::from_str(&f.output_of("hooks", "out")).unwrap();
+    assert_eq!(started["id"], "hooks");
+    f.ok(&["delete", "hooks"]);
+
+    // A failing createContainer hook fails create and leaves nothing behind.
+    let b = with_hook(
+        &f,
+        "badcreate",
+        json!({"createContainer": [{"path": "/hook", "args": ["hook", "c", "no-good", "3"]}]}),
+        "true",
+    );
+    f.fails(
+        &["create", "--bundle", b.to_str().unwrap(), "badcreate"],
+        "createContainer hook /hook: failed: exit status 3: no-good",
+    );
+    f.fails(&["state", "badcreate"], "does not exist");
+    // One that outlives its timeout is killed and fails create too.
+    let b = f.bundle(
+        "slow",
+        json!({"hooks": {"createContainer": [{"path": "/bin/sleep", "args": ["sleep", "100"], "timeout": 1}]}}),
+    );
+    f.fails(
+        &["create", "--bundle", b.to_str().unwrap(), "slow"],
+        "timed out",
+    );
+    f.fails(&["state", "slow"], "does not exist");
+    // A failing startContainer hook fails start; the container ends without running.
+    let b = with_hook(
+        &f,
+        "badstart",
+        json!({"startContainer": [{"path": "/hook", "args": ["hook", "s", "refused", "4"]}]}),
+        "touch /ran",
+    );
+    let pid = f.create("badstart", &b, &[]);
+    f.fails(
+        &["start", "badstart"],
+        "startContainer hook /hook: failed: exit status 4: refused",
+    );
+    assert_ne!(wait_pid(pid), 0);
+    assert_eq!(f.state("badstart")["status"], "stopped");
+    assert!(!b.join("rootfs/ran").exists());
+    f.ok(&["delete", "badstart"]);
 }

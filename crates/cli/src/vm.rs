@@ -167,6 +167,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
             network: None,
+            mounts: None,
         })
         .context("create the container")?;
 

@@ -13,8 +13,9 @@ mod message;
 
 pub use frame::{read_frame, write_frame, DataKind, Frame, FrameError, HEADER_LEN, MAX_PAYLOAD};
 pub use message::{
-    Capabilities, ContainerConfig, ExitStatus, GuestInterface, GuestNetwork, Message, ProcessSpec,
-    Rlimit, SeccompProgram, SharedDir, User, DEFAULT_PATH, MAX_NET_FILE, MAX_SECCOMP_INSNS,
+    Capabilities, ContainerConfig, ExitStatus, GuestInterface, GuestNetwork, GuestProcess, Message,
+    MountEntry, MountKind, ProcessSpec, Rlimit, SeccompProgram, SharedDir, User, DEFAULT_PATH,
+    MAX_NET_FILE, MAX_PROCESSES, MAX_SECCOMP_INSNS,
 };
 
 /// Bumped on any incompatible change of frames or messages.

@@ -19,7 +19,8 @@ pub enum Message {
     /// Host -> agent: assemble the container's root filesystem. Answered by
     /// `ContainerCreated` or `Error { stream: None, .. }`.
     CreateContainer {
-        config: ContainerConfig,
+        /// Boxed: the largest message by far, and sent once per VM.
+        config: Box<ContainerConfig>,
     },
     ContainerCreated,
     /// Host -> agent: start a process in the container. `main` marks the container's
@@ -60,6 +61,14 @@ pub enum Message {
     /// Agent -> host: the container is stopped and the filesystems are unmounted; the
     /// VM powers off next.
     PoweringOff,
+    /// Host -> agent: list the container's processes. Answered by `Processes` or
+    /// `Error { stream: None, .. }`.
+    ListProcesses,
+    /// Agent -> host: the container's processes, numbered as its PID namespace sees
+    /// them (at most [`MAX_PROCESSES`]).
+    Processes {
+        processes: Vec<GuestProcess>,
+    },
     /// Either side: a request failed (`stream` names the process if there is one).
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +133,10 @@ pub struct ContainerConfig {
     /// Omitted when unset so agents that predate it still accept the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Box<GuestNetwork>>,
+    /// An OCI bundle's mount list in spec order, replacing the agent's default /proc,
+    /// /sys and /dev. `None` (skiff's own containers) keeps the defaults and `shares`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<Vec<MountEntry>>,
 }
 
 /// Largest /etc/hosts or /etc/resolv.conf the agent writes.
@@ -156,6 +169,54 @@ pub struct GuestInterface {
     /// Default route via this address.
     #[serde(default)]
     pub gateway: Option<String>,
+}
+
+/// One mount of an OCI bundle, made at `target` (absolute, inside the container).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountEntry {
+    pub target: String,
+    pub kind: MountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MountKind {
+    /// A bind of the share `tag`: the whole shared directory, or with `file` the
+    /// one file of that name in it (single-file binds share the file's directory).
+    Share {
+        tag: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// A filesystem by type (proc, sysfs, tmpfs, devpts, mqueue, cgroup, cgroup2) with
+    /// `MS_*` flags and the filesystem's own options (`size=...,mode=...`).
+    Fs {
+        fstype: String,
+        source: String,
+        #[serde(default)]
+        flags: u64,
+        #[serde(default)]
+        data: String,
+    },
+}
+
+/// Most processes one `Processes` reply lists.
+pub const MAX_PROCESSES: usize = 4096;
+
+/// One process of the container, as `ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestProcess {
+    /// In the container's PID namespace (its process is 1).
+    pub pid: i32,
+    /// 0 when the parent is outside the namespace (the agent, for execs).
+    pub ppid: i32,
+    pub uid: u32,
+    /// The command line, or `[comm]` when it is empty; at most 4 KiB.
+    pub cmd: String,
 }
 
 /// A host directory the VM exposes as a virtio-fs (or virtio-9p) device, mounted at
@@ -231,6 +292,13 @@ pub const MAX_SECCOMP_INSNS: usize = 4096;
 #[serde(deny_unknown_fields)]
 pub struct SeccompProgram {
     pub instructions: Vec<(u16, u8, u8, u32)>,
+    /// `seccomp(2)` filter flags: TSYNC (1), LOG (2), SPEC_ALLOW (4).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flags: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 fn root_dir() -> String {
@@ -348,6 +416,7 @@ mod tests {
             })),
             seccomp: Some(SeccompProgram {
                 instructions: vec![(6, 0, 0, 0x7fff_0000)],
+                flags: 2,
             }),
             ..plain
         };

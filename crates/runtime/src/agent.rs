@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_proto::{
-    read_frame, write_frame, ContainerConfig, DataKind, ExitStatus, Frame, Message, ProcessSpec,
-    PROTOCOL_VERSION,
+    read_frame, write_frame, ContainerConfig, DataKind, ExitStatus, Frame, GuestProcess, Message,
+    ProcessSpec, MAX_PROCESSES, PROTOCOL_VERSION,
 };
 
 use crate::{Error, Result};
@@ -199,9 +199,9 @@ impl AgentConn {
             Frame::Control(Message::Exited { stream, status }) => Event::Exited { stream, status },
             Frame::Control(Message::Error { stream, message }) => Event::Error { stream, message },
             Frame::Control(Message::PoweringOff) => Event::PoweringOff,
-            Frame::Control(Message::Started { .. } | Message::ContainerCreated) => {
-                return Err(Error::Protocol("unsolicited reply from the agent".into()))
-            }
+            Frame::Control(
+                Message::Started { .. } | Message::ContainerCreated | Message::Processes { .. },
+            ) => return Err(Error::Protocol("unsolicited reply from the agent".into())),
             Frame::Control(other) => {
                 return Err(Error::Protocol(format!(
                     "unexpected message from the agent: {other:?}"
@@ -249,7 +249,7 @@ impl AgentConn {
     /// Assembles the container's root filesystem in the guest.
     pub fn create_container(&mut self, config: &ContainerConfig) -> Result<()> {
         self.sender.control(Message::CreateContainer {
-            config: config.clone(),
+            config: Box::new(config.clone()),
         })?;
         self.await_reply(|f| match f {
             Frame::Control(Message::ContainerCreated) => Some(Ok(())),
@@ -259,6 +259,26 @@ impl AgentConn {
             }) => Some(Err(Error::Agent(message.clone()))),
             _ => None,
         })
+    }
+
+    /// The container's processes as the guest numbers them (`ps`).
+    pub fn list_processes(&mut self) -> Result<Vec<GuestProcess>> {
+        self.sender.control(Message::ListProcesses)?;
+        let list = self.await_reply(|f| match f {
+            Frame::Control(Message::Processes { processes }) => Some(Ok(processes.clone())),
+            Frame::Control(Message::Error {
+                stream: None,
+                message,
+            }) => Some(Err(Error::Agent(message.clone()))),
+            _ => None,
+        })?;
+        if list.len() > MAX_PROCESSES {
+            return Err(Error::Protocol(format!(
+                "the agent listed {} processes (at most {MAX_PROCESSES} expected)",
+                list.len()
+            )));
+        }
+        Ok(list)
     }
 
     /// Starts a process (the container's `main` one, or an exec) on `stream`.

@@ -143,6 +143,7 @@ impl WarmVm {
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
             network: None,
+            mounts: None,
         })?;
         let mut out = RunOutput {
             create_time: t0.elapsed(),

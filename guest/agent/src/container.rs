@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 
 use skiff_proto::ContainerConfig;
 
+use crate::process::MainSetup;
 use crate::rootfs::{self, Mounted};
 
 #[derive(Default)]
 struct State {
     mounted: Option<Mounted>,
     namespace: Option<Arc<OwnedFd>>,
+    /// What the container's process sets up as PID 1 of its namespace (taken by it).
+    main_setup: Option<Arc<MainSetup>>,
+    /// The container's PID namespace once its process runs, for execs to join.
+    pid_ns: Option<Arc<OwnedFd>>,
+    /// OCI containers (skiff-runtime) get a PID namespace; skiff's own share the VM's.
+    own_pid_ns: bool,
     /// Set once a main process has been asked for; `main_pid` once it runs.
     main_claimed: bool,
     main_pid: Option<i32>,
@@ -56,12 +63,56 @@ pub fn create(config: &ContainerConfig) -> io::Result<()> {
         }
     };
     let mounted = rootfs::assemble(config)?;
-    let ns = rootfs::enter_namespace(&mounted.rootfs, config, etc_files)?;
+    let (ns, procs) = rootfs::enter_namespace(&mounted.rootfs, config, etc_files)?;
+    let setup = MainSetup {
+        new_pid_ns: config.mounts.is_some(),
+        masked: crate::mounts::under_procs(&config.masked_paths, &procs),
+        readonly: crate::mounts::under_procs(&config.readonly_paths, &procs),
+        procs,
+    };
     with(|s| {
         s.mounted = Some(mounted);
         s.namespace = Some(Arc::new(ns));
+        s.own_pid_ns = setup.new_pid_ns;
+        s.main_setup = Some(Arc::new(setup));
     });
     Ok(())
+}
+
+/// The container's process: PID 1 of a new PID namespace, with this setup.
+pub fn main_setup() -> Arc<MainSetup> {
+    with(|s| s.main_setup.clone()).unwrap_or_default()
+}
+
+/// The container's PID namespace while its process runs.
+pub fn pid_namespace() -> io::Result<Arc<OwnedFd>> {
+    with(|s| s.pid_ns.clone()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "the container's process is not running",
+        )
+    })
+}
+
+/// Where an exec runs: the container's PID namespace while its process runs, one of
+/// its own before it was started (as hooks that run before the container's process
+/// do), an error once it ended; the VM's for skiff's own containers.
+pub fn exec_pid_namespace() -> io::Result<ExecNs> {
+    with(|s| match (&s.pid_ns, s.main_claimed, s.own_pid_ns) {
+        (_, _, false) => Ok(ExecNs::Vm),
+        (Some(ns), _, true) => Ok(ExecNs::Join(ns.clone())),
+        (None, false, true) => Ok(ExecNs::Fresh),
+        (None, true, true) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the container's process is not running",
+        )),
+    })
+}
+
+pub enum ExecNs {
+    Vm,
+    Join(Arc<OwnedFd>),
+    Fresh,
 }
 
 /// The container's root filesystem as the agent sees it (for reading /etc/passwd).
@@ -94,8 +145,11 @@ pub fn claim_main() -> io::Result<()> {
     })
 }
 
-pub fn set_main_pid(pid: i32) {
-    with(|s| s.main_pid = Some(pid));
+pub fn set_main_pid(pid: i32, pid_ns: Option<OwnedFd>) {
+    with(|s| {
+        s.main_pid = Some(pid);
+        s.pid_ns = pid_ns.map(Arc::new);
+    });
 }
 
 /// The main process is gone: nothing else may outlive it.
@@ -103,6 +157,7 @@ pub fn main_exited() {
     with(|s| {
         s.main_exited = true;
         s.main_pid = None;
+        s.pid_ns = None;
     });
     kill_all();
 }

@@ -7,8 +7,10 @@
 
 mod container;
 mod init;
+mod mounts;
 mod net;
 mod process;
+mod ps;
 mod reaper;
 mod rootfs;
 mod session;

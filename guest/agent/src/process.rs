@@ -1,5 +1,6 @@
-//! Starting a process inside the container: fork, enter the container's mount
-//! namespace, apply the OCI process spec, exec.
+//! Starting a process inside the container: fork into the container's PID namespace
+//! (the container's own process creates it and is its PID 1; execs join it), enter the
+//! container's mount namespace, apply the OCI process spec, exec.
 //!
 //! The agent is multi-threaded, so the child may only make raw system calls between
 //! fork and exec: everything it needs (C strings, rlimits, candidate paths) is prepared
@@ -60,6 +61,7 @@ enum Step {
     Exec,
     Caps,
     Seccomp,
+    Proc,
 }
 
 impl Step {
@@ -75,6 +77,7 @@ impl Step {
             8 => "set up stdio",
             10 => "apply capabilities",
             11 => "install the seccomp filter",
+            12 => "mount the container's /proc",
             _ => "exec",
         }
     }
@@ -97,7 +100,66 @@ struct Prepared {
     umask: libc::mode_t,
     no_new_privs: bool,
     caps: Option<CapSets>,
-    seccomp: Option<Vec<libc::sock_filter>>,
+    /// The filter and its `seccomp(2)` flags.
+    seccomp: Option<(Vec<libc::sock_filter>, libc::c_ulong)>,
+    proc: Option<ProcSetup>,
+}
+
+/// How a new process enters the container's PID namespace.
+#[derive(Clone, Copy)]
+pub enum PidNs<'a> {
+    /// The container's process: PID 1 of a new namespace; it mounts the namespace's
+    /// proc and applies the masked and read-only paths that lie on it.
+    New(&'a MainSetup),
+    /// An exec joins the namespace (an fd of /proc/<pid>/ns/pid).
+    Join(RawFd),
+    /// A process before the container's (a hook): a namespace of its own.
+    Fresh,
+    /// skiff's own containers: the VM's namespace.
+    Vm,
+}
+
+/// What the container's process sets up as PID 1 before anything else.
+#[derive(Default)]
+pub struct MainSetup {
+    /// A new PID namespace (OCI containers); otherwise the VM's.
+    pub new_pid_ns: bool,
+    pub procs: Vec<crate::mounts::ProcMount>,
+    pub masked: Vec<String>,
+    pub readonly: Vec<String>,
+}
+
+/// [`MainSetup`] as C strings for the child.
+struct ProcSetup {
+    procs: Vec<(CString, libc::c_ulong, Option<CString>)>,
+    masked: Vec<CString>,
+    readonly: Vec<CString>,
+    proc_fs: CString,
+    tmpfs: CString,
+    size0: CString,
+    dev_null: CString,
+}
+
+impl ProcSetup {
+    fn new(m: &MainSetup) -> io::Result<Self> {
+        let all = |v: &[String]| v.iter().map(|s| cstring(s)).collect::<io::Result<Vec<_>>>();
+        Ok(Self {
+            procs: m
+                .procs
+                .iter()
+                .map(|p| {
+                    let data = (!p.data.is_empty()).then(|| cstring(&p.data)).transpose()?;
+                    Ok((cstring(&p.target)?, p.flags as libc::c_ulong, data))
+                })
+                .collect::<io::Result<Vec<_>>>()?,
+            masked: all(&m.masked)?,
+            readonly: all(&m.readonly)?,
+            proc_fs: cstring("proc")?,
+            tmpfs: cstring("tmpfs")?,
+            size0: cstring("size=0")?,
+            dev_null: cstring("/dev/null")?,
+        })
+    }
 }
 
 /// Capability sets as bitmasks (bit n = capability n), applied in the child.
@@ -131,7 +193,7 @@ struct CapData {
 const CAP_VERSION_3: u32 = 0x2008_0522;
 const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 
-fn prepare(spec: &ProcessSpec) -> Result<Prepared, SpawnError> {
+fn prepare(spec: &ProcessSpec, main: Option<&MainSetup>) -> Result<Prepared, SpawnError> {
     let arg0 = spec.args.first().ok_or_else(|| SpawnError::Exec {
         message: "no command given".into(),
         code: 127,
@@ -226,11 +288,23 @@ fn prepare(spec: &ProcessSpec) -> Result<Prepared, SpawnError> {
             ambient: c.ambient.iter().map(|&a| libc::c_ulong::from(a)).collect(),
         }),
         seccomp: spec.seccomp.as_ref().map(seccomp_filter).transpose()?,
+        proc: main.map(ProcSetup::new).transpose()?,
     })
 }
 
+/// seccomp(2) flags the agent passes on: TSYNC, LOG, SPEC_ALLOW.
+const SECCOMP_FLAGS_KNOWN: u32 = 1 | 2 | 4;
+
 /// The agent's copy of the host-compiled program, bounded as the kernel bounds it.
-fn seccomp_filter(p: &skiff_proto::SeccompProgram) -> Result<Vec<libc::sock_filter>, SpawnError> {
+fn seccomp_filter(
+    p: &skiff_proto::SeccompProgram,
+) -> Result<(Vec<libc::sock_filter>, libc::c_ulong), SpawnError> {
+    if p.flags & !SECCOMP_FLAGS_KNOWN != 0 {
+        return Err(SpawnError::Setup(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("seccomp flags {:#x} are not supported", p.flags),
+        )));
+    }
     if p.instructions.is_empty() || p.instructions.len() > skiff_proto::MAX_SECCOMP_INSNS {
         return Err(SpawnError::Setup(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -241,10 +315,12 @@ fn seccomp_filter(p: &skiff_proto::SeccompProgram) -> Result<Vec<libc::sock_filt
             ),
         )));
     }
-    Ok(p.instructions
+    let filter = p
+        .instructions
         .iter()
         .map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k })
-        .collect())
+        .collect();
+    Ok((filter, libc::c_ulong::from(p.flags)))
 }
 
 fn rlimit_resource(kind: &str) -> Option<libc::c_int> {
@@ -355,9 +431,31 @@ pub fn set_window_size(pty: &File, rows: u16, cols: u16) -> io::Result<()> {
     check(unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) }).map(drop)
 }
 
-/// Starts `spec` inside the mount namespace `mnt_ns`.
-pub fn spawn(spec: &ProcessSpec, mnt_ns: RawFd) -> Result<Spawned, SpawnError> {
-    let prep = prepare(spec)?;
+/// [`Prepared`] handed to the forking thread.
+struct SendRef<'a>(&'a Prepared);
+
+// SAFETY: Prepared is only read; its raw pointers point into CStrings it owns, which
+// live (unchanged) until the scoped forking thread has been joined.
+unsafe impl Send for SendRef<'_> {}
+
+impl SendRef<'_> {
+    fn get(&self) -> &Prepared {
+        self.0
+    }
+}
+
+/// Starts `spec` inside the mount namespace `mnt_ns` and the PID namespace `pid_ns`.
+/// For a new PID namespace the second value is its handle, for execs to join.
+pub fn spawn(
+    spec: &ProcessSpec,
+    mnt_ns: RawFd,
+    pid_ns: PidNs<'_>,
+) -> Result<(Spawned, Option<OwnedFd>), SpawnError> {
+    let main = match pid_ns {
+        PidNs::New(m) => Some(m),
+        PidNs::Join(_) | PidNs::Fresh | PidNs::Vm => None,
+    };
+    let prep = prepare(spec, main)?;
     let (err_r, err_w) = pipe()?;
 
     // Child-side fds for 0, 1, 2 and host-side ends.
@@ -397,15 +495,52 @@ pub fn spawn(spec: &ProcessSpec, mnt_ns: RawFd) -> Result<Spawned, SpawnError> {
     let err_w_raw = err_w.as_raw_fd();
     let terminal = spec.terminal;
 
-    let (pid, (), exit) = reaper::spawn_tracked(|| {
-        // SAFETY: fork in a multi-threaded process; the child below only makes raw
-        // system calls on data prepared before the fork, then execs or _exits.
-        let pid = check(unsafe { libc::fork() })?;
-        if pid == 0 {
-            // SAFETY: we are the freshly forked child; see child_exec's contract.
-            unsafe { child_exec(&prep, mnt_ns, raw_stdio, err_w_raw, terminal) }
-        }
-        Ok((pid, ()))
+    // The PID namespace for children is a per-thread setting: a short-lived thread
+    // takes it and forks.
+    let shared = SendRef(&prep);
+    let (pid, exit, new_ns) = std::thread::scope(|scope| {
+        scope
+            .spawn(move || -> io::Result<_> {
+                let prep = shared.get();
+                let new_ns = match pid_ns {
+                    PidNs::New(m) => m.new_pid_ns,
+                    PidNs::Fresh => true,
+                    PidNs::Join(_) | PidNs::Vm => false,
+                };
+                match pid_ns {
+                    PidNs::New(_) | PidNs::Fresh | PidNs::Vm if !new_ns => {}
+                    PidNs::New(_) | PidNs::Fresh => {
+                        // SAFETY: changes only this thread's PID namespace for children.
+                        check(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
+                    }
+                    PidNs::Join(fd) => {
+                        // SAFETY: as above; fd is the open namespace the caller holds.
+                        check(unsafe { libc::setns(fd, libc::CLONE_NEWPID) })?;
+                    }
+                    PidNs::Vm => {}
+                }
+                let (pid, (), exit) = reaper::spawn_tracked(|| {
+                    // SAFETY: fork in a multi-threaded process; the child below only
+                    // makes raw system calls on data prepared before the fork, then
+                    // execs or _exits.
+                    let pid = check(unsafe { libc::fork() })?;
+                    if pid == 0 {
+                        // SAFETY: we are the freshly forked child; see child_exec.
+                        unsafe { child_exec(prep, mnt_ns, raw_stdio, err_w_raw, terminal) }
+                    }
+                    Ok((pid, ()))
+                })?;
+                // The namespace the child is PID 1 of, held by this thread until it ends.
+                let ns = match pid_ns {
+                    PidNs::New(m) if m.new_pid_ns => {
+                        Some(File::open("/proc/thread-self/ns/pid_for_children")?.into())
+                    }
+                    _ => None,
+                };
+                Ok((pid, exit, ns))
+            })
+            .join()
+            .map_err(|_| io::Error::other("fork thread panicked"))?
     })?;
     drop(child_stdio);
     drop(err_w);
@@ -429,14 +564,17 @@ pub fn spawn(spec: &ProcessSpec, mnt_ns: RawFd) -> Result<Spawned, SpawnError> {
             }
         });
     }
-    Ok(Spawned {
-        pid,
-        exit,
-        stdin,
-        stdout,
-        stderr,
-        pty,
-    })
+    Ok((
+        Spawned {
+            pid,
+            exit,
+            stdin,
+            stdout,
+            stderr,
+            pty,
+        },
+        new_ns,
+    ))
 }
 
 fn exec_error(arg0: &str, errno: i32, err: &io::Error) -> SpawnError {
@@ -473,7 +611,7 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 ///
 /// # Safety
 /// Same contract as [`child_exec`]; `filter` was prepared before the fork.
-unsafe fn install_seccomp(filter: &[libc::sock_filter]) -> bool {
+unsafe fn install_seccomp(filter: &[libc::sock_filter], flags: libc::c_ulong) -> bool {
     let prog = libc::sock_fprog {
         // Bounded by MAX_SECCOMP_INSNS in prepare.
         #[allow(clippy::cast_possible_truncation)]
@@ -481,7 +619,96 @@ unsafe fn install_seccomp(filter: &[libc::sock_filter]) -> bool {
         filter: filter.as_ptr().cast_mut(),
     };
     // SAFETY: prog points at a live, bounded filter array for the duration of the call.
-    unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0 }
+    unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog) == 0 }
+}
+
+/// PID 1's own proc mounts, then the masked and read-only paths on them (child side of
+/// fork, raw system calls only); false with errno set on failure.
+///
+/// # Safety
+/// Same contract as [`child_exec`]; `ps` was prepared before the fork.
+unsafe fn setup_proc(ps: &ProcSetup) -> bool {
+    // SAFETY: (whole body) every pointer is a NUL-terminated string from `ps` or null.
+    unsafe {
+        for (target, flags, data) in &ps.procs {
+            let data = data
+                .as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast::<libc::c_void>());
+            if libc::mount(
+                ps.proc_fs.as_ptr(),
+                target.as_ptr(),
+                ps.proc_fs.as_ptr(),
+                *flags,
+                data,
+            ) != 0
+            {
+                return false;
+            }
+        }
+        for path in &ps.readonly {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+                continue; // absent: nothing to protect
+            }
+            if libc::mount(
+                path.as_ptr(),
+                path.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) != 0
+            {
+                return false;
+            }
+            let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+            for (st_flag, ms_flag) in [
+                (libc::ST_NOSUID, libc::MS_NOSUID),
+                (libc::ST_NODEV, libc::MS_NODEV),
+                (libc::ST_NOEXEC, libc::MS_NOEXEC),
+            ] {
+                if st.f_flag & st_flag != 0 {
+                    flags |= ms_flag;
+                }
+            }
+            if libc::mount(
+                path.as_ptr(),
+                path.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                return false;
+            }
+        }
+        for path in &ps.masked {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::stat(path.as_ptr(), &mut st) != 0 {
+                continue;
+            }
+            let ok = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                libc::mount(
+                    ps.tmpfs.as_ptr(),
+                    path.as_ptr(),
+                    ps.tmpfs.as_ptr(),
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    ps.size0.as_ptr().cast(),
+                )
+            } else {
+                libc::mount(
+                    ps.dev_null.as_ptr(),
+                    path.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            if ok != 0 {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The child between fork and exec. Never returns.
@@ -525,6 +752,11 @@ unsafe fn child_exec(
         if libc::setns(mnt_ns, libc::CLONE_NEWNS) != 0 {
             fail(Step::Setns);
         }
+        if let Some(ps) = &p.proc {
+            if !setup_proc(ps) {
+                fail(Step::Proc);
+            }
+        }
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             // Docker creates a missing working directory.
             for prefix in &p.cwd_prefixes {
@@ -544,8 +776,8 @@ unsafe fn child_exec(
         // As runc: without no_new_privs the filter needs CAP_SYS_ADMIN, so it goes in
         // now, before the uid change and the capability drop.
         if !p.no_new_privs {
-            if let Some(filter) = &p.seccomp {
-                if !install_seccomp(filter) {
+            if let Some((filter, flags)) = &p.seccomp {
+                if !install_seccomp(filter, *flags) {
                     fail(Step::Seccomp);
                 }
             }
@@ -619,8 +851,8 @@ unsafe fn child_exec(
             fail(Step::NoNewPrivs);
         }
         if p.no_new_privs {
-            if let Some(filter) = &p.seccomp {
-                if !install_seccomp(filter) {
+            if let Some((filter, flags)) = &p.seccomp {
+                if !install_seccomp(filter, *flags) {
                     fail(Step::Seccomp);
                 }
             }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use skiff_proto::ContainerConfig;
 
+use crate::mounts::ProcMount;
 use crate::sys::{self, check, cpath, cstring, mount, umount};
 
 const LAYERS_DIR: &str = "/run/skiff/layers";
@@ -47,7 +48,7 @@ fn mount_readonly(dev: &Path, target: &Path) -> io::Result<()> {
 
 /// Mounts the share `tag` at `target` (a container root or a bind): virtio-fs, or
 /// virtio-9p when no virtio-fs device has that tag (`SKIFF_QEMU_DEVICES=qemu`).
-fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Result<()> {
+pub(crate) fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Result<()> {
     let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
     if readonly {
         flags |= libc::MS_RDONLY;
@@ -75,6 +76,9 @@ pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
             .map_err(|e| io::Error::new(e.kind(), format!("mount the root share {tag}: {e}")))?;
         let mut mounts = vec![rootfs.clone()];
         mount_shares(config, &rootfs, &mut mounts)?;
+        if let Some(entries) = &config.mounts {
+            crate::mounts::stage_shares(entries, &mut mounts)?;
+        }
         return Ok(Mounted { rootfs, mounts });
     }
     if config.layers.is_empty() {
@@ -142,6 +146,9 @@ pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
     mount("overlay", &rootfs, "overlay", flags, Some(&opts))?;
     mounts.push(rootfs.clone());
     mount_shares(config, &rootfs, &mut mounts)?;
+    if let Some(entries) = &config.mounts {
+        crate::mounts::stage_shares(entries, &mut mounts)?;
+    }
     Ok(Mounted { rootfs, mounts })
 }
 
@@ -168,7 +175,7 @@ fn mount_shares(
 
 /// Where a shared directory goes under `rootfs`: an absolute container path without
 /// `..`, and no symlink on the way (it would resolve outside the container's root).
-fn share_target(rootfs: &Path, target: &str) -> io::Result<PathBuf> {
+pub(crate) fn share_target(rootfs: &Path, target: &str) -> io::Result<PathBuf> {
     let bad = |why: &str| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -214,26 +221,26 @@ impl Mounted {
 
 /// Builds the container's mount namespace on a dedicated thread (unshare affects only
 /// the calling thread's filesystem context) and returns a handle that keeps the
-/// namespace alive for later `setns` by every process started in the container.
+/// namespace alive for later `setns` by every process started in the container, with
+/// the proc mounts left for the container's process (its PID namespace's own proc).
 pub fn enter_namespace(
     rootfs: &Path,
     config: &ContainerConfig,
     etc_files: Vec<(PathBuf, &'static str)>,
-) -> io::Result<OwnedFd> {
+) -> io::Result<(OwnedFd, Vec<ProcMount>)> {
     let rootfs = rootfs.to_path_buf();
-    let masked = config.masked_paths.clone();
-    let readonly = config.readonly_paths.clone();
-    std::thread::spawn(move || build_namespace(&rootfs, &masked, &readonly, &etc_files))
+    let config = config.clone();
+    std::thread::spawn(move || build_namespace(&rootfs, &config, &etc_files))
         .join()
         .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
 fn build_namespace(
     rootfs: &Path,
-    masked: &[String],
-    readonly: &[String],
+    config: &ContainerConfig,
     etc_files: &[(PathBuf, &'static str)],
-) -> io::Result<OwnedFd> {
+) -> io::Result<(OwnedFd, Vec<ProcMount>)> {
+    let (masked, readonly) = (&config.masked_paths, &config.readonly_paths);
     // SAFETY: unshare on the calling thread only; CLONE_NEWNS implies CLONE_FS.
     check(unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_FS) })?;
     let ns = OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt")?);
@@ -252,11 +259,19 @@ fn build_namespace(
         libc::MS_BIND | libc::MS_REC,
         None,
     )?;
-    mount_container_pseudo_fs(rootfs)?;
+    let procs = match &config.mounts {
+        Some(entries) => {
+            let procs = crate::mounts::apply(rootfs, entries)?;
+            crate::mounts::default_devices(rootfs);
+            procs
+        }
+        None => mount_container_pseudo_fs(rootfs)?,
+    };
     for (source, name) in etc_files {
         bind_etc_file(rootfs, source, name);
     }
-    // After /proc, /sys and /dev exist, as most of these paths live there.
+    // After /sys and /dev exist, as most of these paths live there (those on proc are
+    // applied again once proc is mounted).
     for path in readonly {
         make_readonly(rootfs, path)?;
     }
@@ -273,7 +288,7 @@ fn build_namespace(
     check(libc::c_int::try_from(ret).unwrap_or(-1))?;
     umount(Path::new("."), libc::MNT_DETACH)?;
     sys::chdir(&cstring("/")?)?;
-    Ok(ns)
+    Ok((ns, procs))
 }
 
 /// Binds a file the agent wrote (hosts, resolv.conf) over the container's /etc/NAME,
@@ -362,12 +377,17 @@ fn ensure_dir(path: &Path) -> bool {
     path.is_dir() || std::fs::create_dir_all(path).is_ok()
 }
 
-/// /proc, /sys, /dev (a small tmpfs with the usual nodes), /dev/pts, /dev/shm, /dev/mqueue.
-fn mount_container_pseudo_fs(root: &Path) -> io::Result<()> {
+/// skiff's own containers: /sys, /dev (a small tmpfs with the usual nodes), /dev/pts,
+/// /dev/shm, /dev/mqueue, and /proc left for the container's process.
+fn mount_container_pseudo_fs(root: &Path) -> io::Result<Vec<ProcMount>> {
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    let proc_dir = root.join("proc");
-    if ensure_dir(&proc_dir) {
-        mount("proc", &proc_dir, "proc", nosuid_nodev_noexec, None)?;
+    let mut procs = Vec::new();
+    if ensure_dir(&root.join("proc")) {
+        procs.push(ProcMount {
+            target: "/proc".into(),
+            flags: nosuid_nodev_noexec,
+            data: String::new(),
+        });
     }
     let sys_dir = root.join("sys");
     if ensure_dir(&sys_dir) {
@@ -381,7 +401,7 @@ fn mount_container_pseudo_fs(root: &Path) -> io::Result<()> {
     }
     let dev = root.join("dev");
     if !ensure_dir(&dev) {
-        return Ok(());
+        return Ok(procs);
     }
     mount(
         "tmpfs",
@@ -442,5 +462,5 @@ fn mount_container_pseudo_fs(root: &Path) -> io::Result<()> {
     if let Err(e) = mount("mqueue", &mq, "mqueue", nosuid_nodev_noexec, None) {
         crate::log!("{e}");
     }
-    Ok(())
+    Ok(procs)
 }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use skiff_proto::{
     read_frame, write_frame, DataKind, ExitStatus, Frame, Message, ProcessSpec, PROTOCOL_VERSION,
 };
 
-use crate::process::{self, SpawnError, Spawned};
+use crate::process::{self, PidNs, SpawnError, Spawned};
 use crate::vsock::Stream;
 use crate::{container, log};
 
@@ -179,6 +180,16 @@ impl Session {
                     log!("resize: {e}");
                 }
             }
+            Message::ListProcesses => {
+                let reply = match container::pid_namespace().and_then(|ns| crate::ps::list(&ns)) {
+                    Ok(processes) => Message::Processes { processes },
+                    Err(e) => Message::Error {
+                        stream: None,
+                        message: format!("list processes: {e}"),
+                    },
+                };
+                self.writer.control(reply);
+            }
             Message::Stop { signal, grace_ms } => {
                 container::stop(signal, Duration::from_millis(grace_ms.min(3_600_000)));
             }
@@ -253,7 +264,23 @@ impl Session {
             }
             _ => spec,
         };
-        let spawned = match process::spawn(spec, std::os::fd::AsRawFd::as_raw_fd(&*ns)) {
+        let setup;
+        let joined;
+        let pid_ns = if main {
+            setup = container::main_setup();
+            PidNs::New(&setup)
+        } else {
+            joined = match container::exec_pid_namespace() {
+                Ok(ns) => ns,
+                Err(e) => return fail(e.to_string()),
+            };
+            match &joined {
+                container::ExecNs::Vm => PidNs::Vm,
+                container::ExecNs::Join(ns) => PidNs::Join(ns.as_raw_fd()),
+                container::ExecNs::Fresh => PidNs::Fresh,
+            }
+        };
+        let (spawned, new_pid_ns) = match process::spawn(spec, ns.as_raw_fd(), pid_ns) {
             Ok(s) => s,
             Err(SpawnError::Exec { message, code }) => {
                 // As Docker: the reason on stderr, then 126/127 as the exit status.
@@ -286,7 +313,7 @@ impl Session {
             }
         };
         if main {
-            container::set_main_pid(spawned.pid);
+            container::set_main_pid(spawned.pid, new_pid_ns);
         }
         self.writer.control(Message::Started {
             stream,

@@ -198,6 +198,7 @@ impl Supervisor {
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
             network: guest_network,
+            mounts: None,
         })?;
         let control_path: PathBuf = vm.work_dir().join("ctl.sock");
         let listener = UnixListener::bind(&control_path)

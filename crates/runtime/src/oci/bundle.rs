@@ -3,11 +3,12 @@
 //! process, the hostname and the VM size.
 
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 use skiff_proto::ProcessSpec;
 
+use super::mounts::{check_target, Mounts};
 use crate::{Error, Result};
 
 /// config.json files are small; anything bigger is refused before parsing.
@@ -20,14 +21,6 @@ const MAX_MEMORY_MIB: u32 = 16 << 10;
 pub const ANNOTATION_MEMORY: &str = "io.skiff.vm.memory-mib";
 pub const ANNOTATION_VCPUS: &str = "io.skiff.vm.vcpus";
 
-/// A host directory bound into the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BundleBind {
-    pub host: PathBuf,
-    pub target: String,
-    pub readonly: bool,
-}
-
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub dir: PathBuf,
@@ -37,7 +30,8 @@ pub struct Bundle {
     pub readonly_rootfs: bool,
     pub process: ProcessSpec,
     pub hostname: String,
-    pub binds: Vec<BundleBind>,
+    /// The spec's mounts in order, and the host directories they share.
+    pub mounts: Mounts,
     /// `linux.maskedPaths` and `linux.readonlyPaths`, checked absolute without `..`.
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
@@ -112,7 +106,7 @@ impl Bundle {
         if hostname.len() > 64 || hostname.contains(['/', '\0']) {
             return Err(bad(format!("invalid hostname {hostname:?}")));
         }
-        let binds = binds(&spec)?;
+        let mounts = Mounts::from_spec(spec.mounts().as_deref().unwrap_or_default())?;
         let (memory_mib, vcpus) = vm_size(&spec)?;
         Ok(Self {
             dir,
@@ -120,7 +114,7 @@ impl Bundle {
             rootfs,
             process,
             hostname,
-            binds,
+            mounts,
             masked_paths,
             readonly_paths,
             memory_mib,
@@ -128,58 +122,6 @@ impl Bundle {
             spec,
         })
     }
-}
-
-/// A container path: absolute, no `..`.
-fn check_target(t: &Path) -> Result<String> {
-    if !t.is_absolute() || t.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(bad(format!(
-            "invalid mount destination {}: it must be absolute without ..",
-            t.display()
-        )));
-    }
-    Ok(t.to_string_lossy().into_owned())
-}
-
-/// Bind mounts of directories become shares. Pseudo filesystems (proc, sysfs, devpts,
-/// tmpfs, mqueue, cgroup) are mounted by the agent itself; binds of single files
-/// (/etc/hosts and friends) cannot be a shared directory and are skipped with a warning.
-fn binds(spec: &Spec) -> Result<Vec<BundleBind>> {
-    let mut out = Vec::new();
-    for m in spec.mounts().as_deref().unwrap_or_default() {
-        let target = check_target(m.destination())?;
-        let opts = m.options().clone().unwrap_or_default();
-        let is_bind =
-            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
-        if !is_bind {
-            continue;
-        }
-        let Some(src) = m.source() else {
-            return Err(bad(format!("bind mount at {target} has no source")));
-        };
-        if !src.is_absolute() {
-            return Err(bad(format!(
-                "bind mount source {} must be absolute",
-                src.display()
-            )));
-        }
-        if !src.is_dir() {
-            if src.exists() {
-                tracing::warn!(source = %src.display(), target, "file bind mounts are not supported in the microVM; skipped");
-                continue;
-            }
-            return Err(bad(format!(
-                "bind mount source {} does not exist",
-                src.display()
-            )));
-        }
-        out.push(BundleBind {
-            host: src.clone(),
-            target,
-            readonly: opts.iter().any(|o| o == "ro"),
-        });
-    }
-    Ok(out)
 }
 
 /// Memory and vCPUs from `linux.resources` (a memory limit and a CPU quota), overridden
@@ -253,14 +195,10 @@ mod tests {
         assert_eq!(b.hostname, "h");
         assert_eq!(b.memory_mib, 512);
         assert!(b.vcpus >= 1);
-        assert_eq!(
-            b.binds,
-            [BundleBind {
-                host: "/tmp".into(),
-                target: "/data".into(),
-                readonly: true
-            }]
-        );
+        assert_eq!(b.mounts.entries.len(), 2);
+        assert_eq!(b.mounts.shares.len(), 1);
+        assert_eq!(b.mounts.shares[0].host, Path::new("/tmp"));
+        assert!(b.mounts.shares[0].readonly);
     }
 
     #[test]

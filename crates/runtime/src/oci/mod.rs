@@ -4,12 +4,15 @@
 
 pub mod bundle;
 pub mod hooks;
+pub mod mounts;
 pub mod qmp;
 pub mod seccomp;
 pub mod state;
+mod syscalls_i386;
 mod syscalls_x86_64;
 
-pub use bundle::{Bundle, BundleBind};
+pub use bundle::Bundle;
+pub use mounts::{BundleShare, Mounts};
 pub use state::{Record, Status, Store};
 
 /// The runtime-spec version skiff-runtime implements.

@@ -1,18 +1,27 @@
 //! Compiles an OCI `linux.seccomp` profile into a classic BPF program on the host, so
 //! the guest agent only installs instructions (no libseccomp in the guest).
 //!
-//! The program checks the architecture (x86_64 only), then tries each rule in profile
-//! order: `ld nr; jeq NR; <argument checks>; ret ACTION`, falling through to the next
-//! rule on a mismatch, and ends with the default action. Syscall names this table does
+//! The program dispatches on the architecture (x86_64, and i386 when the profile lists
+//! SCMP_ARCH_X86), then tries each rule in profile order: `ld nr; jeq NR; <argument
+//! checks>; ret ACTION`, falling through to the next rule on a mismatch, and ends with
+//! the default action. The profile's filter flags travel with the program. Syscall names this table does
 //! not know are skipped with a warning, as runc does for names foreign to the arch.
 
-use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
 use skiff_proto::{SeccompProgram, MAX_SECCOMP_INSNS};
 
+use super::syscalls_i386::SYSCALLS as SYSCALLS_I386;
 use super::syscalls_x86_64::SYSCALLS;
 use crate::{Error, Result};
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+// seccomp(2) filter flags.
+const FLAG_TSYNC: u32 = 1;
+const FLAG_LOG: u32 = 2;
+const FLAG_SPEC_ALLOW: u32 = 4;
 /// Syscall numbers with this bit set are the x32 ABI, which a profile for x86_64 must
 /// not let through unchecked.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
@@ -30,6 +39,7 @@ const JGT_K: u16 = 0x25;
 const JGE_K: u16 = 0x35;
 const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
 const RET_K: u16 = 0x06;
+const JA: u16 = 0x05; // BPF_JMP | BPF_JA
 
 type Insn = (u16, u8, u8, u32);
 
@@ -37,6 +47,7 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::Config(format!("linux.seccomp: {}", msg.into()))
 }
 
+#[cfg(test)]
 fn syscall_number(name: &str) -> Option<u32> {
     SYSCALLS.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
 }
@@ -177,34 +188,34 @@ fn rule(nr: u32, checks: &[Vec<Sym>], ret: u32) -> Result<Vec<Insn>> {
     Ok(out)
 }
 
-/// Compiles `linux.seccomp` for x86_64.
-pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram> {
-    if !cfg!(target_arch = "x86_64") {
-        return Err(bad("seccomp profiles are only supported on x86_64 hosts"));
+/// The filter flags the guest kernel takes with the program (`seccomp(2)` flags).
+fn filter_flags(s: &LinuxSeccomp) -> Result<u32> {
+    use LinuxSeccompFilterFlag as F;
+    let mut flags = 0;
+    for f in s.flags().iter().flatten() {
+        flags |= match f {
+            F::SeccompFilterFlagTsync => FLAG_TSYNC,
+            F::SeccompFilterFlagLog => FLAG_LOG,
+            F::SeccompFilterFlagSpecAllow => FLAG_SPEC_ALLOW,
+            F::SeccompFilterFlagWaitKillableRecv => {
+                return Err(bad(
+                    "flag SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs seccomp notify, which \
+                     is not supported",
+                ))
+            }
+        };
     }
-    if let Some(arches) = s.architectures() {
-        if !arches.is_empty()
-            && !arches
-                .iter()
-                .any(|a| matches!(a, Arch::ScmpArchX86_64 | Arch::ScmpArchNative))
-        {
-            return Err(bad(format!(
-                "architectures {arches:?} do not include SCMP_ARCH_X86_64, the guest's"
-            )));
-        }
-    }
-    if s.listener_path().is_some() {
-        return Err(bad("listenerPath (seccomp notify) is not supported"));
-    }
-    let default = action(s.default_action(), s.default_errno_ret())?;
-    let mut prog: Vec<Insn> = vec![
-        (LD_W_ABS, 0, 0, OFF_ARCH),
-        (JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
-        (RET_K, 0, 0, RET_KILL_PROCESS),
-        (LD_W_ABS, 0, 0, OFF_NR),
-        (JGE_K, 0, 1, X32_SYSCALL_BIT),
-        (RET_K, 0, 0, RET_KILL_PROCESS),
-    ];
+    Ok(flags)
+}
+
+/// The profile's rules for one architecture's syscall table, then the default action.
+fn section(
+    s: &LinuxSeccomp,
+    table: &[(&str, u32)],
+    default: u32,
+    native: bool,
+) -> Result<Vec<Insn>> {
+    let mut prog = Vec::new();
     for sc in s.syscalls().iter().flatten() {
         let ret = action(sc.action(), sc.errno_ret())?;
         let checks = sc
@@ -214,8 +225,11 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram> {
             .map(|a| arg_check(a.index(), a.op(), a.value(), a.value_two()))
             .collect::<Result<Vec<_>>>()?;
         for name in sc.names() {
-            let Some(nr) = syscall_number(name) else {
-                tracing::warn!(syscall = %name, "seccomp: unknown syscall on x86_64; ignored");
+            let Some(nr) = table.iter().find(|(n, _)| n == name).map(|(_, nr)| *nr) else {
+                // Names foreign to one architecture are normal in multi-arch profiles.
+                if native {
+                    tracing::warn!(syscall = %name, "seccomp: unknown syscall on x86_64; ignored");
+                }
                 continue;
             };
             // A rule with the default action changes nothing.
@@ -231,7 +245,65 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram> {
         }
     }
     prog.push((RET_K, 0, 0, default));
-    Ok(SeccompProgram { instructions: prog })
+    Ok(prog)
+}
+
+/// Compiles `linux.seccomp` for the guest: x86_64 always, and the i386 ABI with its own
+/// syscall numbers when the profile lists SCMP_ARCH_X86 (as libseccomp adds that
+/// architecture). Other architectures (x32 included) are killed, as libseccomp's
+/// bad-architecture action does.
+pub fn compile(s: &LinuxSeccomp) -> Result<SeccompProgram> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err(bad("seccomp profiles are only supported on x86_64 hosts"));
+    }
+    let arches = s.architectures().clone().unwrap_or_default();
+    if !arches.is_empty()
+        && !arches
+            .iter()
+            .any(|a| matches!(a, Arch::ScmpArchX86_64 | Arch::ScmpArchNative))
+    {
+        return Err(bad(format!(
+            "architectures {arches:?} do not include SCMP_ARCH_X86_64, the guest's"
+        )));
+    }
+    if s.listener_path().is_some() {
+        return Err(bad("listenerPath (seccomp notify) is not supported"));
+    }
+    let flags = filter_flags(s)?;
+    let default = action(s.default_action(), s.default_errno_ret())?;
+    let mut x86_64 = vec![
+        (LD_W_ABS, 0, 0, OFF_NR),
+        (JGE_K, 0, 1, X32_SYSCALL_BIT),
+        (RET_K, 0, 0, RET_KILL_PROCESS),
+    ];
+    x86_64.extend(section(s, SYSCALLS, default, true)?);
+    let i386 = if arches.iter().any(|a| matches!(a, Arch::ScmpArchX86)) {
+        Some(section(s, SYSCALLS_I386, default, false)?)
+    } else {
+        None
+    };
+    // Dispatch on the architecture; `ja` reaches sections beyond an 8-bit jump.
+    let mut prog: Vec<Insn> = vec![(LD_W_ABS, 0, 0, OFF_ARCH)];
+    let head = if i386.is_some() { 6 } else { 4 };
+    prog.push((JEQ_K, 0, 1, AUDIT_ARCH_X86_64));
+    prog.push((JA, 0, 0, (head - 3) as u32));
+    if i386.is_some() {
+        prog.push((JEQ_K, 0, 1, AUDIT_ARCH_I386));
+        prog.push((JA, 0, 0, (1 + x86_64.len()) as u32));
+    }
+    prog.push((RET_K, 0, 0, RET_KILL_PROCESS));
+    debug_assert_eq!(prog.len(), head);
+    prog.extend(x86_64);
+    prog.extend(i386.into_iter().flatten());
+    if prog.len() > MAX_SECCOMP_INSNS {
+        return Err(bad(format!(
+            "the profile compiles to more than {MAX_SECCOMP_INSNS} instructions"
+        )));
+    }
+    Ok(SeccompProgram {
+        instructions: prog,
+        flags,
+    })
 }
 
 #[cfg(test)]
@@ -240,9 +312,13 @@ mod tests {
 
     /// A tiny classic-BPF interpreter for the opcodes the compiler emits.
     fn run(prog: &[Insn], nr: u32, args: [u64; 6]) -> u32 {
+        run_arch(prog, AUDIT_ARCH_X86_64, nr, args)
+    }
+
+    fn run_arch(prog: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
-        data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
         for (i, a) in args.iter().enumerate() {
             data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
         }
@@ -257,6 +333,7 @@ mod tests {
                 }
                 AND_K => acc &= k,
                 RET_K => return k,
+                JA => pc += k as usize,
                 JEQ_K | JGT_K | JGE_K => {
                     let t = match code {
                         JEQ_K => acc == k,
@@ -329,6 +406,65 @@ mod tests {
     }
 
     #[test]
+    fn i386_gets_its_own_numbers_when_listed_and_is_killed_otherwise() {
+        let json = |arches: &str| {
+            format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","architectures":[{arches}],
+                "syscalls":[{{"names":["mkdir","arch_prctl"],"action":"SCMP_ACT_ERRNO","errnoRet":1}}]}}"#
+            )
+        };
+        let both = compile(&profile(&json(
+            r#""SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32""#,
+        )))
+        .unwrap();
+        let i386_mkdir = SYSCALLS_I386.iter().find(|(n, _)| *n == "mkdir").unwrap().1;
+        assert_eq!(i386_mkdir, 39);
+        let x64_mkdir = syscall_number("mkdir").unwrap();
+        assert_eq!(
+            run_arch(&both.instructions, AUDIT_ARCH_I386, i386_mkdir, [0; 6]),
+            0x0005_0001
+        );
+        // i386's 83 is symlink, not x86_64's mkdir: the default applies.
+        assert_eq!(
+            run_arch(&both.instructions, AUDIT_ARCH_I386, x64_mkdir, [0; 6]),
+            ALLOW
+        );
+        assert_eq!(run(&both.instructions, x64_mkdir, [0; 6]), 0x0005_0001);
+        assert_eq!(run(&both.instructions, 39, [0; 6]), ALLOW); // getpid on x86_64
+        assert_eq!(
+            run(&both.instructions, 39 | X32_SYSCALL_BIT, [0; 6]),
+            RET_KILL_PROCESS
+        );
+        assert_eq!(
+            run_arch(&both.instructions, 0xc000_00b7, 0, [0; 6]),
+            RET_KILL_PROCESS
+        );
+        let only = compile(&profile(&json(r#""SCMP_ARCH_X86_64""#))).unwrap();
+        assert_eq!(
+            run_arch(&only.instructions, AUDIT_ARCH_I386, i386_mkdir, [0; 6]),
+            RET_KILL_PROCESS
+        );
+        assert_eq!(run(&only.instructions, x64_mkdir, [0; 6]), 0x0005_0001);
+    }
+
+    #[test]
+    fn filter_flags_are_carried_or_refused() {
+        let p = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_LOG",
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW","SECCOMP_FILTER_FLAG_TSYNC"]}"#,
+        ))
+        .unwrap();
+        assert_eq!(p.flags, FLAG_LOG | FLAG_SPEC_ALLOW | FLAG_TSYNC);
+        let none = compile(&profile(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#)).unwrap();
+        assert_eq!(none.flags, 0);
+        let err = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}"#,
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("WAIT_KILLABLE_RECV"), "{err}");
+    }
+
+    #[test]
     fn unsupported_profiles_are_refused() {
         for json in [
             r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#,
@@ -349,5 +485,19 @@ mod tests {
         .unwrap();
         assert!(p.instructions.len() < MAX_SECCOMP_INSNS);
         assert_eq!(run(&p.instructions, 1, [0; 6]), ALLOW);
+        // Podman lists x86_64, x86 and x32: every name of both tables still fits.
+        let all: std::collections::BTreeSet<String> = SYSCALLS
+            .iter()
+            .chain(SYSCALLS_I386)
+            .map(|(n, _)| format!("{n:?}"))
+            .collect();
+        let p = compile(&profile(&format!(
+            r#"{{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],
+            "syscalls":[{{"names":[{}],"action":"SCMP_ACT_ALLOW"}}]}}"#,
+            all.into_iter().collect::<Vec<_>>().join(",")
+        )))
+        .unwrap();
+        assert!(p.instructions.len() <= MAX_SECCOMP_INSNS);
+        assert_eq!(run_arch(&p.instructions, AUDIT_ARCH_I386, 1, [0; 6]), ALLOW);
     }
 }

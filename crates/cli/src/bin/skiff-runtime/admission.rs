@@ -4,11 +4,11 @@
 //! re-reads config.json, applies the same adjustments.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use skiff_plugins::{ContainerDecision, EventKind};
-use skiff_runtime::oci::{Bundle, BundleBind};
+use skiff_runtime::oci::Bundle;
 
 #[allow(
     dead_code,
@@ -77,11 +77,11 @@ fn apply(bundle: &mut Bundle, d: &ContainerDecision) -> Result<()> {
         if !m.destination.starts_with('/') || m.destination.split('/').any(|c| c == "..") {
             bail!("a plugin asked for a mount at {:?}", m.destination);
         }
-        bundle.binds.push(BundleBind {
-            host: PathBuf::from(&m.source),
-            target: m.destination.clone(),
-            readonly: m.options.iter().any(|o| o == "ro"),
-        });
+        bundle.mounts.add_bind(
+            Path::new(&m.source),
+            &m.destination,
+            m.options.iter().any(|o| o == "ro"),
+        )?;
     }
     if !a.hooks.is_empty() {
         bail!("a plugin asked for OCI hooks, which skiff-runtime does not take from plugins yet");

@@ -42,7 +42,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Kill { id, signal, .. } => kill(&store, id, signal.as_deref()).map(|()| 0),
         Cmd::Delete { force, id } => delete(&store, id, *force).map(|()| 0),
         Cmd::Exec(a) => exec::exec(&store, helper_args(cli), a),
-        Cmd::Ps { format, id, .. } => ps(&store, id, format),
+        Cmd::Ps { format, id, .. } => crate::ps::ps(&store, id, format),
         Cmd::List { format, quiet } => list(&store, format, *quiet),
         Cmd::Pause { id } => pause(&store, id, true).map(|()| 0),
         Cmd::Resume { id } => pause(&store, id, false).map(|()| 0),
@@ -237,10 +237,31 @@ fn create_prepared(cli: &Cli, store: &Store, a: &CreateArgs, bundle: &Bundle) ->
     let mut pre = hook_list(bundle, |h| h.prestart().clone());
     pre.extend(hook_list(bundle, |h| h.create_runtime().clone()));
     hooks::run_all("createRuntime", &pre, &st)?;
+    if !hook_list(bundle, |h| h.create_container().clone()).is_empty() {
+        control(&rec, "create-hooks")?;
+    }
     if let Some(f) = &a.pid_file {
         state::write_atomic(f, pid.to_string().as_bytes())?;
     }
     Ok(child)
+}
+
+/// Sends `command` to the container's supervisor and waits for its `ok`.
+fn control(rec: &Record, command: &str) -> Result<()> {
+    let id = &rec.id;
+    let ctl = rec
+        .control
+        .as_ref()
+        .ok_or_else(|| anyhow!("container {id} has no control socket"))?;
+    let mut s = UnixStream::connect(ctl).with_context(|| format!("connect {}", ctl.display()))?;
+    writeln!(s, "{command}")?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    match line.trim_end() {
+        "ok" => Ok(()),
+        "" => bail!("container {id} stopped during {command}"),
+        other => bail!("{}", other.strip_prefix("error: ").unwrap_or(other)),
+    }
 }
 
 fn start(store: &Store, id: &str) -> Result<()> {
@@ -251,19 +272,7 @@ fn start(store: &Store, id: &str) -> Result<()> {
         Status::Stopped => bail!("cannot start a container that has stopped"),
         Status::Creating => bail!("cannot start a container that is still being created"),
     }
-    let ctl = rec
-        .control
-        .as_ref()
-        .ok_or_else(|| anyhow!("container {id} has no control socket"))?;
-    let mut s = UnixStream::connect(ctl).with_context(|| format!("connect {}", ctl.display()))?;
-    s.write_all(b"start\n")?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
-    match line.trim_end() {
-        "ok" => {}
-        "" => bail!("container {id} stopped while starting"),
-        other => bail!("{}", other.strip_prefix("error: ").unwrap_or(other)),
-    }
+    control(&rec, "start")?;
     admission::event(&store.dir(id), id, EventKind::Started);
     if let Ok(b) = Bundle::load(&rec.bundle) {
         let st = store.lock(id)?.load()?.oci_state();
@@ -522,25 +531,6 @@ fn update(store: &Store, id: &str, resources: Option<&std::path::Path>) -> Resul
     Ok(())
 }
 
-fn ps(store: &Store, id: &str, format: &str) -> Result<i32> {
-    let rec = store.lock(id)?.load()?;
-    let pids: Vec<u32> = match rec.status() {
-        Status::Created | Status::Running | Status::Paused => rec.pid.into_iter().collect(),
-        _ => Vec::new(),
-    };
-    match format {
-        "json" => println!("{}", serde_json::to_string(&pids)?),
-        "table" => {
-            println!("PID");
-            for p in pids {
-                println!("{p}");
-            }
-        }
-        f => bail!("invalid format {f:?}"),
-    }
-    Ok(0)
-}
-
 fn list(store: &Store, format: &str, quiet: bool) -> Result<i32> {
     let mut states = Vec::new();
     for id in store.list()? {
@@ -580,8 +570,12 @@ fn features() -> Result<i32> {
     let f = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": SPEC_VERSION,
-        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
-        "mountOptions": ["bind", "rbind", "ro", "rw"],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": [
+            "bind", "rbind", "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
+            "sync", "async", "dirsync", "mand", "nomand", "atime", "noatime", "diratime",
+            "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",
+        ],
         "linux": {
             "namespaces": ["mount", "network", "pid", "ipc", "uts"],
             "cgroup": {"v1": false, "v2": false, "systemd": false, "systemdUser": false},

@@ -112,7 +112,9 @@ pub fn proxy(store: &Store, id: &str) -> Result<i32> {
         let outcome = agent.start(STREAM, false, &p)?;
         Ok((agent, outcome, p.terminal))
     })();
-    let (mut agent, outcome, terminal) = match result {
+    // Registered before `exec` returns, so `ps --format json` lists this proxy.
+    let result = result.and_then(|v| Ok((v, crate::ps::register_exec(&store.dir(id))?)));
+    let ((mut agent, outcome, terminal), _entry) = match result {
         Ok(v) => v,
         Err(e) => {
             ready.fail(&format!("{e:#}"));

@@ -11,12 +11,30 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use skiff_proto::{ContainerConfig, SharedDir};
+use skiff_proto::ContainerConfig;
 use skiff_runtime::container::process_start_ticks;
 use skiff_runtime::oci::{Bundle, Store};
 use skiff_runtime::{hypervisor, GuestArtifacts, MicroVm, Share, StartOutcome, VmConfig};
 
-use crate::{console, relay};
+use crate::{console, guest_hooks, relay};
+
+fn hook_list(
+    b: &Bundle,
+    pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<oci_spec::runtime::Hook>>,
+) -> Vec<oci_spec::runtime::Hook> {
+    b.spec.hooks().as_ref().and_then(pick).unwrap_or_default()
+}
+
+/// The container's state for a hook, with the status the spec gives at its point.
+fn state_of(store: &Store, id: &str, status: &str) -> serde_json::Value {
+    let mut st = store
+        .lock(id)
+        .and_then(|l| l.load())
+        .map(|r| r.oci_state())
+        .unwrap_or_else(|_| serde_json::json!({ "id": id }));
+    st["status"] = status.into();
+    st
+}
 
 /// The env var naming the fd on which the supervisor (or an exec proxy) reports
 /// readiness: one line, `ok` or `error: <why>`.
@@ -59,6 +77,8 @@ impl Ready {
 
 enum Cmd {
     Start(UnixStream),
+    /// Run the createContainer hooks (asked by `create` after createRuntime's).
+    CreateHooks(UnixStream),
     Signal(i32),
 }
 
@@ -110,11 +130,11 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         tag: ROOT_TAG.into(),
         readonly: bundle.readonly_rootfs,
     });
-    for (i, b) in bundle.binds.iter().enumerate() {
+    for s in &bundle.mounts.shares {
         config.shares.push(Share {
-            host_path: b.host.clone(),
-            tag: format!("skiffv{i}"),
-            readonly: b.readonly,
+            host_path: s.host.clone(),
+            tag: s.tag.clone(),
+            readonly: s.readonly,
         });
     }
     config.boot_timeout = BOOT_TIMEOUT;
@@ -126,20 +146,12 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         layers: Vec::new(),
         writable: None,
         readonly_rootfs: bundle.readonly_rootfs,
-        shares: bundle
-            .binds
-            .iter()
-            .enumerate()
-            .map(|(i, b)| SharedDir {
-                tag: format!("skiffv{i}"),
-                target: b.target.clone(),
-                readonly: b.readonly,
-            })
-            .collect(),
+        shares: Vec::new(),
         root_share: Some(ROOT_TAG.into()),
         masked_paths: bundle.masked_paths.clone(),
         readonly_paths: bundle.readonly_paths.clone(),
         network: None,
+        mounts: Some(bundle.mounts.entries.clone()),
     })?;
     let control = vm.work_dir().join("ctl.sock");
     let listener =
@@ -165,8 +177,12 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
             for conn in listener.incoming().flatten() {
                 let mut line = String::new();
                 let mut r = BufReader::new(&conn);
-                if r.read_line(&mut line).is_ok() && line.trim() == "start" {
-                    let _ = tx.send(Cmd::Start(conn));
+                if r.read_line(&mut line).is_ok() {
+                    let _ = match line.trim() {
+                        "start" => tx.send(Cmd::Start(conn)),
+                        "create-hooks" => tx.send(Cmd::CreateHooks(conn)),
+                        _ => Ok(()),
+                    };
                 }
             }
         });
@@ -204,12 +220,30 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break Err(()),
+            Ok(Cmd::CreateHooks(mut conn)) => {
+                let hooks = hook_list(&bundle, |h| h.create_container().clone());
+                let reply = guest_hooks::run_all(
+                    &mut agent,
+                    "createContainer",
+                    &hooks,
+                    &state_of(store, id, "creating"),
+                )
+                .map_or_else(|e| format!("error: {e:#}\n"), |()| "ok\n".to_owned());
+                let _ = conn.write_all(reply.as_bytes());
+            }
             Ok(cmd) => break Ok(cmd),
         }
     };
     let failed = {
         match next {
-            Ok(Cmd::Start(mut conn)) => match agent.start(MAIN_STREAM, true, &process) {
+            Ok(Cmd::Start(mut conn)) => match guest_hooks::run_all(
+                &mut agent,
+                "startContainer",
+                &hook_list(&bundle, |h| h.start_container().clone()),
+                &state_of(store, id, "created"),
+            )
+            .and_then(|()| Ok(agent.start(MAIN_STREAM, true, &process)?))
+            {
                 Ok(outcome) => {
                     started.store(true, Ordering::SeqCst);
                     let lock = store.lock(id)?;
@@ -230,6 +264,8 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
                     return Err(anyhow!("start: {e}"));
                 }
             },
+            // Handled while waiting for start; never breaks the loop.
+            Ok(Cmd::CreateHooks(_)) => return Err(anyhow!("unexpected control command")),
             Ok(Cmd::Signal(sig)) => {
                 vm.kill();
                 mark_stopped(store, id, 128 + sig);
