@@ -162,6 +162,103 @@ fn plugins_admit_adjust_and_audit_containers() {
     env.ok(&["rm", "kept"], true);
 }
 
+/// A hook program that appends its name and the state it is given to a log file.
+fn hook_script(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let hooks = dir.join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let script = hooks.join("record");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n{ printf '%s ' \"$1\"; cat; echo; } >> \"$2\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn plugin_hooks_run_and_resources_size_the_microvm() {
+    const TEST: &str = "plugin_hooks_run_and_resources_size_the_microvm";
+    if !prerequisite(TEST, vm_ready()) {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let script = hook_script(scratch.path());
+    let log = scratch.path().join("hooks.log");
+    let hook = |stage: &str| {
+        format!(
+            "{{ path = \"{}\", args = [\"record\", \"{stage}\", \"{}\"], stage = \"{stage}\" }}",
+            script.display(),
+            log.display()
+        )
+    };
+    let plugin = |grant: &str| {
+        format!(
+            "[[plugin]]\nname = \"hooker\"\npath = \"@DIR@/scripted.wasm\"\n\
+             grants = {{ host_hooks = [{grant}] }}\n\
+             settings = {{ adjust = {{ memory_limit_bytes = 201326592, hooks = [{}, {}, {}] }} }}\n",
+            hook("createRuntime"),
+            hook("poststart"),
+            hook("poststop"),
+        )
+    };
+    let granted = format!("\"{}\"", script.parent().unwrap().display());
+    let Some(env) = Env::new(TEST, &plugin(&granted)) else {
+        return;
+    };
+    env.ok(&["image", "build-busybox"], false);
+
+    let out = env.ok(
+        &[
+            "run",
+            "--rm",
+            "-m",
+            "512M",
+            "busybox",
+            "grep",
+            "MemTotal",
+            "/proc/meminfo",
+        ],
+        true,
+    );
+    let mem_kb: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        (100 * 1024..200 * 1024).contains(&mem_kb),
+        "guest has {mem_kb} kB; the plugin's 192 MiB memory limit should size it"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let entries: Vec<(&str, serde_json::Value)> = text
+        .lines()
+        .map(|l| {
+            let (stage, state) = l.split_once(' ').unwrap();
+            (stage, serde_json::from_str(state).unwrap())
+        })
+        .collect();
+    let stages: Vec<&str> = entries.iter().map(|(s, _)| *s).collect();
+    assert_eq!(stages, ["createRuntime", "poststart", "poststop"], "{text}");
+    for ((_, state), status) in entries.iter().zip(["creating", "running", "stopped"]) {
+        assert_eq!(state["status"], status, "{text}");
+        assert_eq!(state["id"], entries[0].1["id"], "{text}");
+        assert_eq!(state["id"].as_str().unwrap().len(), 64, "{text}");
+    }
+
+    // The same plugin without the grant: its host hooks fail it (failure policy deny).
+    std::fs::write(&env.config, {
+        let text = std::fs::read_to_string(&env.config).unwrap();
+        text.replace(&granted, "")
+    })
+    .unwrap();
+    let out = env.skiff(&["create", "busybox", "true"], true);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hooker") && err.contains("host_hooks"),
+        "{err}"
+    );
+    assert_eq!(env.ok(&["ps", "-a", "-q"], true), "");
+}
+
 #[test]
 fn image_admission_refuses_unlisted_registries_on_load() {
     const TEST: &str = "image_admission_refuses_unlisted_registries_on_load";

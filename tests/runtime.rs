@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -565,24 +566,67 @@ fn plugins_admit_adjust_and_audit() {
     }
     let dir = dir.unwrap();
     let config = f.scratch.path().join("plugins.toml");
+    // A hook program that appends its stage and the state it is given to a log.
+    let hooks_dir = f.scratch.path().join("hooks");
+    std::fs::create_dir_all(&hooks_dir).unwrap();
+    let script = hooks_dir.join("record");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n{ printf '%s ' \"$1\"; cat; echo; } >> \"$2\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = f.scratch.path().join("hooks.log");
+    let hook = |stage: &str| {
+        format!(
+            "{{ path = \"{}\", args = [\"record\", \"{stage}\", \"{}\"], stage = \"{stage}\" }}",
+            script.display(),
+            log.display()
+        )
+    };
     std::fs::write(
         &config,
         format!(
             "[[plugin]]\nname = \"inject\"\npath = \"{d}/env-injector.wasm\"\nsettings = {{ env = {{ INJECTED = \"by-plugin\" }} }}\n\n\
-             [[plugin]]\nname = \"audit\"\npath = \"{d}/audit-logger.wasm\"\nsettings = {{ labels = [] }}\n",
-            d = dir.display()
+             [[plugin]]\nname = \"audit\"\npath = \"{d}/audit-logger.wasm\"\nsettings = {{ labels = [] }}\n\n\
+             [[plugin]]\nname = \"hooker\"\npath = \"{d}/scripted.wasm\"\n\
+             grants = {{ host_hooks = [\"{h}\"] }}\n\
+             settings = {{ adjust = {{ hooks = [{c}, {s}, {p}] }} }}\n",
+            d = dir.display(),
+            h = hooks_dir.display(),
+            c = hook("createRuntime"),
+            s = hook("poststart"),
+            p = hook("poststop"),
         ),
     )
     .unwrap();
+    let stages = || -> Vec<(String, serde_json::Value)> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let (stage, state) = l.split_once(' ').unwrap();
+                (stage.to_string(), serde_json::from_str(state).unwrap())
+            })
+            .collect()
+    };
     f.plugins = Some(config);
     let b = f.bundle(
         "b",
         json!({"process": {"args": ["sh", "-c", "echo $INJECTED"]}}),
     );
     let pid = f.create("plug", &b, &[]);
+    let seen = stages();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].0, "createRuntime");
+    assert_eq!(seen[0].1["id"], "plug");
+    assert_eq!(seen[0].1["status"], "creating");
     f.ok(&["start", "plug"]);
     assert_eq!(wait_pid(pid), 0);
     assert_eq!(f.output_of("plug", "out"), "by-plugin\n");
+    let seen = stages();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].0, "poststart");
     let audit = std::fs::read_to_string(f.root().join("plug/audit.jsonl")).unwrap();
     for event in ["created", "started", "exited"] {
         assert!(
@@ -591,6 +635,10 @@ fn plugins_admit_adjust_and_audit() {
         );
     }
     f.ok(&["delete", "plug"]);
+    let seen = stages();
+    let names: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["createRuntime", "poststart", "poststop"]);
+    assert_eq!(seen[2].1["status"], "stopped");
 }
 
 #[test]

@@ -610,6 +610,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         binds,
         plugin_decision: None,
         network,
+        hooks: None,
     };
     let containers = ctx.containers()?;
     let policy = crate::policy::get()?;

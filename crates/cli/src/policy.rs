@@ -237,10 +237,11 @@ fn apply(spec: &mut ContainerSpec, d: &ContainerDecision) -> Result<()> {
     for (k, v) in &a.labels {
         spec.labels.insert(k.clone(), v.clone());
     }
-    if let Some(m) = a.vm.memory_mib {
+    let (memory_mib, vcpus) = vm_size(a)?;
+    if let Some(m) = memory_mib {
         spec.memory_mib = m;
     }
-    if let Some(c) = a.vm.vcpus {
+    if let Some(c) = vcpus {
         spec.vcpus = c;
     }
     for m in &a.mounts {
@@ -258,10 +259,66 @@ fn apply(spec: &mut ContainerSpec, d: &ContainerDecision) -> Result<()> {
         });
     }
     if !a.hooks.is_empty() {
-        bail!("a plugin asked for OCI hooks, which skiff run does not run (skiff-runtime will)");
+        add_hooks(spec.hooks.get_or_insert_with(Default::default), &a.hooks)?;
     }
-    if a.resources != skiff_plugins::Resources::default() {
-        bail!("a plugin asked for cgroup resources; size the microVM (vm.memory_mib, vm.vcpus) instead");
+    Ok(())
+}
+
+/// The microVM size the adjustments ask for. A container's microVM is sized, not
+/// throttled: a memory limit becomes the VM's memory and a CPU quota its vCPU count.
+/// CPU shares and a pids limit have no meaning for a VM of one container and are refused
+/// rather than dropped.
+pub fn vm_size(a: &skiff_plugins::Adjustments) -> Result<(Option<u32>, Option<u32>)> {
+    let r = &a.resources;
+    if r.cpu_shares.is_some() || r.pids_limit.is_some() {
+        bail!(
+            "a plugin asked for cpu-shares or pids-limit; a microVM is sized instead \
+             (vm.memory-mib, vm.vcpus, or resources memory-limit-bytes and cpu-quota)"
+        );
+    }
+    let from_limit = r
+        .memory_limit_bytes
+        .map(|b| u32::try_from(b.div_ceil(1 << 20)).unwrap_or(u32::MAX));
+    let from_quota = match r.cpu_quota {
+        Some(q) if q > 0 => {
+            let period = r.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
+            Some(u32::try_from((q as u64).div_ceil(period)).unwrap_or(u32::MAX))
+        }
+        Some(q) => bail!("a plugin asked for cpu-quota {q}; it must be positive"),
+        None => None,
+    };
+    let pick = |what: &str, sized: Option<u32>, derived: Option<u32>| match (sized, derived) {
+        (Some(s), Some(d)) if s != d => {
+            bail!("a plugin asked for a microVM with {what} {s} and resources that mean {d}")
+        }
+        (s, d) => Ok(s.or(d)),
+    };
+    Ok((
+        pick("memory-mib", a.vm.memory_mib, from_limit)?,
+        pick("vcpus", a.vm.vcpus, from_quota)?,
+    ))
+}
+
+/// Appends plugin hooks to the OCI hooks of their stage (after the spec's own).
+pub fn add_hooks(hooks: &mut oci_spec::runtime::Hooks, add: &[skiff_plugins::Hook]) -> Result<()> {
+    use skiff_plugins::HookStage;
+    for h in add {
+        let mut b = oci_spec::runtime::HookBuilder::default()
+            .path(&h.path)
+            .args(h.args.clone())
+            .env(h.env.clone());
+        if let Some(t) = h.timeout_secs {
+            b = b.timeout(i64::from(t));
+        }
+        let hook = b.build().context("plugin hook")?;
+        let list = match h.stage {
+            HookStage::CreateRuntime => hooks.create_runtime_mut(),
+            HookStage::CreateContainer => hooks.create_container_mut(),
+            HookStage::StartContainer => hooks.start_container_mut(),
+            HookStage::Poststart => hooks.poststart_mut(),
+            HookStage::Poststop => hooks.poststop_mut(),
+        };
+        list.get_or_insert_with(Vec::new).push(hook);
     }
     Ok(())
 }

@@ -374,6 +374,7 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         binds: Vec::new(),
         plugin_decision: None,
         network: Default::default(),
+        hooks: None,
     };
     let policy = crate::policy::get().map_err(ApiError::from)?;
     let image_config = image.config_json.clone();

@@ -15,6 +15,7 @@
 //! memory_mib = 16                            # optional override
 //! settings = { registries = ["docker.io"] }  # any value; the plugin validates it
 //! grants = { env = ["TZ"], dirs = { "/policy" = "/etc/skiff/policy" }, network = false }
+//! # host_hooks = ["/usr/libexec/skiff-hooks"]  # host programs it may add as OCI hooks
 //! ```
 //!
 //! Selection per container: `always` plugins run for every container and cannot be
@@ -112,6 +113,11 @@ pub struct Grants {
     /// Outbound network.
     #[serde(default)]
     pub network: bool,
+    /// Host programs the plugin may add as host-side OCI hooks (createRuntime, poststart,
+    /// poststop), which run as skiff's own user: exact files, or directories whose files
+    /// it may name. In-guest hooks (createContainer, startContainer) need no grant.
+    #[serde(default)]
+    pub host_hooks: BTreeSet<PathBuf>,
 }
 
 impl PluginsConfig {
@@ -190,6 +196,19 @@ impl PluginsConfig {
             if let Some(pin) = &p.sha256 {
                 if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return invalid(format!("plugin '{}': sha256 must be 64 hex digits", p.name));
+                }
+            }
+            for path in &p.grants.host_hooks {
+                let clean = path.is_absolute()
+                    && path
+                        .components()
+                        .all(|c| !matches!(c, std::path::Component::ParentDir));
+                if !clean {
+                    return invalid(format!(
+                        "plugin '{}': granted host hook {} must be an absolute path without '..'",
+                        p.name,
+                        path.display()
+                    ));
                 }
             }
             for guest in p.grants.dirs.keys() {
@@ -306,6 +325,8 @@ path = "/abs/b.wasm"
             "memory_mib = 100000",
             "[[plugin]]\nname = \"a\"\npath = \"x\"\nsha256 = \"zz\"",
             "[[plugin]]\nname = \"a\"\npath = \"x\"\ngrants = { dirs = { \"rel\" = \"/x\" } }",
+            "[[plugin]]\nname = \"a\"\npath = \"x\"\ngrants = { host_hooks = [\"hooks\"] }",
+            "[[plugin]]\nname = \"a\"\npath = \"x\"\ngrants = { host_hooks = [\"/a/../etc\"] }",
         ] {
             let parsed = PluginsConfig::from_toml_str(bad);
             assert!(

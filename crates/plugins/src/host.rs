@@ -273,8 +273,11 @@ impl PluginHost {
                 wit::ContainerVerdict::Allow => Ok(Verdict::Allow),
                 wit::ContainerVerdict::Deny(r) => Ok(Verdict::Deny(convert::reason(r))),
                 wit::ContainerVerdict::Adjust(a) => convert::adjustment(a)
-                    .map(Verdict::Adjust)
-                    .map_err(|e| format!("admit-container returned an invalid adjustment: {e}")),
+                    .map_err(|e| format!("admit-container returned an invalid adjustment: {e}"))
+                    .and_then(|adj| {
+                        check_host_hooks(&plugin.authority, &adj)?;
+                        Ok(Verdict::Adjust(adj))
+                    }),
             });
             if let Some(reason) = self.record(
                 plugin,
@@ -424,6 +427,27 @@ fn read_component(pc: &PluginConfig) -> Result<Vec<u8>> {
     std::fs::read(&pc.path).map_err(io)
 }
 
+/// A host-side hook runs a host program as skiff's user, so a sandboxed plugin may only
+/// name programs the operator granted it (`grants.host_hooks`); in-guest hooks run
+/// inside the container's microVM and need no grant.
+fn check_host_hooks(authority: &Authority, adj: &Adjustments) -> std::result::Result<(), String> {
+    for hook in adj.hooks.iter().filter(|h| h.stage.runs_on_host()) {
+        let path = Path::new(&hook.path);
+        let granted = authority
+            .host_hooks
+            .iter()
+            .any(|g| path == g.as_path() || path.parent() == Some(g.as_path()));
+        if !granted {
+            return Err(format!(
+                "asked for the host hook {:.200?} ({}), which its grants.host_hooks do not allow",
+                hook.path,
+                hook.stage.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Authority = what the plugin asks for AND what the operator granted.
 fn authority(pc: &PluginConfig, asked: &wit::CapabilityRequest) -> Authority {
     let mut a = Authority::default();
@@ -442,6 +466,7 @@ fn authority(pc: &PluginConfig, asked: &wit::CapabilityRequest) -> Authority {
             None => tracing::warn!(plugin = %pc.name, "plugin asks for dir {guest:?}, not granted"),
         }
     }
+    a.host_hooks = pc.grants.host_hooks.iter().cloned().collect();
     a.network = asked.network && pc.grants.network;
     if asked.network && !pc.grants.network {
         tracing::warn!(plugin = %pc.name, "plugin asks for network access, not granted");
@@ -485,5 +510,49 @@ mod tests {
         assert!(env.iter().all(|k| *k == "PATH"));
         assert_eq!(a.dirs, [("/a".to_string(), "/srv/a".into())]);
         assert!(!a.network);
+    }
+
+    fn hook(stage: crate::model::HookStage, path: &str) -> crate::model::Hook {
+        crate::model::Hook {
+            stage,
+            path: path.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            timeout_secs: None,
+        }
+    }
+
+    #[test]
+    fn host_hooks_need_a_grant_guest_hooks_do_not() {
+        use crate::model::HookStage::*;
+        let authority = Authority {
+            host_hooks: vec!["/usr/libexec/skiff-hooks".into(), "/opt/audit".into()],
+            ..Authority::default()
+        };
+        let with = |hooks: Vec<crate::model::Hook>| Adjustments {
+            hooks,
+            ..Adjustments::default()
+        };
+        let ok = [
+            hook(CreateRuntime, "/usr/libexec/skiff-hooks/tag"),
+            hook(Poststop, "/opt/audit"),
+            hook(CreateContainer, "/bin/anything"),
+            hook(StartContainer, "/usr/bin/env"),
+        ];
+        assert_eq!(check_host_hooks(&authority, &with(ok.to_vec())), Ok(()));
+        for bad in [
+            hook(Poststart, "/bin/sh"),
+            // Only files directly in a granted directory, not below it.
+            hook(CreateRuntime, "/usr/libexec/skiff-hooks/sub/x"),
+            hook(Poststop, "/opt/audit2"),
+        ] {
+            let err = check_host_hooks(&authority, &with(vec![bad.clone()])).unwrap_err();
+            assert!(
+                err.contains(&bad.path) && err.contains("grants.host_hooks"),
+                "{err}"
+            );
+        }
+        let none = Authority::default();
+        assert!(check_host_hooks(&none, &with(vec![hook(CreateRuntime, "/bin/true")])).is_err());
     }
 }

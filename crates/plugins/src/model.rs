@@ -174,6 +174,24 @@ pub enum HookStage {
     Poststop,
 }
 
+impl HookStage {
+    /// The OCI runtime-spec name of the stage.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CreateRuntime => "createRuntime",
+            Self::CreateContainer => "createContainer",
+            Self::StartContainer => "startContainer",
+            Self::Poststart => "poststart",
+            Self::Poststop => "poststop",
+        }
+    }
+
+    /// Whether the runtime runs it on the host (the others run inside the guest).
+    pub fn runs_on_host(self) -> bool {
+        matches!(self, Self::CreateRuntime | Self::Poststart | Self::Poststop)
+    }
+}
+
 /// An OCI runtime-spec hook to add.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Hook {

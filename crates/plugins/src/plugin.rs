@@ -30,6 +30,8 @@ pub(crate) struct Authority {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) dirs: Vec<(String, PathBuf)>,
     pub(crate) network: bool,
+    /// Host programs (files or directories) it may add as host-side hooks; operator-only.
+    pub(crate) host_hooks: Vec<PathBuf>,
 }
 
 /// Memory cap over all linear memories of one instance, remembering that it hit.

@@ -186,18 +186,21 @@ fn tenant_limits_cap_vm_size_by_label() {
 #[test]
 fn plugins_run_in_order_and_merge() {
     let dir = need_components!();
+    let mut first = common::plugin(
+        dir,
+        "first",
+        "scripted",
+        json!({"adjust": {"env": {"A": "1", "SHARED": "same"}, "hooks": [{"path": "/bin/first"}]}}),
+    );
+    first.grants.host_hooks.insert("/bin".into());
     let host = PluginHost::load(&common::config(vec![
-        common::plugin(
-            dir,
-            "first",
-            "scripted",
-            json!({"adjust": {"env": {"A": "1", "SHARED": "same"}, "hooks": [{"path": "/bin/first"}]}}),
-        ),
+        first,
         common::plugin(
             dir,
             "second",
             "scripted",
-            json!({"adjust": {"env": {"B": "2", "SHARED": "same"}, "memory_mib": 512, "hooks": [{"path": "/bin/second"}]}}),
+            json!({"adjust": {"env": {"B": "2", "SHARED": "same"}, "memory_mib": 512,
+                   "hooks": [{"path": "/bin/second", "stage": "startContainer"}]}}),
         ),
     ]))
     .unwrap();
@@ -213,8 +216,51 @@ fn plugins_run_in_order_and_merge() {
         .collect();
     assert_eq!(hooks, ["/bin/first", "/bin/second"]);
     assert_eq!(d.adjustments.hooks[0].stage, HookStage::CreateRuntime);
+    assert_eq!(d.adjustments.hooks[1].stage, HookStage::StartContainer);
     assert_eq!(d.adjustments.env.len(), 3);
     assert_eq!(d.adjustments.vm.memory_mib, Some(512));
+}
+
+#[test]
+fn host_hooks_a_plugin_was_not_granted_fail_by_its_policy() {
+    let dir = need_components!();
+    let settings = json!({"adjust": {"env": {"A": "1"},
+        "hooks": [{"path": "/usr/bin/id", "stage": "poststop"}]}});
+    // Failure policy deny: the container is refused, naming the plugin and the hook.
+    let host = PluginHost::load(&common::config(vec![common::plugin(
+        dir,
+        "sneaky",
+        "scripted",
+        settings.clone(),
+    )]))
+    .unwrap();
+    let d = host.admit_container(&container(&[], &[]));
+    assert!(!d.allowed);
+    let reason = d.reason.unwrap();
+    assert!(
+        reason.contains("sneaky")
+            && reason.contains("/usr/bin/id")
+            && reason.contains("host_hooks"),
+        "{reason}"
+    );
+    assert!(d.adjustments.is_empty());
+
+    // Failure policy allow: the container goes on without any of that plugin's changes.
+    let mut lenient = common::plugin(dir, "sneaky", "scripted", settings.clone());
+    lenient.on_error = skiff_plugins::FailurePolicy::Allow;
+    let host = PluginHost::load(&common::config(vec![lenient])).unwrap();
+    let d = host.admit_container(&container(&[], &[]));
+    assert!(d.allowed, "{d:?}");
+    assert!(d.adjustments.is_empty(), "{d:?}");
+
+    // Granted (the exact file): the hook is kept with its stage.
+    let mut granted = common::plugin(dir, "sneaky", "scripted", settings);
+    granted.grants.host_hooks.insert("/usr/bin/id".into());
+    let host = PluginHost::load(&common::config(vec![granted])).unwrap();
+    let d = host.admit_container(&container(&[], &[]));
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.adjustments.hooks.len(), 1);
+    assert_eq!(d.adjustments.hooks[0].stage, HookStage::Poststop);
 }
 
 #[test]

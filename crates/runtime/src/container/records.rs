@@ -61,6 +61,10 @@ pub struct ContainerSpec {
     /// Host directories bound into the container (`-v`).
     #[serde(default)]
     pub binds: Vec<Bind>,
+    /// OCI hooks added by plugins: createRuntime, poststart and poststop run on the host
+    /// by the supervisor; createContainer and startContainer inside the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
     /// What the admission plugins decided (allowed, adjustments, per-plugin records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin_decision: Option<serde_json::Value>,
@@ -570,6 +574,7 @@ mod tests {
             binds: Vec::new(),
             plugin_decision: None,
             network: Default::default(),
+            hooks: None,
         }
     }
 

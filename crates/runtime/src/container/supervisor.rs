@@ -203,6 +203,7 @@ impl Supervisor {
         let control_path: PathBuf = vm.work_dir().join("ctl.sock");
         let listener = UnixListener::bind(&control_path)
             .map_err(Error::io(format!("listen on {}", control_path.display())))?;
+        run_hooks(containers, &spec, "createRuntime", "creating", true)?;
         let outcome = agent.start(MAIN_STREAM, true, &spec.process)?;
         let (guest_pid, failed) = match outcome {
             StartOutcome::Running { pid } => (Some(pid), None),
@@ -228,6 +229,9 @@ impl Supervisor {
             lock.save(&st)?;
         }
         tracing::debug!(id, timings = ?vm.timings, "container running");
+        if failed.is_none() {
+            let _ = run_hooks(containers, &spec, "poststart", "running", false);
+        }
         Ok(Self {
             containers: containers.clone(),
             spec,
@@ -327,7 +331,46 @@ impl Supervisor {
             }
         };
         record_exit(&self.containers, &self.spec.id, code, error)?;
+        let _ = run_hooks(&self.containers, &self.spec, "poststop", "stopped", false);
         Ok(code)
+    }
+}
+
+/// Runs the host-side OCI hooks of one stage (plugins add them, see `ContainerSpec::hooks`)
+/// with the container's state on stdin. A failing createRuntime hook fails the start;
+/// poststart and poststop failures are only logged, as the runtime spec says.
+fn run_hooks(
+    containers: &Containers,
+    spec: &ContainerSpec,
+    stage: &str,
+    status: &str,
+    fatal: bool,
+) -> Result<()> {
+    let Some(hooks) = &spec.hooks else {
+        return Ok(());
+    };
+    let list = match stage {
+        "createRuntime" => hooks.create_runtime(),
+        "poststart" => hooks.poststart(),
+        _ => hooks.poststop(),
+    };
+    let Some(list) = list.as_deref().filter(|l| !l.is_empty()) else {
+        return Ok(());
+    };
+    let state = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": spec.id,
+        "status": status,
+        "pid": std::process::id(),
+        "bundle": containers.dir_of(&spec.id),
+        "annotations": spec.labels,
+    });
+    match crate::oci::hooks::run_all(stage, list, &state) {
+        Err(e) if !fatal => {
+            tracing::warn!("container {}: {e}", &spec.id[..12.min(spec.id.len())]);
+            Ok(())
+        }
+        other => other,
     }
 }
 

@@ -4,8 +4,10 @@
 //! Settings: `{"image_deny": "reason", "container_deny": "reason",
 //!             "adjust": {"env": {"K": "V"}, "annotations": {}, "labels": {},
 //!                        "memory_mib": 1, "vcpus": 1, "pids_limit": 1,
+//!                        "memory_limit_bytes": 1, "cpu_quota": 1, "cpu_period": 1,
 //!                        "mounts": [{"destination": "/d", "source": "/s"}],
-//!                        "hooks": [{"path": "/bin/true", "args": []}]},
+//!                        "hooks": [{"path": "/bin/true", "args": [], "env": [],
+//!                                   "stage": "poststart"}]},
 //!             "records": 1, "reject_settings": "reason", "log": "message"}`
 
 use std::collections::BTreeMap;
@@ -27,6 +29,21 @@ struct HookSpec {
     path: String,
     #[serde(default)]
     args: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    /// An OCI stage name; createRuntime when absent.
+    #[serde(default)]
+    stage: Option<String>,
+}
+
+fn stage(name: Option<&str>) -> HookStage {
+    match name {
+        Some("createContainer") => HookStage::CreateContainer,
+        Some("startContainer") => HookStage::StartContainer,
+        Some("poststart") => HookStage::Poststart,
+        Some("poststop") => HookStage::Poststop,
+        _ => HookStage::CreateRuntime,
+    }
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -40,6 +57,9 @@ struct AdjustSpec {
     memory_mib: Option<u32>,
     vcpus: Option<u32>,
     pids_limit: Option<i64>,
+    memory_limit_bytes: Option<u64>,
+    cpu_quota: Option<i64>,
+    cpu_period: Option<u64>,
     #[serde(default)]
     mounts: Vec<MountSpec>,
     #[serde(default)]
@@ -107,6 +127,9 @@ impl Plugin for Scripted {
             },
             resources: Resources {
                 pids_limit: a.pids_limit,
+                memory_limit_bytes: a.memory_limit_bytes,
+                cpu_quota: a.cpu_quota,
+                cpu_period: a.cpu_period,
                 ..Resources::default()
             },
             mounts: a
@@ -123,10 +146,10 @@ impl Plugin for Scripted {
                 .hooks
                 .iter()
                 .map(|h| Hook {
-                    stage: HookStage::CreateRuntime,
+                    stage: stage(h.stage.as_deref()),
                     path: h.path.clone(),
                     args: h.args.clone(),
-                    env: Vec::new(),
+                    env: h.env.clone(),
                     timeout_secs: None,
                 })
                 .collect(),

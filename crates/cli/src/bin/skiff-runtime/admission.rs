@@ -39,6 +39,14 @@ pub fn admit(bundle: &mut Bundle, id: &str, state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The bundle of a created container as admission left it (with plugin hooks and
+/// sizes), for the later stages that re-read config.json.
+pub fn load_admitted(bundle_dir: &Path, state_dir: &Path) -> Result<Bundle> {
+    let mut bundle = Bundle::load(bundle_dir)?;
+    reapply(&mut bundle, state_dir)?;
+    Ok(bundle)
+}
+
 /// Re-applies the decision `create` stored (in the supervisor).
 pub fn reapply(bundle: &mut Bundle, state_dir: &Path) -> Result<()> {
     let path = state_dir.join(DECISION_FILE);
@@ -60,10 +68,11 @@ fn apply(bundle: &mut Bundle, d: &ContainerDecision) -> Result<()> {
             .retain(|e| e.split('=').next() != Some(k.as_str()));
         bundle.process.env.push(format!("{k}={v}"));
     }
-    if let Some(m) = a.vm.memory_mib {
+    let (memory_mib, vcpus) = policy::vm_size(a)?;
+    if let Some(m) = memory_mib {
         bundle.memory_mib = m;
     }
-    if let Some(c) = a.vm.vcpus {
+    if let Some(c) = vcpus {
         bundle.vcpus = c;
     }
     for m in &a.mounts {
@@ -84,10 +93,9 @@ fn apply(bundle: &mut Bundle, d: &ContainerDecision) -> Result<()> {
         )?;
     }
     if !a.hooks.is_empty() {
-        bail!("a plugin asked for OCI hooks, which skiff-runtime does not take from plugins yet");
-    }
-    if a.resources != skiff_plugins::Resources::default() {
-        bail!("a plugin asked for cgroup resources; size the microVM (vm.memory_mib, vm.vcpus) instead");
+        let mut hooks = bundle.spec.hooks().clone().unwrap_or_default();
+        policy::add_hooks(&mut hooks, &a.hooks)?;
+        bundle.spec.set_hooks(Some(hooks));
     }
     Ok(())
 }

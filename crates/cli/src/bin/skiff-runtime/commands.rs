@@ -274,7 +274,7 @@ fn start(store: &Store, id: &str) -> Result<()> {
     }
     control(&rec, "start")?;
     admission::event(&store.dir(id), id, EventKind::Started);
-    if let Ok(b) = Bundle::load(&rec.bundle) {
+    if let Ok(b) = admission::load_admitted(&rec.bundle, &store.dir(id)) {
         let st = store.lock(id)?.load()?.oci_state();
         if let Err(e) = hooks::run_all("poststart", &hook_list(&b, |h| h.poststart().clone()), &st)
         {
@@ -366,7 +366,7 @@ fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
         }
         Status::Creating | Status::Stopped => {}
     }
-    if let Ok(b) = Bundle::load(&rec.bundle) {
+    if let Ok(b) = admission::load_admitted(&rec.bundle, lock.dir()) {
         let mut st = rec.oci_state();
         st["status"] = "stopped".into();
         if let Err(e) = hooks::run_all("poststop", &hook_list(&b, |h| h.poststop().clone()), &st) {
