@@ -193,12 +193,21 @@ fn plugin_hooks_run_and_resources_size_the_microvm() {
             log.display()
         )
     };
+    // In-guest hooks: a program of the image, writing the state it is given into the
+    // container, where the container's own process reads it.
+    let guest_hook = |stage: &str, file: &str| {
+        format!(
+            "{{ path = \"/bin/sh\", args = [\"sh\", \"-c\", \"cat > {file}\"], stage = \"{stage}\" }}"
+        )
+    };
     let plugin = |grant: &str| {
         format!(
             "[[plugin]]\nname = \"hooker\"\npath = \"@DIR@/scripted.wasm\"\n\
              grants = {{ host_hooks = [{grant}] }}\n\
-             settings = {{ adjust = {{ memory_limit_bytes = 201326592, hooks = [{}, {}, {}] }} }}\n",
+             settings = {{ adjust = {{ memory_limit_bytes = 201326592, hooks = [{}, {}, {}, {}, {}] }} }}\n",
             hook("createRuntime"),
+            guest_hook("createContainer", "/cc.json"),
+            guest_hook("startContainer", "/sc.json"),
             hook("poststart"),
             hook("poststop"),
         )
@@ -216,13 +225,26 @@ fn plugin_hooks_run_and_resources_size_the_microvm() {
             "-m",
             "512M",
             "busybox",
-            "grep",
-            "MemTotal",
-            "/proc/meminfo",
+            "sh",
+            "-c",
+            "cat /cc.json; echo; cat /sc.json; echo; grep MemTotal /proc/meminfo",
         ],
         true,
     );
-    let mem_kb: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut lines = out.lines();
+    let in_guest: Vec<serde_json::Value> = (0..2)
+        .map(|_| serde_json::from_str(lines.next().unwrap()).unwrap())
+        .collect();
+    assert_eq!(in_guest[0]["status"], "creating", "{out}");
+    assert_eq!(in_guest[1]["status"], "created", "{out}");
+    let mem_kb: u64 = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
         (100 * 1024..200 * 1024).contains(&mem_kb),
         "guest has {mem_kb} kB; the plugin's 192 MiB memory limit should size it"
@@ -242,6 +264,7 @@ fn plugin_hooks_run_and_resources_size_the_microvm() {
         assert_eq!(state["id"], entries[0].1["id"], "{text}");
         assert_eq!(state["id"].as_str().unwrap().len(), 64, "{text}");
     }
+    assert_eq!(in_guest[0]["id"], entries[0].1["id"], "{out}");
 
     // The same plugin without the grant: its host hooks fail it (failure policy deny).
     std::fs::write(&env.config, {

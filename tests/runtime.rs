@@ -591,12 +591,14 @@ fn plugins_admit_adjust_and_audit() {
              [[plugin]]\nname = \"audit\"\npath = \"{d}/audit-logger.wasm\"\nsettings = {{ labels = [] }}\n\n\
              [[plugin]]\nname = \"hooker\"\npath = \"{d}/scripted.wasm\"\n\
              grants = {{ host_hooks = [\"{h}\"] }}\n\
-             settings = {{ adjust = {{ hooks = [{c}, {s}, {p}] }} }}\n",
+             settings = {{ adjust = {{ hooks = [{c}, {g}, {s}, {p}] }} }}\n",
             d = dir.display(),
             h = hooks_dir.display(),
             c = hook("createRuntime"),
             s = hook("poststart"),
             p = hook("poststop"),
+            // In the guest, in the container: writes into the bundle's rootfs.
+            g = "{ path = \"/bin/sh\", args = [\"sh\", \"-c\", \"cat > /sc.json\"], stage = \"startContainer\" }",
         ),
     )
     .unwrap();
@@ -627,6 +629,10 @@ fn plugins_admit_adjust_and_audit() {
     let seen = stages();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1].0, "poststart");
+    let in_guest: Value =
+        serde_json::from_slice(&std::fs::read(b.join("rootfs/sc.json")).unwrap()).unwrap();
+    assert_eq!(in_guest["id"], "plug");
+    assert_eq!(in_guest["status"], "created");
     let audit = std::fs::read_to_string(f.root().join("plug/audit.jsonl")).unwrap();
     for event in ["created", "started", "exited"] {
         assert!(

@@ -204,6 +204,17 @@ impl Supervisor {
         let listener = UnixListener::bind(&control_path)
             .map_err(Error::io(format!("listen on {}", control_path.display())))?;
         run_hooks(containers, &spec, "createRuntime", "creating", true)?;
+        if let Some(hooks) = &spec.hooks {
+            for (stage, list, status) in [
+                ("createContainer", hooks.create_container(), "creating"),
+                ("startContainer", hooks.start_container(), "created"),
+            ] {
+                if let Some(list) = list.as_deref().filter(|l| !l.is_empty()) {
+                    let state = hook_state(containers, &spec, status);
+                    crate::oci::guest_hooks::run_all(&mut agent, stage, list, &state)?;
+                }
+            }
+        }
         let outcome = agent.start(MAIN_STREAM, true, &spec.process)?;
         let (guest_pid, failed) = match outcome {
             StartOutcome::Running { pid } => (Some(pid), None),
@@ -336,8 +347,22 @@ impl Supervisor {
     }
 }
 
+/// The OCI state a hook reads on stdin: the supervisor stands for the container's
+/// process, the container's record directory for its bundle, its labels for annotations.
+fn hook_state(containers: &Containers, spec: &ContainerSpec, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "id": spec.id,
+        "status": status,
+        "pid": std::process::id(),
+        "bundle": containers.dir_of(&spec.id),
+        "annotations": spec.labels,
+    })
+}
+
 /// Runs the host-side OCI hooks of one stage (plugins add them, see `ContainerSpec::hooks`)
-/// with the container's state on stdin. A failing createRuntime hook fails the start;
+/// with the container's state on stdin; the in-guest stages run through the agent in
+/// `boot`. A failing createRuntime hook fails the start;
 /// poststart and poststop failures are only logged, as the runtime spec says.
 fn run_hooks(
     containers: &Containers,
@@ -357,14 +382,7 @@ fn run_hooks(
     let Some(list) = list.as_deref().filter(|l| !l.is_empty()) else {
         return Ok(());
     };
-    let state = serde_json::json!({
-        "ociVersion": "1.0.2",
-        "id": spec.id,
-        "status": status,
-        "pid": std::process::id(),
-        "bundle": containers.dir_of(&spec.id),
-        "annotations": spec.labels,
-    });
+    let state = hook_state(containers, spec, status);
     match crate::oci::hooks::run_all(stage, list, &state) {
         Err(e) if !fatal => {
             tracing::warn!("container {}: {e}", &spec.id[..12.min(spec.id.len())]);

@@ -3,6 +3,7 @@
 //! ([`state`]), replaced atomically under a per-container lock.
 
 pub mod bundle;
+pub mod guest_hooks;
 pub mod hooks;
 pub mod mounts;
 pub mod qmp;

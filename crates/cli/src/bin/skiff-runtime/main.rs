@@ -11,7 +11,6 @@ mod cli;
 mod commands;
 mod console;
 mod exec;
-mod guest_hooks;
 mod logging;
 mod ps;
 mod relay;

@@ -16,7 +16,8 @@ use skiff_runtime::container::process_start_ticks;
 use skiff_runtime::oci::{Bundle, Store};
 use skiff_runtime::{hypervisor, GuestArtifacts, MicroVm, Share, StartOutcome, VmConfig};
 
-use crate::{console, guest_hooks, relay};
+use crate::{console, relay};
+use skiff_runtime::oci::guest_hooks;
 
 fn hook_list(
     b: &Bundle,
@@ -242,7 +243,7 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
                 &hook_list(&bundle, |h| h.start_container().clone()),
                 &state_of(store, id, "created"),
             )
-            .and_then(|()| Ok(agent.start(MAIN_STREAM, true, &process)?))
+            .and_then(|()| agent.start(MAIN_STREAM, true, &process))
             {
                 Ok(outcome) => {
                     started.store(true, Ordering::SeqCst);

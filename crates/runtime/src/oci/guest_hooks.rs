@@ -9,10 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
 use oci_spec::runtime::Hook;
 use skiff_proto::{ExitStatus, ProcessSpec};
-use skiff_runtime::{AgentConn, Event, StartOutcome};
+
+use crate::{AgentConn, Error, Event, Result, StartOutcome};
+
+fn fail(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
 
 /// Used when a hook names no timeout, as for the host's hooks.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -24,7 +28,7 @@ const FIRST_STREAM: u32 = 1000;
 fn process_of(hook: &Hook) -> Result<ProcessSpec> {
     let path = hook.path().to_string_lossy().into_owned();
     if !path.starts_with('/') {
-        bail!("hook path {path:?} must be absolute");
+        return Err(fail(format!("hook path {path:?} must be absolute")));
     }
     let mut args = vec![path];
     args.extend(hook.args().iter().flatten().skip(1).cloned());
@@ -51,7 +55,7 @@ pub fn run_all(
     for (i, hook) in hooks.iter().enumerate() {
         let stream = FIRST_STREAM + u32::try_from(i).unwrap_or(u32::MAX - FIRST_STREAM);
         let what = format!("{kind} hook {}", hook.path().display());
-        run_one(agent, stream, hook, state).map_err(|e| anyhow!("{what}: {e:#}"))?;
+        run_one(agent, stream, hook, state).map_err(|e| fail(format!("{what}: {e}")))?;
     }
     Ok(())
 }
@@ -97,22 +101,24 @@ fn run_one(
             Some(Event::Stdout { stream: s, bytes }) if s == stream => {
                 tracing::info!(output = %String::from_utf8_lossy(&bytes), "hook stdout");
             }
-            Some(Event::Error { message, .. }) => bail!("{message}"),
-            Some(Event::PoweringOff) | None => bail!("the VM stopped while the hook ran"),
+            Some(Event::Error { message, .. }) => return Err(fail(message)),
+            Some(Event::PoweringOff) | None => {
+                return Err(fail("the VM stopped while the hook ran"))
+            }
             Some(_) => {}
         }
     };
     done.store(true, Ordering::SeqCst);
     if timed_out.load(Ordering::SeqCst) {
-        bail!("timed out after {timeout:?}");
+        return Err(fail(format!("timed out after {timeout:?}")));
     }
     let why = String::from_utf8_lossy(&stderr);
     let why = why.trim();
     match status {
         ExitStatus::Exited(0) => Ok(()),
-        ExitStatus::Exited(c) if why.is_empty() => bail!("failed: exit status {c}"),
-        ExitStatus::Exited(c) => bail!("failed: exit status {c}: {why}"),
-        ExitStatus::Signaled(s) => bail!("failed: killed by signal {s}"),
+        ExitStatus::Exited(c) if why.is_empty() => Err(fail(format!("failed: exit status {c}"))),
+        ExitStatus::Exited(c) => Err(fail(format!("failed: exit status {c}: {why}"))),
+        ExitStatus::Signaled(s) => Err(fail(format!("failed: killed by signal {s}"))),
     }
 }
 
