@@ -41,10 +41,11 @@ step "plugins workspace (wasm32-wasip2): fmt and clippy"
 (cd plugins && cargo fmt --all --check && cargo clippy --quiet --release --target wasm32-wasip2 --all-targets -- -D warnings)
 step "test guest (x86_64-unknown-none): fmt and clippy"
 (cd guest/testguest && cargo fmt --all --check && cargo clippy --quiet --release --target x86_64-unknown-none -- -D warnings)
-# skiff-runtime (#6): tests/runtime.rs, containerd.rs and podman.rs run the debug
-# binaries beside the test executables; cargo test does not rebuild other packages' bins.
-step "build skiff and skiff-runtime for the tests"
-cargo build --quiet -p skiff-cli --bins
+# tests/ run the debug binaries beside the test executables (skiff, skiff-runtime,
+# skiffd, skiff-vmm); cargo test does not build other packages' bins, so a fresh machine
+# would have none of them.
+step "build skiff, skiff-runtime, skiffd and skiff-vmm for the tests"
+cargo build --quiet -p skiff-cli -p skiff-daemon -p skiff-vmm --bins
 step "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee "$cache/last-test.log"
 # The QEMU backend runs on skiff's own device models by default; check that the
