@@ -380,10 +380,17 @@ fn set_mtime(p: &Path, mtime: i64) -> Result<()> {
     Ok(())
 }
 
-/// Owner, mode, xattrs and mtime from the tar header (after creation).
-fn apply_meta<R: Read>(entry: &mut tar::Entry<'_, R>, p: &Path, is_symlink: bool) -> Result<()> {
-    let h = entry.header();
-    // An all-NUL numeric field means 0, as Go's archive/tar reads it.
+/// Owner, permission bits and mtime of a tar entry, as both layer converters read them.
+pub(crate) struct HeaderMeta {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub mtime: u64,
+}
+
+/// Reads [`HeaderMeta`]; a bad numeric field is a hostile layer, except that an
+/// all-NUL (or blank) owner means 0, as Go's archive/tar reads it.
+pub(crate) fn header_meta(h: &tar::Header) -> Result<HeaderMeta> {
     let blank = |f: &[u8]| f.iter().all(|b| *b == 0 || *b == b' ');
     let old = h.as_old();
     let uid = h.uid().or_else(|e| {
@@ -400,12 +407,22 @@ fn apply_meta<R: Read>(entry: &mut tar::Entry<'_, R>, p: &Path, is_symlink: bool
             Err(hostile(format!("bad gid: {e}")))
         }
     })?;
-    let mode = h.mode().map_err(|e| hostile(format!("bad mode: {e}")))? & 0o7777;
-    let mtime = h.mtime().unwrap_or(0);
-    let (uid, gid) = (
-        u32::try_from(uid).map_err(|_| hostile("uid out of range"))?,
-        u32::try_from(gid).map_err(|_| hostile("gid out of range"))?,
-    );
+    Ok(HeaderMeta {
+        uid: u32::try_from(uid).map_err(|_| hostile("uid out of range"))?,
+        gid: u32::try_from(gid).map_err(|_| hostile("gid out of range"))?,
+        mode: h.mode().map_err(|e| hostile(format!("bad mode: {e}")))? & 0o7777,
+        mtime: h.mtime().unwrap_or(0),
+    })
+}
+
+/// Owner, mode, xattrs and mtime from the tar header (after creation).
+fn apply_meta<R: Read>(entry: &mut tar::Entry<'_, R>, p: &Path, is_symlink: bool) -> Result<()> {
+    let HeaderMeta {
+        uid,
+        gid,
+        mode,
+        mtime,
+    } = header_meta(entry.header())?;
     let c = cpath(p)?;
     // SAFETY: valid path; lchown never follows a symlink.
     if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {

@@ -26,7 +26,7 @@ use std::io::{self, Read};
 use crate::error::{Error, Result};
 use crate::store::Limits;
 use crate::targuard::TarGuard;
-use crate::unpack::{clean_path, stream_error, UnpackStats};
+use crate::unpack::{clean_path, header_meta, stream_error, UnpackStats};
 use layout::{INODE_SIZE, XATTR_BODY_MAX};
 use tree::{Kind, Meta, Node, Tree, ROOT};
 
@@ -227,31 +227,12 @@ fn xattr_body_len(m: &Meta) -> Result<usize> {
 
 /// Owner, mode, mtime and xattrs from the tar header and its PAX records.
 fn meta<R: Read>(entry: &mut tar::Entry<'_, R>, fmt: u32) -> Result<Meta> {
-    let h = entry.header();
-    // An all-NUL numeric field means 0, as Go's archive/tar reads it.
-    let blank = |f: &[u8]| f.iter().all(|b| *b == 0 || *b == b' ');
-    let old = h.as_old();
-    let uid = h.uid().or_else(|e| {
-        if blank(&old.uid) {
-            Ok(0)
-        } else {
-            Err(hostile(format!("bad uid: {e}")))
-        }
-    })?;
-    let gid = h.gid().or_else(|e| {
-        if blank(&old.gid) {
-            Ok(0)
-        } else {
-            Err(hostile(format!("bad gid: {e}")))
-        }
-    })?;
-    let mode = h.mode().map_err(|e| hostile(format!("bad mode: {e}")))? & 0o7777;
-    let mtime = h.mtime().unwrap_or(0);
+    let h = header_meta(entry.header())?;
     let mut m = Meta {
-        mode: fmt | mode,
-        uid: u32::try_from(uid).map_err(|_| hostile("uid out of range"))?,
-        gid: u32::try_from(gid).map_err(|_| hostile("gid out of range"))?,
-        mtime,
+        mode: fmt | h.mode,
+        uid: h.uid,
+        gid: h.gid,
+        mtime: h.mtime,
         xattrs: BTreeMap::new(),
     };
     if let Ok(Some(exts)) = entry.pax_extensions() {

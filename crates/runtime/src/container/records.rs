@@ -432,16 +432,21 @@ pub fn process_start_ticks(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
-fn validate_name(name: &str) -> Result<()> {
-    let ok = name.len() <= 128
+/// Docker's rule for user-chosen names (containers, networks): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`,
+/// at most `max` bytes.
+pub(crate) fn is_valid_name(name: &str, max: usize) -> bool {
+    name.len() <= max
         && name
             .bytes()
             .next()
             .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    if is_valid_name(name, 128) {
         Ok(())
     } else {
         Err(Error::Config(format!(

@@ -124,15 +124,7 @@ pub struct Networks {
 }
 
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = name.len() <= 64
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+    if crate::container::records::is_valid_name(name, 64) {
         Ok(())
     } else {
         Err(Error::Config(format!(
