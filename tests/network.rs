@@ -463,3 +463,306 @@ fn stopped_containers_connect_and_disconnect() {
         serde_json::from_str(&s.ok(&["network", "inspect", &net])).unwrap();
     assert!(inspect[0]["Containers"].as_object().unwrap().is_empty());
 }
+
+/// Runs `script` in the running container `ctr` (`sh -c`), returning (exit code, stdout).
+fn exec_sh(s: &Skiff, ctr: &str, script: &str) -> (Option<i32>, String) {
+    let out = s.run(&["exec", ctr, "sh", "-c", script]);
+    (out.status.code(), text(&out.stdout))
+}
+
+#[test]
+fn names_resolve_live_through_the_network_dns() {
+    let Some(mut s) = Skiff::new("names_resolve_live_through_the_network_dns") else {
+        return;
+    };
+    let net = s.network("dnsnet");
+    let pid = std::process::id();
+    // The client starts first: the server does not exist yet when it boots.
+    let client = format!("early-{pid}");
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &client,
+        "--network",
+        &net,
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let (_, conf) = exec_sh(&s, &client, "cat /etc/resolv.conf /etc/hosts");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&s.ok(&["network", "inspect", &net])).unwrap();
+    let gateway = inspect[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(conf.contains(&format!("nameserver {gateway}\n")), "{conf}");
+
+    let server = format!("late-{pid}");
+    s.web_server(&server, &net, &[], "hello-late");
+    let ip = s.ip_of(&server);
+    eventually("the server", || http_get(SocketAddrV4::new(ip, 80)));
+    // Not in /etc/hosts (written before the server existed): answered by DNS.
+    let (_, hosts) = exec_sh(&s, &client, "cat /etc/hosts");
+    assert!(!hosts.contains(&server), "{hosts}");
+    let (code, out) = exec_sh(&s, &client, &format!("nslookup {server}"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&ip.to_string()), "{out}");
+    let (code, page) = exec_sh(&s, &client, &format!("wget -qO- http://{server}/"));
+    assert_eq!(code, Some(0), "{page}");
+    assert_eq!(page.trim(), "hello-late");
+
+    // Removed: the name is gone.
+    s.ok(&["rm", "-f", &server]);
+    let (code, out) = exec_sh(&s, &client, &format!("nslookup {server}"));
+    assert_ne!(code, Some(0), "{out}");
+    assert!(!out.contains(&ip.to_string()), "{out}");
+}
+
+/// A network namespace standing for "the world beyond the bridge": a veth pair routed
+/// from the host, and a busybox httpd inside it. Removed on drop.
+struct Outside {
+    ns: String,
+    server: std::process::Child,
+    addr: SocketAddrV4,
+    _www: tempfile::TempDir,
+}
+
+impl Outside {
+    fn new() -> Self {
+        let pid = std::process::id();
+        let ns = format!("skiffout{pid}");
+        let host_if = format!("sko{}", pid % 100_000);
+        let third = u8::try_from(pid % 200 + 20).unwrap();
+        let host_ip = format!("10.201.{third}.1/30");
+        let ns_ip = Ipv4Addr::new(10, 201, third, 2);
+        let sh = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().unwrap();
+            assert!(o.status.success(), "ip {args:?}: {}", text(&o.stderr));
+        };
+        sh(&["netns", "add", &ns]);
+        sh(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        sh(&["addr", "add", &host_ip, "dev", &host_if]);
+        sh(&["link", "set", &host_if, "up"]);
+        let ns_cidr = format!("{ns_ip}/30");
+        sh(&["-n", &ns, "addr", "add", &ns_cidr, "dev", "eth0"]);
+        sh(&["-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["-n", &ns, "link", "set", "lo", "up"]);
+        let www = tempfile::tempdir().unwrap();
+        std::fs::write(www.path().join("index.html"), "hello-outside\n").unwrap();
+        let server = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "busybox", "httpd", "-f", "-p", "8080", "-h",
+            ])
+            .arg(www.path())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddrV4::new(ns_ip, 8080);
+        eventually("the outside server", || http_get(addr));
+        Self {
+            ns,
+            server,
+            addr,
+            _www: www,
+        }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        // Deleting the namespace deletes its veth end and so the pair.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[test]
+fn egress_deny_keeps_peers_and_published_ports_only() {
+    let Some(mut s) = Skiff::new("egress_deny_keeps_peers_and_published_ports_only") else {
+        return;
+    };
+    let outside = Outside::new();
+    let net = s.network("egress");
+    let pid = std::process::id();
+    // A denied server: its published port still answers the host.
+    let server = format!("jailweb-{pid}");
+    s.web_server(
+        &server,
+        &net,
+        &["--egress", "deny", "-p", "127.0.0.1::80"],
+        "hello-jailed",
+    );
+    let port: u16 = s
+        .ok(&["port", &server, "80"])
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let page = eventually("the published port", || {
+        http_get(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+    });
+    assert!(page.contains("hello-jailed"), "{page}");
+
+    let world = format!("http://{}/", outside.addr);
+    let fetch = |extra: &[&str], script: &str| {
+        let mut args = vec!["run", "--rm", "--network", net.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox", "sh", "-c", script]);
+        s.run(&args)
+    };
+    // Control: an ordinary container on the same network reaches the outside.
+    let out = fetch(&[], &format!("timeout 10 wget -qO- {world}"));
+    assert!(
+        text(&out.stdout).contains("hello-outside"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Denied: the peer by name, yes; the outside, no — not even after taking another
+    // address of the subnet (the host ties the TAP to the lease's address).
+    let inspect: serde_json::Value =
+        serde_json::from_str(&s.ok(&["network", "inspect", &net])).unwrap();
+    let gateway: Ipv4Addr = inspect[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let [a, b, c, _] = gateway.octets();
+    let script = format!(
+        "timeout 10 wget -qO- http://{server}/; echo; \
+         timeout 10 wget -qO- {world} && echo REACHED; \
+         ifconfig eth0 {a}.{b}.{c}.250 netmask 255.255.255.0 && route add default gw {gateway}; \
+         timeout 10 wget -qO- {world} && echo REACHED; echo end"
+    );
+    let out = fetch(&["--egress", "deny"], &script);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("hello-jailed"),
+        "{stdout} {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("end"), "{stdout}");
+    assert!(!stdout.contains("hello-outside"), "{stdout}");
+    assert!(!stdout.contains("REACHED"), "{stdout}");
+    // The egress flag is recorded and shown.
+    let rules = Command::new("nft")
+        .args(["list", "table", "ip", "skiff"])
+        .output()
+        .unwrap();
+    let ip = s.ip_of(&server);
+    assert!(
+        text(&rules.stdout).contains(&format!("ip saddr {ip} oifname != ")),
+        "{}",
+        text(&rules.stdout)
+    );
+    s.refused(&["run", "--rm", "--egress", "maybe", "busybox", "true"]);
+    s.refused(&[
+        "run",
+        "--rm",
+        "--network",
+        "passt",
+        "--egress",
+        "deny",
+        "busybox",
+        "true",
+    ]);
+}
+
+fn passt_ready() -> Result<(), String> {
+    match Command::new("passt").arg("--version").output() {
+        Ok(_) => Ok(()),
+        Err(_) => Err("passt not found (apt-get install passt)".into()),
+    }
+}
+
+/// The host's address on its default route (no packet is sent).
+fn host_uplink_ip() -> Option<Ipv4Addr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("203.0.113.1:9").ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+#[test]
+fn passt_publishes_ports_and_keeps_host_loopback_out() {
+    let test = "passt_publishes_ports_and_keeps_host_loopback_out";
+    let Some(s) = Skiff::new(test) else {
+        return;
+    };
+    if !prerequisite(test, passt_ready()) {
+        return;
+    }
+    let uplink = host_uplink_ip();
+    if !prerequisite(
+        test,
+        uplink
+            .map(|_| ())
+            .ok_or_else(|| "no default route (passt needs one)".to_owned()),
+    ) {
+        return;
+    }
+    let uplink = uplink.unwrap();
+    let name = format!("passt-{}", std::process::id());
+    s.web_server(&name, "passt", &["-p", "127.0.0.1::80"], "hello-passt");
+    let port_line = s.ok(&["port", &name, "80"]);
+    let host_port: u16 = port_line
+        .trim()
+        .strip_prefix("127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("skiff port printed {port_line:?}"));
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, host_port);
+    let page = eventually("passt's published port", || http_get(addr));
+    assert!(page.contains("hello-passt"), "{page}");
+    let ps = s.ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
+    assert!(
+        ps.contains(&format!("{name} 127.0.0.1:{host_port}->80/tcp")),
+        "{ps}"
+    );
+
+    // Host services: one on every address (reached through passt's sockets, as any
+    // process of the user's reaches it), one on loopback only (not reachable: the
+    // gateway is not mapped to the host's loopback).
+    let open = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let local = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    open.set_nonblocking(true).unwrap();
+    local.set_nonblocking(true).unwrap();
+    let script = format!(
+        "echo hi | nc -w 3 {uplink} {p1}; echo hi | nc -w 3 10.0.2.2 {p2}; \
+         echo hi | nc -w 3 {uplink} {p2}; echo done",
+        p1 = open.local_addr().unwrap().port(),
+        p2 = local.local_addr().unwrap().port()
+    );
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "passt",
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.contains("done"), "{out}");
+    let accepted = |l: &TcpListener| {
+        let mut n = 0;
+        while l.accept().is_ok() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(accepted(&open), 1, "the control connection did not arrive");
+    assert_eq!(
+        accepted(&local),
+        0,
+        "a passt container reached a loopback-only service"
+    );
+    s.ok(&["rm", "-f", &name]);
+    assert!(http_get(addr).is_none(), "port {host_port} still answers");
+}

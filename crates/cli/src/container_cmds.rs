@@ -17,7 +17,7 @@ use skiff_runtime::container::{
     self, control_request, read_log, BootSettings, ContainerSpec, ContainerState, Containers,
     ControlRequest, LogStream, Status, Supervisor, MAIN_STREAM,
 };
-use skiff_runtime::network::{NetworkMode, Networks, PortMapping};
+use skiff_runtime::network::{Egress, NetworkMode, Networks, PortMapping};
 use skiff_runtime::{writable, AgentConn, Event, StartOutcome};
 
 use crate::run_config::{self, ImageDefaults};
@@ -136,9 +136,14 @@ pub struct CreateArgs {
     /// Bind mount a host directory (virtio-fs)
     #[arg(short, long, value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
-    /// Network: none (only lo), bridge (the default network) or a network's name
+    /// Network: none (only lo), bridge (the default network), a network's name, or
+    /// passt (user-mode networking, no root needed)
     #[arg(long, alias = "net", default_value = "none")]
     network: String,
+    /// deny: the container reaches only its network's peers (and is reached through
+    /// its published ports); nothing beyond its bridge, enforced on the host
+    #[arg(long, value_name = "allow|deny", default_value = "allow")]
+    egress: String,
     /// Publish a container's port to the host
     #[arg(short, long, value_name = "[HOSTIP:][HOSTPORT:]PORT[/tcp|/udp]")]
     publish: Vec<String>,
@@ -525,6 +530,10 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         bail!("--storage-size must be at least 64M");
     }
     let network = NetworkMode::parse(&a.network)?;
+    let egress = Egress::parse(&a.egress)?;
+    if egress == Egress::Deny && network == NetworkMode::Passt {
+        bail!("--egress deny needs a bridge network: passt's traffic leaves through the host's own sockets, with no firewall of skiff's in the way");
+    }
     let mut ports = a
         .publish
         .iter()
@@ -534,7 +543,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         NetworkMode::None if !ports.is_empty() || a.publish_all => {
             bail!("publishing ports needs a network (--network bridge or a network's name)")
         }
-        NetworkMode::None => None,
+        NetworkMode::None | NetworkMode::Passt => None,
         NetworkMode::Network(name) => {
             let n = Networks::open()?;
             n.get(name)?;
@@ -566,6 +575,12 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
     if a.publish_all {
         ports.extend(crate::network_cmds::exposed_ports(&image.config_json)?);
     }
+    // passt binds the host ports itself; pick the free ones now, as leases do.
+    let passt_ports = if network == NetworkMode::Passt {
+        crate::network_cmds::passt_ports(std::mem::take(&mut ports))?
+    } else {
+        Vec::new()
+    };
     let layers = store.layer_disks(&image)?;
     container::trace::mark("image_ready");
 
@@ -610,6 +625,8 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         binds,
         plugin_decision: None,
         network,
+        egress,
+        passt_ports,
         hooks: None,
     };
     let containers = ctx.containers()?;
@@ -632,6 +649,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
             &spec.name,
             &containers.dir_of(&spec.id),
             ports,
+            spec.egress,
         );
         if let Err(e) = leased {
             let _ = containers.remove(&spec.id);
@@ -942,7 +960,7 @@ fn remove(c: &Containers, store: &Store, id: &str, force: bool) -> Result<()> {
     store.release_image(id)?;
     if spec
         .as_ref()
-        .is_some_and(|s| s.network != NetworkMode::None)
+        .is_some_and(|s| matches!(s.network, NetworkMode::Network(_)))
     {
         Networks::open()?.detach(id)?;
     }

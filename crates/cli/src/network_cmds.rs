@@ -8,7 +8,9 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use skiff_runtime::container::{ContainerSpec, ContainerState, Containers};
-use skiff_runtime::network::{ports, Lease, Network, NetworkMode, Networks, PortMapping, Subnet};
+use skiff_runtime::network::{
+    passt, ports, Lease, Network, NetworkMode, Networks, PortMapping, Subnet,
+};
 
 #[derive(Subcommand)]
 pub enum NetworkCommand {
@@ -132,10 +134,11 @@ pub fn run(cmd: NetworkCommand, containers: &Containers) -> Result<u8> {
         NetworkCommand::Connect(a) => {
             let spec = containers.resolve(&a.container)?;
             let (net, _) = networks.get(&a.network)?;
-            if let NetworkMode::Network(current) = &spec.network {
+            if spec.network != NetworkMode::None {
                 bail!(
-                    "container {} is already on network {current}; skiff gives a container one network, disconnect it first",
-                    spec.name
+                    "container {} is already on network {}; skiff gives a container one network, disconnect it first",
+                    spec.name,
+                    spec.network.name()
                 );
             }
             containers.set_network(&spec.id, NetworkMode::Network(net.name.clone()))?;
@@ -145,6 +148,7 @@ pub fn run(cmd: NetworkCommand, containers: &Containers) -> Result<u8> {
                 &spec.name,
                 &containers.dir_of(&spec.id),
                 Vec::new(),
+                spec.egress,
             ) {
                 let _ = containers.set_network(&spec.id, NetworkMode::None);
                 return Err(e.into());
@@ -209,38 +213,57 @@ pub fn exposed_ports(config_json: &Value) -> Result<Vec<PortMapping>> {
         .collect()
 }
 
-/// Leases of the listed containers, for `ps`'s PORTS column.
-pub fn ports_by_container(listed: &[(ContainerSpec, ContainerState)]) -> HashMap<String, String> {
-    if listed.iter().all(|(s, _)| s.network == NetworkMode::None) {
-        return HashMap::new();
+/// `-p`/`-P` of a passt container: host ports 0 become free ones; a host port in use
+/// is refused now rather than when passt fails to bind it.
+pub fn passt_ports(mut ports: Vec<PortMapping>) -> Result<Vec<PortMapping>> {
+    for p in &ports {
+        if p.host_port != 0 && !ports::host_port_free(*p) {
+            bail!(
+                "host port {}/{} is in use by a host process",
+                p.host_port,
+                p.proto
+            );
+        }
     }
-    let Ok(all) = Networks::open().and_then(|n| n.list()) else {
-        return HashMap::new();
-    };
-    all.into_iter()
-        .flat_map(|(_, leases)| leases)
-        .map(|l| {
-            let text = l
-                .ports
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            (l.container_id, text)
-        })
-        .collect()
+    ports::assign_host_ports(&mut ports, &[]).map_err(anyhow::Error::msg)?;
+    Ok(ports)
 }
 
-/// `inspect`'s NetworkSettings.
-pub fn inspect_settings(spec: &ContainerSpec) -> Result<Value> {
-    let NetworkMode::Network(name) = &spec.network else {
-        return Ok(json!({ "Networks": { "none": {} }, "Ports": {}, "IPAddress": "" }));
+fn ports_text(ports: &[PortMapping]) -> String {
+    ports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Published ports of the listed containers, for `ps`'s PORTS column.
+pub fn ports_by_container(listed: &[(ContainerSpec, ContainerState)]) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = listed
+        .iter()
+        .filter(|(s, _)| s.network == NetworkMode::Passt)
+        .map(|(s, _)| (s.id.clone(), ports_text(&s.passt_ports)))
+        .collect();
+    if !listed
+        .iter()
+        .any(|(s, _)| matches!(s.network, NetworkMode::Network(_)))
+    {
+        return out;
+    }
+    let Ok(all) = Networks::open().and_then(|n| n.list()) else {
+        return out;
     };
-    let Some(att) = Networks::open()?.attachment(&spec.id)? else {
-        return Ok(json!({ "Networks": {}, "Ports": {}, "IPAddress": "" }));
-    };
+    out.extend(
+        all.into_iter()
+            .flat_map(|(_, leases)| leases)
+            .map(|l| (l.container_id, ports_text(&l.ports))),
+    );
+    out
+}
+
+fn published_value(ports: &[PortMapping]) -> Value {
     let mut published: serde_json::Map<String, Value> = serde_json::Map::new();
-    for p in &att.lease.ports {
+    for p in ports {
         let key = format!("{}/{}", p.container_port, p.proto);
         let entry = published.entry(key).or_insert_with(|| json!([]));
         if let Some(list) = entry.as_array_mut() {
@@ -250,6 +273,33 @@ pub fn inspect_settings(spec: &ContainerSpec) -> Result<Value> {
             }));
         }
     }
+    Value::Object(published)
+}
+
+/// `inspect`'s NetworkSettings.
+pub fn inspect_settings(spec: &ContainerSpec) -> Result<Value> {
+    let name = match &spec.network {
+        NetworkMode::None => {
+            return Ok(json!({ "Networks": { "none": {} }, "Ports": {}, "IPAddress": "" }))
+        }
+        NetworkMode::Passt => {
+            let ip = passt::GUEST_IP.to_string();
+            let gw = passt::GATEWAY.to_string();
+            return Ok(json!({
+                "IPAddress": ip,
+                "Gateway": gw,
+                "IPPrefixLen": 24,
+                "MacAddress": passt::guest_mac(),
+                "Ports": published_value(&spec.passt_ports),
+                "Networks": { "passt": { "IPAddress": ip, "Gateway": gw, "IPPrefixLen": 24 } },
+            }));
+        }
+        NetworkMode::Network(name) => name,
+    };
+    let Some(att) = Networks::open()?.attachment(&spec.id)? else {
+        return Ok(json!({ "Networks": {}, "Ports": {}, "IPAddress": "" }));
+    };
+    let published = published_value(&att.lease.ports);
     Ok(json!({
         "IPAddress": att.lease.ip.to_string(),
         "Gateway": att.network.gateway.to_string(),
@@ -274,9 +324,12 @@ pub fn port(containers: &Containers, container: &str, private: Option<&str>) -> 
     let filter = private
         .map(|p| ports::parse_exposed(p).map_err(anyhow::Error::msg))
         .transpose()?;
-    let lease_ports = match Networks::open()?.attachment(&spec.id)? {
-        Some(att) => att.lease.ports,
-        None => Vec::new(),
+    let lease_ports = match &spec.network {
+        NetworkMode::Passt => spec.passt_ports.clone(),
+        _ => match Networks::open()?.attachment(&spec.id)? {
+            Some(att) => att.lease.ports,
+            None => Vec::new(),
+        },
     };
     let shown: Vec<&PortMapping> = lease_ports
         .iter()

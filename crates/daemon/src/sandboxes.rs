@@ -374,6 +374,8 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         binds: Vec::new(),
         plugin_decision: None,
         network: Default::default(),
+        egress: Default::default(),
+        passt_ports: Vec::new(),
         hooks: None,
     };
     let policy = crate::policy::get().map_err(ApiError::from)?;

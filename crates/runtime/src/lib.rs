@@ -22,6 +22,6 @@ pub mod writable;
 pub use agent::{AgentConn, AgentSender, Event, StartOutcome};
 pub use artifacts::GuestArtifacts;
 pub use error::{Error, Result};
-pub use hypervisor::{Disk, HypervisorKind, NetDevice, Selection, Share};
+pub use hypervisor::{Disk, HypervisorKind, NetBackend, NetDevice, Selection, Share};
 pub use microvm::{BootTimings, MicroVm, VmConfig};
 pub use warm::{RunOutput, WarmSpec, WarmVm};

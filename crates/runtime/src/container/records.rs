@@ -71,6 +71,13 @@ pub struct ContainerSpec {
     /// `--network`; the address and published ports are the network's lease.
     #[serde(default)]
     pub network: crate::network::NetworkMode,
+    /// `--egress`: also recorded in the lease, where the firewall reads it.
+    #[serde(default, skip_serializing_if = "crate::network::Egress::is_allow")]
+    pub egress: crate::network::Egress,
+    /// Published ports of a `--network passt` container (bridge networks keep theirs
+    /// in the network's lease, where the firewall and port clashes are decided).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passt_ports: Vec<crate::network::PortMapping>,
 }
 
 /// `-v HOST:TARGET[:ro]`.
@@ -579,6 +586,8 @@ mod tests {
             binds: Vec::new(),
             plugin_decision: None,
             network: Default::default(),
+            egress: Default::default(),
+            passt_ports: Vec::new(),
             hooks: None,
         }
     }

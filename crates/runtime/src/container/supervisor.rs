@@ -17,8 +17,8 @@ use super::control::{self, ControlRequest};
 use super::logfile::{LogStream, LogWriter};
 use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
 use super::time::now_ms;
-use crate::hypervisor::{self, Disk, HypervisorKind, NetDevice, Share};
-use crate::network::{Attachment, NetworkMode, Networks};
+use crate::hypervisor::{self, Disk, HypervisorKind, NetBackend, NetDevice, Share};
+use crate::network::{passt, resolver, Attachment, NetworkMode, Networks};
 use crate::{
     writable, AgentConn, AgentSender, Error, Event, GuestArtifacts, MicroVm, Result, StartOutcome,
     VmConfig,
@@ -49,12 +49,20 @@ pub struct Supervisor {
     _tap: Plugged,
 }
 
-/// A container's TAP while its VM may use it; removed on drop, on every path.
-struct Plugged(Option<Attachment>);
+/// A container's network plumbing while its VM may use it, undone on drop on every
+/// path: the DNS responder stops, passt is killed, the TAP is removed.
+#[derive(Default)]
+struct Plugged {
+    dns: Option<resolver::Responder>,
+    passt: Option<passt::Passt>,
+    tap: Option<Attachment>,
+}
 
 impl Drop for Plugged {
     fn drop(&mut self) {
-        if let Some(att) = self.0.take() {
+        self.dns.take();
+        self.passt.take();
+        if let Some(att) = self.tap.take() {
             let removed = Networks::open().and_then(|n| n.unplug(&att));
             if let Err(e) = removed {
                 tracing::warn!("removing {}: {e}", att.tap);
@@ -63,14 +71,17 @@ impl Drop for Plugged {
     }
 }
 
-/// Plugs the container into its network: the TAP for the VM and the agent's settings.
-/// Without a network the agent gets no network settings (it brings lo up by itself),
-/// so agents that predate networking still accept the message.
+/// Plugs the container into its network: the TAP (or passt) for the VM, the network's
+/// DNS responder, and the agent's settings. Without a network the agent gets no
+/// network settings (it brings lo up by itself), so agents that predate networking
+/// still accept the message.
 fn plug_network(
     spec: &ContainerSpec,
 ) -> Result<(Plugged, Vec<NetDevice>, Option<Box<GuestNetwork>>)> {
-    let NetworkMode::Network(name) = &spec.network else {
-        return Ok((Plugged(None), Vec::new(), None));
+    let name = match &spec.network {
+        NetworkMode::None => return Ok((Plugged::default(), Vec::new(), None)),
+        NetworkMode::Passt => return plug_passt(spec),
+        NetworkMode::Network(name) => name,
     };
     let networks = Networks::open()?;
     let att = networks.attachment(&spec.id)?.ok_or_else(|| {
@@ -79,13 +90,46 @@ fn plug_network(
             &spec.id[..12]
         ))
     })?;
-    let guest = networks.guest_config(&att, &spec.hostname)?;
     networks.plug(&att)?;
+    let mut plugged = Plugged {
+        dns: None,
+        passt: None,
+        tap: Some(att.clone()),
+    };
+    // User networks resolve names live through their responder; should it not start
+    // (port 53 on the gateway taken by a non-skiff process), /etc/hosts still names
+    // the peers of the moment.
+    if !att.network.is_default() {
+        match resolver::start(&networks, &att.network) {
+            Ok(r) => plugged.dns = Some(r),
+            Err(e) => tracing::warn!("no DNS responder on {}: {e}", att.network.name),
+        }
+    }
+    let guest = networks.guest_config(&att, &spec.hostname, plugged.dns.is_some())?;
     let dev = NetDevice {
-        tap: att.tap.clone(),
+        backend: NetBackend::Tap(att.tap.clone()),
         mac: att.lease.mac.clone(),
     };
-    Ok((Plugged(Some(att)), vec![dev], Some(Box::new(guest))))
+    Ok((plugged, vec![dev], Some(Box::new(guest))))
+}
+
+/// `--network passt`: one passt process for this VM, with the container's ports.
+fn plug_passt(
+    spec: &ContainerSpec,
+) -> Result<(Plugged, Vec<NetDevice>, Option<Box<GuestNetwork>>)> {
+    let p = passt::start(&spec.passt_ports)?;
+    let dev = NetDevice {
+        backend: NetBackend::Stream(p.socket()),
+        mac: passt::guest_mac(),
+    };
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let guest = passt::guest_config(&[&spec.hostname, &spec.name], &host_resolv);
+    let plugged = Plugged {
+        dns: None,
+        passt: Some(p),
+        tap: None,
+    };
+    Ok((plugged, vec![dev], Some(Box::new(guest))))
 }
 
 impl Supervisor {
@@ -170,6 +214,12 @@ impl Supervisor {
         config.die_with_parent = true;
         config.scratch_parent = Some(containers.run_dir().to_path_buf());
         let (tap, nets, guest_network) = plug_network(&spec)?;
+        if tap.passt.is_some() {
+            // passt learns the guest's MAC from its first frame and cannot deliver a
+            // connection to a published port before; the guest announces itself
+            // (gratuitous ARP) when the agent brings eth0 up.
+            config.cmdline_extra = passt::GUEST_CMDLINE.into();
+        }
         config.nets = nets;
 
         let log = LogWriter::open(&containers.log_path(&id))?;

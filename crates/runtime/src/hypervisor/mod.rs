@@ -162,12 +162,21 @@ pub struct Share {
     pub readonly: bool,
 }
 
-/// A virtio-net device backed by an existing host TAP interface.
+/// A virtio-net device and its host end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetDevice {
-    pub tap: String,
+    pub backend: NetBackend,
     /// `02:73:0a:59:00:02`: the guest finds its interface by it.
     pub mac: String,
+}
+
+/// Where a virtio-net device's frames go on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetBackend {
+    /// An existing TAP interface (bridge networks).
+    Tap(String),
+    /// A UNIX stream socket speaking QEMU's length-prefixed frames (passt); QEMU only.
+    Stream(PathBuf),
 }
 
 /// Everything a backend needs to start one microVM.
@@ -246,15 +255,15 @@ fn validate_shares(shares: &[Share]) -> Result<()> {
 
 fn validate_nets(nets: &[NetDevice]) -> Result<()> {
     for n in nets {
-        let mac_ok = n.mac.len() == 17
-            && n.mac.split(':').count() == 6
-            && n.mac
-                .split(':')
-                .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
-        if !crate::network::link::valid_ifname(&n.tap) || !mac_ok {
+        let mac_ok = crate::network::ipam::valid_mac(&n.mac);
+        let backend_ok = match &n.backend {
+            NetBackend::Tap(tap) => crate::network::link::valid_ifname(tap),
+            NetBackend::Stream(path) => path.is_absolute(),
+        };
+        if !backend_ok || !mac_ok {
             return Err(Error::Config(format!(
                 "network device {:?} with MAC {:?} is not valid",
-                n.tap, n.mac
+                n.backend, n.mac
             )));
         }
     }

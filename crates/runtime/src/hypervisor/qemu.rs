@@ -226,13 +226,19 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
             }
         }
     }
-    // QEMU's own virtio-net on the TAP skiff made (validated names and MACs: no commas).
+    // QEMU's own virtio-net on the TAP skiff made (validated names and MACs: no commas),
+    // or on passt's socket (`-netdev stream`, QEMU 7.2).
     for (i, n) in spec.nets.iter().enumerate() {
-        cmd.args([
-            "-netdev",
-            &format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap),
-        ])
-        .args([
+        let netdev = match &n.backend {
+            super::NetBackend::Tap(tap) => {
+                format!("tap,id=net{i},ifname={tap},script=no,downscript=no")
+            }
+            super::NetBackend::Stream(path) => format!(
+                "stream,id=net{i},server=off,addr.type=unix,addr.path={}",
+                qemu_escape(path)
+            ),
+        };
+        cmd.args(["-netdev", &netdev]).args([
             "-device",
             &format!("virtio-net-device,netdev=net{i},mac={}", n.mac),
         ]);

@@ -38,7 +38,12 @@ pub fn launch(vmm: &Path, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
         cmd.arg("--disk").arg(format!("{path}{ro},id={}", d.serial));
     }
     for n in spec.nets {
-        cmd.arg("--net").arg(format!("tap={},mac={}", n.tap, n.mac));
+        let super::NetBackend::Tap(tap) = &n.backend else {
+            return Err(Error::Config(
+                "the vmm backend has no passt (stream) network device; use the QEMU backend".into(),
+            ));
+        };
+        cmd.arg("--net").arg(format!("tap={tap},mac={}", n.mac));
     }
     let mut processes = ProcessGroup::default();
     let sockets = super::virtiofs::start_daemons(

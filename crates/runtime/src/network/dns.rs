@@ -1,7 +1,8 @@
 //! Name resolution inside containers: `/etc/resolv.conf` carries the host's resolvers
 //! (loopback ones cannot be reached from a VM and are dropped, as Docker does), and
 //! `/etc/hosts` names the container itself and, on user-defined networks, the other
-//! containers of the network that exist when it starts.
+//! containers of the network that exist when it starts, unless the network's DNS
+//! responder ([`super::resolver`]) serves names, live.
 
 use std::net::Ipv4Addr;
 
@@ -37,6 +38,23 @@ pub fn resolv_conf(host: &str) -> String {
     }
     if servers == 0 {
         out.push_str(FALLBACK);
+    }
+    truncate(out)
+}
+
+/// The container's resolv.conf on a network with a DNS responder: the gateway, then
+/// the host's search domains and options.
+pub fn resolv_conf_via(gateway: Ipv4Addr, host: &str) -> String {
+    let mut out = format!("nameserver {gateway}\n");
+    for line in host.lines() {
+        let t = line.trim();
+        if matches!(
+            t.split_whitespace().next(),
+            Some("search" | "domain" | "options")
+        ) {
+            out.push_str(t);
+            out.push('\n');
+        }
     }
     truncate(out)
 }
@@ -91,6 +109,13 @@ mod tests {
         );
         assert_eq!(r, "nameserver 10.255.255.53\nsearch example.org\n");
         assert_eq!(resolv_conf("nameserver 127.0.0.53\n"), FALLBACK);
+        assert_eq!(
+            resolv_conf_via(
+                Ipv4Addr::new(10, 89, 1, 1),
+                "nameserver 127.0.0.53\nsearch example.org\n"
+            ),
+            "nameserver 10.89.1.1\nsearch example.org\n"
+        );
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! whose record is gone (a deleted store) is dropped the next time leases change.
 
 pub mod dns;
+pub mod dns_wire;
 pub mod firewall;
 pub mod ipam;
 pub mod link;
+pub mod passt;
 pub mod ports;
+pub mod resolver;
 
 use std::fs::{self, File};
 use std::net::Ipv4Addr;
@@ -45,6 +48,45 @@ pub enum NetworkMode {
     None,
     /// Attached to the named network (`bridge` is the default one).
     Network(String),
+    /// User-mode networking through passt: no root, no bridge, no nftables.
+    Passt,
+}
+
+/// Whether a container may reach anything beyond its network (`--egress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    /// The uplink through NAT (unless the network is `--internal`).
+    #[default]
+    Allow,
+    /// Only the container's network peers and its published ports, enforced by the
+    /// host's nftables table.
+    Deny,
+}
+
+impl Egress {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "allow" => Ok(Self::Allow),
+            "deny" => Ok(Self::Deny),
+            other => Err(Error::Config(format!(
+                "invalid --egress {other:?}: expected allow or deny"
+            ))),
+        }
+    }
+
+    pub fn is_allow(&self) -> bool {
+        *self == Self::Allow
+    }
+}
+
+impl std::fmt::Display for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        })
+    }
 }
 
 impl NetworkMode {
@@ -54,6 +96,7 @@ impl NetworkMode {
             "host" => Err(Error::Config(
                 "--network host is not possible: each container has its own kernel".into(),
             )),
+            "passt" => Ok(Self::Passt),
             other => {
                 validate_name(other)?;
                 Ok(Self::Network(other.to_owned()))
@@ -65,6 +108,7 @@ impl NetworkMode {
         match self {
             Self::None => "none",
             Self::Network(n) => n,
+            Self::Passt => "passt",
         }
     }
 }
@@ -101,6 +145,8 @@ pub struct Lease {
     pub mac: String,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    #[serde(default, skip_serializing_if = "Egress::is_allow")]
+    pub egress: Egress,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,7 +259,7 @@ impl Networks {
     /// `network create`: a new bridge network (the bridge itself appears on first use).
     pub fn create(&self, name: &str, subnet: Option<Subnet>, internal: bool) -> Result<Network> {
         validate_name(name)?;
-        if matches!(name, "none" | "host") {
+        if matches!(name, "none" | "host" | "passt") {
             return Err(Error::Config(format!(
                 "{name:?} is a reserved network name"
             )));
@@ -324,6 +370,7 @@ impl Networks {
         container_name: &str,
         record: &Path,
         mut ports: Vec<PortMapping>,
+        egress: Egress,
     ) -> Result<Attachment> {
         let _lock = self.lock()?;
         self.ensure_default()?;
@@ -369,6 +416,7 @@ impl Networks {
             ip,
             mac: ipam::mac_for(ip),
             ports,
+            egress,
         };
         file.leases.push(lease.clone());
         self.write(&file)?;
@@ -377,6 +425,22 @@ impl Networks {
             lease,
             tap: link::tap_name(container_id),
         })
+    }
+
+    /// `network`'s record and running-or-not leases as stored now, read without the
+    /// lock (records are replaced by rename, so a read sees one whole version): the
+    /// DNS responder's view, read on every query.
+    pub fn snapshot_at(dir: &Path, network: &str) -> Result<Option<(Network, Vec<Lease>)>> {
+        if validate_name(network).is_err() {
+            return Ok(None);
+        }
+        let p = dir.join(format!("{network}.json"));
+        if !p.exists() {
+            return Ok(None);
+        }
+        let f: NetworkFile = read_json(&p)?;
+        let live = f.leases.into_iter().filter(|l| l.record.exists()).collect();
+        Ok(Some((f.network, live)))
     }
 
     /// The container's attachment, if it has one.
@@ -438,7 +502,21 @@ impl Networks {
             .map(|f| firewall::Bridge {
                 name: f.network.bridge.clone(),
                 subnet: f.network.subnet,
+                gateway: f.network.gateway,
                 internal: f.network.internal,
+                dns: !f.network.is_default(),
+            })
+            .collect();
+        let members: Vec<firewall::Member> = all
+            .iter()
+            .flat_map(|f| f.leases.iter().map(move |l| (f, l)))
+            .filter(|(_, l)| l.record.exists())
+            .map(|(f, l)| firewall::Member {
+                tap: link::tap_name(&l.container_id),
+                bridge: f.network.bridge.clone(),
+                ip: l.ip,
+                mac: l.mac.clone(),
+                egress: l.egress,
             })
             .collect();
         let publishes: Vec<firewall::Publish> = all
@@ -452,13 +530,21 @@ impl Networks {
                 })
             })
             .collect();
-        firewall::apply(&firewall::render(&bridges, &publishes))
+        firewall::apply(&firewall::render(&bridges, &members, &publishes))
     }
 
-    /// What the agent needs: the interface, resolv.conf and hosts.
-    pub fn guest_config(&self, att: &Attachment, hostname: &str) -> Result<GuestNetwork> {
+    /// What the agent needs: the interface, resolv.conf and hosts. With `dns_served`
+    /// (the network's responder runs) the gateway is the resolver and /etc/hosts names
+    /// only the container itself; otherwise the peers of the moment are in /etc/hosts
+    /// and the host's resolvers in resolv.conf.
+    pub fn guest_config(
+        &self,
+        att: &Attachment,
+        hostname: &str,
+        dns_served: bool,
+    ) -> Result<GuestNetwork> {
         let (network, leases) = self.get(&att.network.name)?;
-        let peers: Vec<(Ipv4Addr, Vec<String>)> = if network.is_default() {
+        let peers: Vec<(Ipv4Addr, Vec<String>)> = if network.is_default() || dns_served {
             Vec::new()
         } else {
             leases
@@ -485,7 +571,11 @@ impl Networks {
                 gateway: Some(network.gateway.to_string()),
             }),
             hosts: dns::hosts(att.lease.ip, &own_names, &peers),
-            resolv_conf: dns::resolv_conf(&host_resolv),
+            resolv_conf: if dns_served {
+                dns::resolv_conf_via(network.gateway, &host_resolv)
+            } else {
+                dns::resolv_conf(&host_resolv)
+            },
         })
     }
 }
@@ -511,17 +601,28 @@ mod tests {
         fs::create_dir_all(&rec_b).unwrap();
         let p = |s| PortMapping::parse(s).unwrap();
         let a = nets
-            .attach("app", "aaaa", "a", &rec_a, vec![p("127.0.0.1:1:80")])
+            .attach(
+                "app",
+                "aaaa",
+                "a",
+                &rec_a,
+                vec![p("127.0.0.1:1:80")],
+                Egress::Allow,
+            )
             .unwrap();
-        let b = nets.attach("app", "bbbb", "b", &rec_b, vec![]).unwrap();
+        let b = nets
+            .attach("app", "bbbb", "b", &rec_b, vec![], Egress::Deny)
+            .unwrap();
         assert_eq!(a.lease.ip, Ipv4Addr::new(10, 89, 1, 2));
         assert_eq!(b.lease.ip, Ipv4Addr::new(10, 89, 1, 3));
         // Host port 1 is taken by a's lease.
         let e = nets
-            .attach("app", "cccc", "c", &rec_b, vec![p("1:80")])
+            .attach("app", "cccc", "c", &rec_b, vec![p("1:80")], Egress::Allow)
             .unwrap_err();
         assert!(e.to_string().contains("already published"), "{e}");
-        assert!(nets.attach("nope", "dddd", "d", &rec_b, vec![]).is_err());
+        assert!(nets
+            .attach("nope", "dddd", "d", &rec_b, vec![], Egress::Allow)
+            .is_err());
         // In use: refused; once a's record is gone and b detached, removable.
         assert!(nets
             .remove("app")
@@ -533,8 +634,19 @@ mod tests {
         let (_, live) = nets.get("app").unwrap();
         assert_eq!(live.len(), 1);
         // The freed address is reused.
-        let c = nets.attach("app", "cccc", "c", &rec_b, vec![]).unwrap();
+        let c = nets
+            .attach("app", "cccc", "c", &rec_b, vec![], Egress::Allow)
+            .unwrap();
         assert_eq!(c.lease.ip, Ipv4Addr::new(10, 89, 1, 2));
-        assert!(nets.attachment("bbbb").unwrap().is_some());
+        let b = nets.attachment("bbbb").unwrap().unwrap();
+        assert_eq!(b.lease.egress, Egress::Deny);
+        // The responder's lock-free view sees the same leases.
+        let (_, seen) = Networks::snapshot_at(&dir.path().join("n"), "app")
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(Networks::snapshot_at(&dir.path().join("n"), "../x")
+            .unwrap()
+            .is_none());
     }
 }
