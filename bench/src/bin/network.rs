@@ -4,7 +4,10 @@
 //! - host -> container through a published port on 127.0.0.1 (DNAT, bridge, TAP,
 //!   virtio-net, guest stack), against host -> a namespace over veth;
 //! - container -> container on one skiff network (guest, TAP, bridge, TAP, guest),
-//!   against namespace -> namespace over veth, with the same busybox commands.
+//!   against namespace -> namespace over veth, with the same busybox commands;
+//! - host -> container through a port published by passt (`--network passt`: host
+//!   socket, passt, UNIX stream socket, QEMU, virtio-net, guest stack), against the
+//!   same namespace baseline.
 //!
 //!   cargo build --release -p skiff-cli -p skiff-vmm && sudo cargo run --release -p skiff-bench --bin network [-- MIB]
 //!
@@ -193,6 +196,24 @@ fn wait_listening(addr: SocketAddrV4) -> Result<()> {
     bail!("nothing listens at {addr}")
 }
 
+/// Waits until the echo server at `addr` answers (a listening proxy is not enough).
+fn wait_echo(addr: SocketAddrV4) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let echoed = (|| -> std::io::Result<()> {
+            let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"x")?;
+            s.read_exact(&mut [0u8; 1])
+        })();
+        if echoed.is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bail!("no echo from {addr}")
+}
+
 /// Runs `f` on a thread that has entered network namespace `ns`.
 fn in_netns<T: Send + 'static>(
     ns: &str,
@@ -350,6 +371,32 @@ fn main() -> Result<()> {
     let (vm_peer_tput, vm_ping) = parse_peer(&out, mib)?;
     drop(server);
 
+    // The same server behind passt (no bridge, no nftables).
+    skiff.cmd(&["rm", "-f", "server"])?;
+    skiff.cmd(&[
+        "run",
+        "-d",
+        "--name",
+        "server",
+        "--network",
+        "passt",
+        "-p",
+        "127.0.0.1::5001",
+        "-p",
+        "127.0.0.1::5002",
+        "busybox",
+        "sh",
+        "-c",
+        &servers("/sink.fifo"),
+    ])?;
+    let sink = SocketAddrV4::new(Ipv4Addr::LOCALHOST, host_port("5001")?);
+    let echo = SocketAddrV4::new(Ipv4Addr::LOCALHOST, host_port("5002")?);
+    // passt accepts on the host before the guest listens: wait for a real echo.
+    wait_echo(echo)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let passt_tput = push(sink, bytes)?;
+    let passt_rtt = round_trips(echo)?;
+
     let ratio = |a: f64, b: f64| format!("{:.2}x", a / b);
     println!("TCP through skiff's network (QEMU backend here: TCG) vs two network namespaces on veth; {mib} MiB per stream\n");
     print_table(
@@ -376,6 +423,20 @@ fn main() -> Result<()> {
                 ms(percentile(&ns_rtt, 95.0)),
                 ratio(
                     percentile(&vm_rtt, 50.0).as_secs_f64(),
+                    percentile(&ns_rtt, 50.0).as_secs_f64(),
+                ),
+            ],
+            vec![
+                "host -> container, passt -p 127.0.0.1 (TCP echo RTT)".into(),
+                format!("{passt_tput:.1}"),
+                format!("{ns_tput:.1}"),
+                ratio(ns_tput, passt_tput),
+                ms(percentile(&passt_rtt, 50.0)),
+                ms(percentile(&passt_rtt, 95.0)),
+                ms(percentile(&ns_rtt, 50.0)),
+                ms(percentile(&ns_rtt, 95.0)),
+                ratio(
+                    percentile(&passt_rtt, 50.0).as_secs_f64(),
                     percentile(&ns_rtt, 50.0).as_secs_f64(),
                 ),
             ],
