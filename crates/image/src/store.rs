@@ -531,10 +531,13 @@ impl Store {
 
     /// Convert missing layer disks, one thread per core.
     fn ensure_disks(&self, layers: &[Layer]) -> Result<()> {
-        let todo: Vec<&Layer> = layers
+        let mut todo: Vec<&Layer> = layers
             .iter()
             .filter(|l| !crate::layerdisk::disk_path(self, l).is_file())
             .collect();
+        // Workers pop from the end: largest layer first, so the longest
+        // conversion never starts last on its own.
+        todo.sort_by_key(|l| l.size);
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .min(todo.len());
