@@ -14,7 +14,7 @@
 //! running it cost ~3x the conversion itself).
 
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::digest::Hashing;
@@ -34,14 +34,17 @@ pub fn disk_path(store: &Store, layer: &Layer) -> PathBuf {
 
 /// A decompressing reader for a layer blob.
 pub fn decompress<'a>(r: Box<dyn Read + 'a>, c: Compression) -> Result<Box<dyn Read + 'a>> {
+    decompress_buffered(BufReader::with_capacity(1 << 20, r), c)
+}
+
+/// `decompress` reading straight from the caller's buffer.
+pub fn decompress_buffered<'a>(r: impl BufRead + 'a, c: Compression) -> Result<Box<dyn Read + 'a>> {
     Ok(match c {
-        Compression::None => r,
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
-            std::io::BufReader::with_capacity(1 << 20, r),
-        )),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(r).ctx(|| "start zstd decoder".to_owned())?)
-        }
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(r).ctx(|| "start zstd decoder".to_owned())?,
+        ),
     })
 }
 
@@ -57,7 +60,7 @@ pub fn ensure(store: &Store, layer: &Layer) -> Result<PathBuf> {
 pub fn ensure_from(
     store: &Store,
     layer: &Layer,
-    stream: Option<Box<dyn Read + '_>>,
+    stream: Option<Box<dyn BufRead + Send + '_>>,
 ) -> Result<PathBuf> {
     let out = disk_path(store, layer);
     if out.is_file() {
@@ -80,9 +83,12 @@ pub fn ensure_from(
     if out.is_file() {
         return Ok(out);
     }
-    let blob: Box<dyn Read + '_> = match stream {
+    let blob: Box<dyn BufRead + Send + '_> = match stream {
         Some(s) => s,
-        None => Box::new(store.open_blob(&layer.digest)?),
+        None => Box::new(BufReader::with_capacity(
+            1 << 20,
+            store.open_blob(&layer.digest)?,
+        )),
     };
     let c = Compression::from_media_type(&layer.media_type)?;
     let t = std::time::Instant::now();
@@ -103,10 +109,12 @@ pub fn ensure_from(
 
 /// Convert a (compressed) layer stream straight into an erofs image (see
 /// `erofs`), check its diff_id, and publish the disk at `out`. Nothing is left
-/// behind on failure.
+/// behind on failure. A compressed layer inflates on a thread of its own,
+/// handing the tar stream over in chunks, so inflating and hashing + writing
+/// the image overlap on two cores.
 pub fn convert(
     store: &Store,
-    blob: Box<dyn Read + '_>,
+    blob: Box<dyn BufRead + Send + '_>,
     c: Compression,
     diff_id: &crate::Digest,
     out: &Path,
@@ -114,9 +122,18 @@ pub fn convert(
     let tmp =
         tempfile::NamedTempFile::new_in(store.tmp_dir()).ctx(|| "temp layer disk".to_owned())?;
     let file = tmp.reopen().ctx(|| "open temp layer disk".to_owned())?;
-    let hashing = Hashing::new(decompress(blob, c)?);
-    let (stats, hashing) = crate::erofs::tar_to_erofs(hashing, file, &store.limits)?;
-    let (_, actual, _) = hashing.finish();
+    let (stats, actual) = match c {
+        Compression::None => write_image(store, blob, file)?,
+        _ => std::thread::scope(|s| {
+            let (tx, rx) = crate::chunks::channel(INFLATE_CHUNK);
+            s.spawn(move || match decompress_buffered(blob, c) {
+                Ok(r) => crate::chunks::pump(r, tx),
+                Err(e) => tx.fail(std::io::Error::other(e.to_string())),
+            });
+            // Returning drops `rx`, which stops the inflater if it is still going.
+            write_image(store, rx, file)
+        })?,
+    };
     if actual != *diff_id {
         return Err(Error::DigestMismatch {
             expected: diff_id.to_string(),
@@ -132,6 +149,20 @@ pub fn convert(
         .map_err(|e| e.error)
         .ctx(|| format!("publish {}", out.display()))?;
     Ok(stats)
+}
+
+/// Inflated tar handed from the decompressing thread in pieces of this size.
+const INFLATE_CHUNK: usize = 1 << 20;
+
+/// Hash an uncompressed tar stream (its diff_id) while writing it as erofs.
+fn write_image(
+    store: &Store,
+    tar: impl Read,
+    file: fs::File,
+) -> Result<(UnpackStats, crate::Digest)> {
+    let (stats, hashing) = crate::erofs::tar_to_erofs(Hashing::new(tar), file, &store.limits)?;
+    let (_, actual, _) = hashing.finish();
+    Ok((stats, actual))
 }
 
 /// Read a whole stream just to hash it (verifying a diff_id without unpacking).

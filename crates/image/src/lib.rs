@@ -51,6 +51,7 @@
 pub mod archive;
 pub mod auth;
 pub mod busybox;
+pub mod chunks;
 pub mod commit;
 pub mod digest;
 pub mod erofs;

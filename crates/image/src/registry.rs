@@ -12,6 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 
 use crate::auth::{self, Credentials};
+use crate::chunks::ChunkSender;
 use crate::digest::{Digest, Hashing};
 use crate::error::{malformed, Error, IoContext, Result};
 use crate::lock::{FileLock, LockKind};
@@ -320,7 +321,7 @@ impl Client {
         size: u64,
         bar: &ProgressBar,
         retries: u32,
-        mut tee: Option<io::PipeWriter>,
+        mut tee: Option<ChunkSender>,
     ) -> Result<u64> {
         if store.has_blob(d) {
             return Ok(0);
@@ -373,7 +374,7 @@ impl Client {
         partial: &Path,
         bar: &ProgressBar,
         max: u64,
-        mut tee: Option<io::PipeWriter>,
+        tee: Option<ChunkSender>,
     ) -> Result<u64> {
         let mut f = OpenOptions::new()
             .create(true)
@@ -403,15 +404,24 @@ impl Client {
         f.seek(SeekFrom::End(0)).ctx(|| "seek".to_owned())?;
         bar.set_position(hasher.count());
         let mut r = resp.into_reader();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut w = io::BufWriter::with_capacity(1 << 20, &mut f);
+        // Each buffer read from the socket is written to the partial file,
+        // hashed, and then (when converting as we download) moved to the
+        // converter without another copy.
+        let mut own = Vec::new();
+        let mut tee = tee;
         let mut n_total = 0;
         let mut kicked = hasher.count();
         loop {
-            let n = r
-                .read(&mut buf)
-                .map_err(|e| self.err(format!("download {}: {e}", d.short())))?;
+            let mut buf = match &tee {
+                Some(t) => t.buffer(),
+                None if own.is_empty() => vec![0u8; DOWNLOAD_CHUNK],
+                None => std::mem::take(&mut own),
+            };
+            let (n, failed) = fill(&mut r, &mut buf);
             if n == 0 {
+                if let Some(e) = failed {
+                    return Err(self.err(format!("download {}: {e}", d.short())));
+                }
                 break;
             }
             if hasher.count() + n as u64 > max || (size > 0 && hasher.count() + n as u64 > size) {
@@ -420,26 +430,29 @@ impl Client {
                     d.short()
                 )));
             }
-            w.write_all(&buf[..n]).ctx(|| "write partial".to_owned())?;
-            if let Some(p) = &mut tee {
-                if p.write_all(&buf[..n]).is_err() {
-                    // The converter stopped (it will report why); keep downloading.
-                    tee = None;
-                }
-            }
+            f.write_all(&buf[..n]).ctx(|| "write partial".to_owned())?;
             hasher.write_all(&buf[..n]).ctx(|| "hash".to_owned())?;
             n_total += n as u64;
             let count = hasher.count();
             if count - kicked >= crate::fsutil::WRITEBACK_STEP {
-                // Up to 1 MiB may still sit in the BufWriter: start a little back.
-                let from = kicked.saturating_sub(1 << 20);
-                crate::fsutil::start_writeback(w.get_ref(), from, count - from);
+                crate::fsutil::start_writeback(&f, kicked, count - kicked);
                 kicked = count;
             }
             bar.inc(n as u64);
+            if let Some(t) = &tee {
+                if !t.send(buf, n) {
+                    // The converter stopped (it will report why); keep downloading.
+                    tee = None;
+                }
+            } else {
+                own = buf;
+            }
+            if let Some(e) = failed {
+                return Err(self.err(format!("download {}: {e}", d.short())));
+            }
         }
-        w.flush().ctx(|| "flush partial".to_owned())?;
-        drop(w);
+        // Only a complete, verified download ends the converter's stream
+        // cleanly; on any error above the dropped sender makes it fail.
         let (_, actual, count) = hasher.finish();
         if size > 0 && count < size {
             return Err(self.err(format!(
@@ -452,6 +465,9 @@ impl Client {
                 expected: d.to_string(),
                 actual: actual.to_string(),
             });
+        }
+        if let Some(t) = tee {
+            t.finish();
         }
         Ok(n_total)
     }
@@ -485,6 +501,25 @@ impl Client {
         )?;
         Ok(())
     }
+}
+
+/// Blob bytes read from the socket (and handed to the converter) at a time.
+const DOWNLOAD_CHUNK: usize = 256 << 10;
+
+/// Read until `buf` is full or the stream ends; returns the bytes read and,
+/// if reading failed, why (the bytes before the failure still count: a
+/// resumed download starts after them).
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (filled, Some(e)),
+        }
+    }
+    (filled, None)
 }
 
 fn bars(opts: &RegistryOptions) -> MultiProgress {
@@ -589,14 +624,7 @@ fn fetch_and_convert(
         crate::layerdisk::ensure(store, l)?;
         return Ok(n);
     }
-    let (reader, writer) = io::pipe().ctx(|| "pipe".to_owned())?;
-    {
-        use std::os::fd::AsRawFd;
-        // A 1 MiB pipe instead of 64 KiB: the downloader and the converter
-        // hand over whole read buffers instead of waking each other per 64 KiB.
-        // SAFETY: a valid pipe descriptor; failure only keeps the default size.
-        unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-    }
+    let (writer, reader) = crate::chunks::channel(DOWNLOAD_CHUNK);
     let (fetched, streamed) = std::thread::scope(|s| {
         let conv = s.spawn(move || crate::layerdisk::ensure_from(store, l, Some(Box::new(reader))));
         let fetched = client.fetch_blob(store, &l.digest, l.size, b, retries, Some(writer));
@@ -629,7 +657,11 @@ fn fetch_layers(
     opts: &RegistryOptions,
     mp: &MultiProgress,
 ) -> Result<u64> {
-    let queue = Mutex::new(layers.iter().collect::<Vec<_>>());
+    // Largest first: the biggest layer is the longest job, so it starts at
+    // once and the small ones fill the other workers around it.
+    let mut order: Vec<&Layer> = layers.iter().collect();
+    order.sort_by_key(|l| std::cmp::Reverse(l.size));
+    let queue = Mutex::new(order);
     let total = Mutex::new(0u64);
     let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
