@@ -4,7 +4,7 @@
 //! used by two images sharing a 100 MB base. Needs root, docker-registry,
 //! skopeo, mkfs.erofs, mkfs.ext4 and gzip.
 //!
-//! `cargo run --release -p skiff-bench --bin image [-- --base-mb 100 --layer-mb 33]`
+//! `cargo run --release -p skiff-bench --bin image [-- --base-mb 100 --layer-mb 33 --reps 5 --pull-only]`
 
 use std::fs;
 use std::io::Write;
@@ -31,6 +31,7 @@ fn main() -> Result<()> {
     };
     let base_mb = arg("--base-mb", 100);
     let layer_mb = arg("--layer-mb", 33);
+    let reps = usize::try_from(arg("--reps", 5)).unwrap_or(5);
     for tool in [
         "docker-registry",
         "skopeo",
@@ -50,12 +51,12 @@ fn main() -> Result<()> {
     }
     let work = std::env::temp_dir().join(format!("skiff-bench-image-{}", std::process::id()));
     fs::create_dir_all(&work)?;
-    let r = run(&work, base_mb, layer_mb);
+    let r = run(&work, base_mb, layer_mb, reps);
     let _ = fs::remove_dir_all(&work);
     r
 }
 
-fn run(work: &Path, base_mb: u64, layer_mb: u64) -> Result<()> {
+fn run(work: &Path, base_mb: u64, layer_mb: u64, reps: usize) -> Result<()> {
     let mut rows = Vec::new();
     eprintln!("generating image: {base_mb} MB base + 3 x {layer_mb} MB layers ...");
     let layout = work.join("layout");
@@ -95,47 +96,68 @@ fn run(work: &Path, base_mb: u64, layer_mb: u64) -> Result<()> {
         String::new(),
     ));
 
-    // Pull: skiff (download + verify + convert to erofs) vs skopeo (download + verify).
-    let store_a = Store::open(work.join("store-pull"))?;
+    // Pull: skiff (download + verify + convert to erofs) vs skopeo (download +
+    // verify), alternating, each time into a fresh store / directory.
     let r = Reference::parse(&format!("{host}/bench/img:a"))?;
     let opts = RegistryOptions {
         progress: false,
         ..Default::default()
     };
-    let t = Instant::now();
-    let pulled = registry::pull(&store_a, &r, &opts)?;
-    let skiff_pull = t.elapsed().as_secs_f64();
-    if pulled.image.id != img_a {
-        bail!(
-            "pulled image {} differs from generated {}",
-            pulled.image.id,
-            img_a
-        );
+    let mut pulls = Runs::default();
+    let mut pulled = None;
+    for i in 0..reps {
+        let load = loadavg();
+        let store = Store::open(work.join(format!("store-pull-{i}")))?;
+        let (t, c) = (Instant::now(), cpu(libc::RUSAGE_SELF));
+        let p = registry::pull(&store, &r, &opts)?;
+        let skiff_s = t.elapsed().as_secs_f64();
+        let skiff_cpu = cpu(libc::RUSAGE_SELF) - c;
+        if p.image.id != img_a {
+            bail!(
+                "pulled image {} differs from generated {}",
+                p.image.id,
+                img_a
+            );
+        }
+        let dest = work.join(format!("skopeo-pull-{i}"));
+        let (t, c) = (Instant::now(), cpu(libc::RUSAGE_CHILDREN));
+        sh(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--src-tls-verify=false",
+                &format!("docker://{host}/bench/img:a"),
+                &format!("oci:{}:a", dest.display()),
+            ],
+        )?;
+        let skopeo_s = t.elapsed().as_secs_f64();
+        let skopeo_cpu = cpu(libc::RUSAGE_CHILDREN) - c;
+        pulls.push([skiff_s, skiff_cpu], [skopeo_s, skopeo_cpu], load);
+        if i + 1 < reps {
+            let _ = fs::remove_dir_all(&dest);
+            let _ = fs::remove_dir_all(store.root());
+        } else {
+            fs::rename(&dest, work.join("skopeo-pull"))?;
+            pulled = Some((store, p));
+        }
     }
-    let t = Instant::now();
-    sh(
-        "skopeo",
-        &[
-            "copy",
-            "-q",
-            "--src-tls-verify=false",
-            &format!("docker://{host}/bench/img:a"),
-            &format!("oci:{}:a", work.join("skopeo-pull").display()),
-        ],
-    )?;
-    let skopeo_pull = t.elapsed().as_secs_f64();
-    rows.push(Row(
-        "skiff pull (incl. erofs conversion)".into(),
-        secs(skiff_pull),
-        rate(compressed, skiff_pull),
-        format!("speed {:.2}x skopeo's", skopeo_pull / skiff_pull),
-    ));
-    rows.push(Row(
-        "skopeo copy registry -> oci dir".into(),
-        secs(skopeo_pull),
-        rate(compressed, skopeo_pull),
-        String::new(),
-    ));
+    let Some((store_a, pulled)) = pulled else {
+        bail!("--reps must be at least 1");
+    };
+    pulls.rows(
+        &mut rows,
+        "skiff pull (incl. erofs conversion)",
+        "skopeo copy registry -> oci dir",
+        compressed,
+    );
+    let skiff_pull = pulls.skiff_median();
+    let skopeo_pull = pulls.skopeo_median();
+    if std::env::args().any(|a| a == "--pull-only") {
+        drop(reg);
+        print_table(&rows);
+        return Ok(());
+    }
     // The same work skiff does (download + unpack) with the usual tools.
     if Command::new("sh")
         .arg("-c")
@@ -174,36 +196,40 @@ fn run(work: &Path, base_mb: u64, layer_mb: u64) -> Result<()> {
             &format!("oci-archive:{}:a", tarball.display()),
         ],
     )?;
-    let store_l = Store::open(work.join("store-load"))?;
-    let t = Instant::now();
-    let loaded = archive::load(&store_l, &tarball)?;
-    let skiff_load = t.elapsed().as_secs_f64();
-    if loaded.first().map(|l| &l.image.id) != Some(&img_a) {
-        bail!("loaded image differs");
+    let mut loads = Runs::default();
+    for i in 0..reps {
+        let load = loadavg();
+        let store = Store::open(work.join(format!("store-load-{i}")))?;
+        let (t, c) = (Instant::now(), cpu(libc::RUSAGE_SELF));
+        let loaded = archive::load(&store, &tarball)?;
+        let skiff_s = t.elapsed().as_secs_f64();
+        let skiff_cpu = cpu(libc::RUSAGE_SELF) - c;
+        if loaded.first().map(|l| &l.image.id) != Some(&img_a) {
+            bail!("loaded image differs");
+        }
+        let dest = work.join(format!("skopeo-load-{i}"));
+        let (t, c) = (Instant::now(), cpu(libc::RUSAGE_CHILDREN));
+        sh(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                &format!("oci-archive:{}:a", tarball.display()),
+                &format!("oci:{}:a", dest.display()),
+            ],
+        )?;
+        let skopeo_s = t.elapsed().as_secs_f64();
+        let skopeo_cpu = cpu(libc::RUSAGE_CHILDREN) - c;
+        loads.push([skiff_s, skiff_cpu], [skopeo_s, skopeo_cpu], load);
+        let _ = fs::remove_dir_all(&dest);
+        let _ = fs::remove_dir_all(store.root());
     }
-    let t = Instant::now();
-    sh(
-        "skopeo",
-        &[
-            "copy",
-            "-q",
-            &format!("oci-archive:{}:a", tarball.display()),
-            &format!("oci:{}:a", work.join("skopeo-load").display()),
-        ],
-    )?;
-    let skopeo_load = t.elapsed().as_secs_f64();
-    rows.push(Row(
-        "skiff load -i archive (incl. conversion)".into(),
-        secs(skiff_load),
-        rate(compressed, skiff_load),
-        format!("speed {:.2}x skopeo's", skopeo_load / skiff_load),
-    ));
-    rows.push(Row(
-        "skopeo copy oci-archive -> oci dir".into(),
-        secs(skopeo_load),
-        rate(compressed, skopeo_load),
-        String::new(),
-    ));
+    loads.rows(
+        &mut rows,
+        "skiff load -i archive (incl. conversion)",
+        "skopeo copy oci-archive -> oci dir",
+        compressed,
+    );
 
     // Layer conversion alone, and erofs vs ext4 on the same tree.
     let base = &pulled.image.layers[0];
@@ -212,7 +238,10 @@ fn run(work: &Path, base_mb: u64, layer_mb: u64) -> Result<()> {
     let t = Instant::now();
     let stats = layerdisk::convert(
         &scratch,
-        Box::new(fs::File::open(store_a.blob_path(&base.digest))?),
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            fs::File::open(store_a.blob_path(&base.digest))?,
+        )),
         Compression::Gzip,
         &base.diff_id,
         &out,
@@ -328,6 +357,114 @@ fn mkfs_ext4(tree: &Path, out: &Path, size_bytes: u64) -> Result<()> {
             path_str(out)?,
         ],
     )
+}
+
+/// Alternating timings of skiff and skopeo doing the same thing, with the
+/// 1-minute load average when each pair started.
+#[derive(Default)]
+struct Runs {
+    skiff: Vec<f64>,
+    skopeo: Vec<f64>,
+    ratio: Vec<f64>,
+    load: Vec<f64>,
+    /// CPU seconds (user + system) of each side.
+    skiff_cpu: Vec<f64>,
+    skopeo_cpu: Vec<f64>,
+}
+
+impl Runs {
+    fn push(&mut self, [skiff, skiff_cpu]: [f64; 2], [skopeo, skopeo_cpu]: [f64; 2], load: f64) {
+        self.skiff.push(skiff);
+        self.skopeo.push(skopeo);
+        self.skiff_cpu.push(skiff_cpu);
+        self.skopeo_cpu.push(skopeo_cpu);
+        self.ratio.push(skopeo / skiff.max(1e-9));
+        self.load.push(load);
+    }
+
+    fn skiff_median(&self) -> f64 {
+        median(&self.skiff)
+    }
+
+    fn skopeo_median(&self) -> f64 {
+        median(&self.skopeo)
+    }
+
+    /// Median rows for both, then the speed ratio of each pair.
+    fn rows(&self, rows: &mut Vec<Row>, skiff: &str, skopeo: &str, bytes: u64) {
+        let n = self.skiff.len();
+        let (a, b) = (self.skiff_median(), self.skopeo_median());
+        rows.push(Row(
+            format!("{skiff}, median of {n}"),
+            secs(a),
+            rate(bytes, a),
+            format!(
+                "speed {:.2}x skopeo's (median of per-run ratios; range {})",
+                median(&self.ratio),
+                range(&self.ratio, "x")
+            ),
+        ));
+        rows.push(Row(
+            format!("{skopeo}, median of {n}"),
+            secs(b),
+            rate(bytes, b),
+            format!("load avg {}", range(&self.load, "")),
+        ));
+        rows.push(Row(
+            "  CPU time (user + sys), median: skiff / skopeo".into(),
+            format!(
+                "{:.2} / {:.2} s",
+                median(&self.skiff_cpu),
+                median(&self.skopeo_cpu)
+            ),
+            String::new(),
+            String::new(),
+        ));
+        let per_run: Vec<String> = self
+            .skiff
+            .iter()
+            .zip(&self.skopeo)
+            .zip(&self.load)
+            .map(|((a, b), l)| format!("{a:.2}/{b:.2}@{l:.1}"))
+            .collect();
+        rows.push(Row(
+            "  runs: skiff/skopeo s @ load".into(),
+            String::new(),
+            String::new(),
+            per_run.join(" "),
+        ));
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn range(v: &[f64], unit: &str) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{lo:.2}-{hi:.2}{unit}")
+}
+
+/// User + system CPU seconds of this process or of its waited-for children.
+fn cpu(who: libc::c_int) -> f64 {
+    // SAFETY: rusage is plain integers; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given.
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn loadavg() -> f64 {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
 }
 
 fn path_str(p: &Path) -> Result<&str> {
