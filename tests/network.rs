@@ -59,10 +59,15 @@ impl Skiff {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(skiff_bin())
             .arg("--root")
             .arg(self.root.path())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -765,4 +770,97 @@ fn passt_publishes_ports_and_keeps_host_loopback_out() {
     );
     s.ok(&["rm", "-f", &name]);
     assert!(http_get(addr).is_none(), "port {host_port} still answers");
+}
+
+/// A stand-in for the host's resolver on 127.0.0.1: answers every A query with
+/// 192.0.2.77 and counts the queries it saw.
+struct FakeUpstream {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeUpstream {
+    const ANSWER: [u8; 4] = [192, 0, 2, 77];
+
+    fn start() -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let q = &buf[..n];
+                // The question ends after the name's zero byte and type and class.
+                let Some(end) = q.iter().skip(12).position(|&b| b == 0).map(|p| 12 + p + 5) else {
+                    continue;
+                };
+                if end > n {
+                    continue;
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut a = q[..2].to_vec();
+                a.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+                a.extend_from_slice(&q[12..end]);
+                a.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                a.extend_from_slice(&Self::ANSWER);
+                let _ = sock.send_to(&a, from);
+            }
+        });
+        Self { addr, seen }
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn other_names_are_forwarded_except_for_egress_denied_containers() {
+    let Some(mut s) = Skiff::new("other_names_are_forwarded_except_for_egress_denied_containers")
+    else {
+        return;
+    };
+    let upstream = FakeUpstream::start();
+    let upstream_addr = upstream.addr.to_string();
+    let env = [("SKIFF_DNS_UPSTREAMS", upstream_addr.as_str())];
+    let net = s.network("fwd");
+    let lookup = |extra: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", net.as_str()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox", "nslookup", "forwarded.example"]);
+        s.run_env(&args, &env)
+    };
+    let out = lookup(&[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("192.0.2.77"),
+        "{stdout} {}",
+        text(&out.stderr)
+    );
+    let before = upstream.seen();
+    assert!(before >= 1);
+    // Egress off: DNS is no way out either; the upstream hears nothing.
+    let out = lookup(&["--egress", "deny"]);
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("192.0.2.77"), "{stdout}");
+    assert_eq!(
+        upstream.seen(),
+        before,
+        "a denied container's query was forwarded"
+    );
+    let name = format!("jail-{}", std::process::id());
+    s.ok(&[
+        "create",
+        "--name",
+        &name,
+        "--network",
+        &net,
+        "--egress",
+        "deny",
+        "busybox",
+        "true",
+    ]);
+    let shown = s.ok(&["inspect", "-f", "{{.HostConfig.Egress}}", &name]);
+    assert_eq!(shown.trim(), "deny");
 }

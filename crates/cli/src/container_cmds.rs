@@ -1207,6 +1207,8 @@ fn inspect_value(c: &Containers, spec: &ContainerSpec) -> Result<Value> {
             "NanoCpus": u64::from(spec.vcpus) * 1_000_000_000,
             "ReadonlyRootfs": spec.readonly_rootfs,
             "AutoRemove": spec.auto_remove,
+            "NetworkMode": spec.network.name(),
+            "Egress": spec.egress.to_string(),
         },
         "Config": {
             "Hostname": spec.hostname,

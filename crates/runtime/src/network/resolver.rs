@@ -77,7 +77,7 @@ pub fn decide(
 }
 
 /// The host's IPv4 resolvers (loopback ones too: this runs on the host).
-pub fn upstreams(resolv_conf: &str) -> Vec<Ipv4Addr> {
+pub fn upstreams(resolv_conf: &str) -> Vec<SocketAddrV4> {
     resolv_conf
         .lines()
         .filter_map(|l| {
@@ -86,8 +86,28 @@ pub fn upstreams(resolv_conf: &str) -> Vec<Ipv4Addr> {
                 .then(|| w.next()?.parse().ok())
                 .flatten()
         })
+        .map(|ip| SocketAddrV4::new(ip, PORT))
         .take(3)
         .collect()
+}
+
+/// Where other names are forwarded: `$SKIFF_DNS_UPSTREAMS` (comma-separated
+/// `IP[:PORT]`, for hosts whose resolv.conf is not what containers should use, and
+/// for tests), else the host's `/etc/resolv.conf`.
+fn configured_upstreams() -> Vec<SocketAddrV4> {
+    if let Ok(list) = std::env::var("SKIFF_DNS_UPSTREAMS") {
+        return list
+            .split(',')
+            .filter_map(|a| {
+                let a = a.trim();
+                a.parse()
+                    .ok()
+                    .or_else(|| a.parse().ok().map(|ip| SocketAddrV4::new(ip, PORT)))
+            })
+            .take(3)
+            .collect();
+    }
+    upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
 }
 
 /// A serving responder; stops (within [`POLL`]) when dropped.
@@ -111,7 +131,7 @@ pub fn start(networks: &Networks, network: &Network) -> Result<Responder> {
         sock,
         dir: networks.dir.clone(),
         network: network.name.clone(),
-        upstreams: upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+        upstreams: configured_upstreams(),
         inflight: Arc::new(AtomicUsize::new(0)),
         stop: stop.clone(),
     };
@@ -126,7 +146,7 @@ struct Server {
     sock: UdpSocket,
     dir: PathBuf,
     network: String,
-    upstreams: Vec<Ipv4Addr>,
+    upstreams: Vec<SocketAddrV4>,
     inflight: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
@@ -229,9 +249,9 @@ impl Server {
     }
 }
 
-fn ask_upstream(server: Ipv4Addr, packet: &[u8], id: u16) -> Option<Vec<u8>> {
+fn ask_upstream(server: SocketAddrV4, packet: &[u8], id: u16) -> Option<Vec<u8>> {
     let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    s.connect((server, PORT)).ok()?;
+    s.connect(server).ok()?;
     s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
     s.send(packet).ok()?;
     let mut buf = vec![0u8; dns_wire::MAX_RELAY + 1];
@@ -394,7 +414,10 @@ mod tests {
             upstreams(
                 "# x\nnameserver 127.0.0.53\nnameserver ::1\nsearch a\nnameserver 10.0.0.1\n"
             ),
-            [Ipv4Addr::new(127, 0, 0, 53), Ipv4Addr::new(10, 0, 0, 1)]
+            [
+                SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 53), 53),
+                SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 53)
+            ]
         );
     }
 }
