@@ -738,9 +738,10 @@ fn passt_publishes_ports_and_keeps_host_loopback_out() {
     let local = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     open.set_nonblocking(true).unwrap();
     local.set_nonblocking(true).unwrap();
+    // The control is retried: under TCG on a loaded host a first connect may time out.
     let script = format!(
-        "echo hi | nc -w 3 {uplink} {p1}; echo hi | nc -w 3 10.0.2.2 {p2}; \
-         echo hi | nc -w 3 {uplink} {p2}; echo done",
+        "for i in 1 2 3; do echo hi | nc -w 10 {uplink} {p1} && break; done; \
+         echo hi | nc -w 10 10.0.2.2 {p2}; echo hi | nc -w 10 {uplink} {p2}; echo done",
         p1 = open.local_addr().unwrap().port(),
         p2 = local.local_addr().unwrap().port()
     );
@@ -762,7 +763,10 @@ fn passt_publishes_ports_and_keeps_host_loopback_out() {
         }
         n
     };
-    assert_eq!(accepted(&open), 1, "the control connection did not arrive");
+    assert!(
+        accepted(&open) >= 1,
+        "the control connection did not arrive"
+    );
     assert_eq!(
         accepted(&local),
         0,
