@@ -43,6 +43,7 @@ with_each_runtime!(
     exec_output_status_and_terminal,
     stop_honours_the_grace_period,
     hostname_hosts_and_containerenv_are_bound,
+    default_network_gives_the_usual_address,
 );
 
 const IMAGE: &str = Podman::IMAGE;
@@ -282,4 +283,78 @@ fn stop_honours_the_grace_period(test: &str, rt: Runtime) {
     );
     assert_eq!(code.trim(), "137");
     pm.expect(&["rm", "polite", "stubborn"], 0);
+}
+
+/// Podman's default network (CNI's bridge plugin on Debian's podman 4.3): the container
+/// has the address Podman gave it and reaches a server on the bridge's gateway through
+/// it. Podman runs in a network namespace of the test's own, so the bridge, its NAT
+/// rules and all traffic stay there.
+fn default_network_gives_the_usual_address(test: &str, rt: Runtime) {
+    let Some(mut pm) = Podman::start(test, rt) else {
+        return;
+    };
+    let ns = format!("skt-podman-{}-{}", pm.runtime.name, std::process::id());
+    if !skiff_tests::prerequisite(test, pm.in_private_netns(&ns)) {
+        return;
+    }
+    pm.expect(
+        &[
+            "run",
+            "--detach",
+            "--name",
+            "web",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo ready; while :; do sleep 1; done",
+        ],
+        0,
+    );
+    let ip = pm.expect(
+        &[
+            "inspect",
+            "--format",
+            "{{.NetworkSettings.IPAddress}}",
+            "web",
+        ],
+        0,
+    );
+    let ip = ip.trim();
+    let gateway = pm.expect(
+        &["inspect", "--format", "{{.NetworkSettings.Gateway}}", "web"],
+        0,
+    );
+    let gateway = gateway.trim();
+    assert!(ip.starts_with("10.88."), "podman gave {ip:?}");
+    let addrs = pm.expect(&["exec", "web", "ip", "-o", "-4", "addr", "show"], 0);
+    assert!(addrs.contains(&format!("inet {ip}/16")), "{addrs}");
+    let routes = pm.expect(&["exec", "web", "ip", "route", "show"], 0);
+    assert!(
+        routes.contains(&format!("default via {gateway}")),
+        "{routes}"
+    );
+
+    // A server on the gateway address, in the test's namespace.
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "reached the host side\n").unwrap();
+    let mut server = pm
+        .in_netns("busybox")
+        .args(["httpd", "-f", "-p", &format!("{gateway}:8080"), "-h"])
+        .arg(www.path())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{gateway}:8080/index.html");
+    let mut got = String::new();
+    for _ in 0..20 {
+        let out = pm.output(&["exec", "web", "wget", "-q", "-O", "-", &url]);
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(got.trim(), "reached the host side");
+    pm.expect(&["rm", "--force", "--time", "0", "web"], 0);
 }

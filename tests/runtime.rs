@@ -1133,3 +1133,304 @@ fn create_container_and_start_container_hooks_run_in_the_guest() {
     assert!(!b.join("rootfs/ran").exists());
     f.ok(&["delete", "badstart"]);
 }
+
+/// pause/resume on the vmm backend reach skiff-vmm's API socket. A Linux guest does not
+/// boot under skiff-vmm on PVM hosts, so the VM is the bare-metal test guest launched
+/// through the runtime's own vmm backend, and the container record `create` would
+/// write is written by hand (the VMM process standing in for the supervisor); pause,
+/// state and resume are the real commands. The guest prints a step at a time: paused,
+/// its console stops growing; resumed, it finishes.
+#[test]
+fn pause_and_resume_reach_skiff_vmm_through_its_api_socket() {
+    use skiff_runtime::hypervisor;
+    use skiff_runtime::oci::{Record, Store};
+    let test = "pause_and_resume_reach_skiff_vmm_through_its_api_socket";
+    let ready = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| format!("/dev/kvm: {e}"))
+        .and_then(|()| {
+            std::env::var_os("SKIFF_TESTGUEST")
+                .map(PathBuf::from)
+                .filter(|p| p.is_file())
+                .ok_or_else(|| "SKIFF_TESTGUEST is not set (guest/testguest/build.sh)".into())
+        });
+    if !skiff_tests::prerequisite(test, ready.as_ref().map(drop).map_err(Clone::clone)) {
+        return;
+    }
+    let Some(f) = Fixture::new(test) else { return };
+    let dir = f.scratch.path();
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|d| d.set_len(1 << 20))
+        .unwrap();
+    let initramfs = dir.join("initramfs");
+    std::fs::write(&initramfs, b"unused by the test guest").unwrap();
+    let artifacts = skiff_runtime::GuestArtifacts {
+        kernel: ready.unwrap(),
+        initramfs,
+    };
+    let console = dir.join("console.log");
+    let disks = [skiff_runtime::Disk {
+        path: disk,
+        readonly: false,
+        serial: "work".into(),
+    }];
+    let spec = hypervisor::LaunchSpec {
+        artifacts: &artifacts,
+        memory_mib: 128,
+        vcpus: 1,
+        disks: &disks,
+        shares: &[],
+        nets: &[],
+        balloon: false,
+        cmdline_extra: "testguest.snapwork=12 testguest.snapmib=1",
+        vsock_uds: &work.join("vsock.sock"),
+        console_log: &console,
+        work_dir: &work,
+        die_with_parent: true,
+    };
+    let selection = hypervisor::Selection {
+        kind: skiff_runtime::HypervisorKind::Vmm,
+        accel: hypervisor::Accel::Kvm,
+        reason: "test".into(),
+    };
+    let mut vm = hypervisor::launch(&selection, &spec).unwrap();
+    let log = || std::fs::read_to_string(&console).unwrap_or_default();
+    let patience = Instant::now() + Duration::from_secs(600);
+    while !log().contains("step 1/12") {
+        assert!(vm.try_wait().unwrap().is_none(), "the VM ended\n{}", log());
+        assert!(Instant::now() < patience, "no progress\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let api = work.join(hypervisor::VMM_API_SOCKET);
+    assert!(api.exists(), "the vmm backend made no API socket");
+
+    let store = Store::new(f.root());
+    let lock = store.lock("vmm").unwrap();
+    lock.create(&Record {
+        id: "vmm".into(),
+        pid: Some(vm.pid()),
+        pid_start: skiff_runtime::container::process_start_ticks(vm.pid()),
+        started: true,
+        vmm_api: Some(api),
+        ..Record::default()
+    })
+    .unwrap();
+    drop(lock);
+
+    f.fails(&["resume", "vmm"], "not paused");
+    f.ok(&["pause", "vmm"]);
+    assert_eq!(f.state("vmm")["status"], "paused");
+    // Paused vCPUs print nothing. (A broken pause can slip through a short wait; a
+    // working one never fails it.)
+    let paused_at = log();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(log(), paused_at, "the guest ran on while paused");
+    assert!(!paused_at.contains("PASS (snapwork)"));
+    f.fails(&["pause", "vmm"], "not running");
+    f.ok(&["resume", "vmm"]);
+    assert_eq!(f.state("vmm")["status"], "running");
+    let ended = loop {
+        if let Some(how) = vm.try_wait().unwrap() {
+            break how;
+        }
+        assert!(Instant::now() < patience, "never finished\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(ended.contains("exit status: 0"), "{ended}\n{}", log());
+    assert!(log().contains("step 12/12") && log().contains("PASS (snapwork)"));
+    assert_eq!(f.state("vmm")["status"], "stopped");
+    vm.kill();
+    f.ok(&["delete", "vmm"]);
+}
+
+/// The cgroup file(s) holding a cgroup's CPU bandwidth, as "QUOTA PERIOD" (v1) or
+/// cpu.max's own text (v2).
+fn cpu_max_of(cgroup: &Path) -> String {
+    let read = |name: &str| std::fs::read_to_string(cgroup.join(name)).unwrap_or_default();
+    if cgroup.join("cpu.max").exists() {
+        read("cpu.max").trim().to_owned()
+    } else {
+        format!(
+            "{} {}",
+            read("cpu.cfs_quota_us").trim(),
+            read("cpu.cfs_period_us").trim()
+        )
+    }
+}
+
+fn recorded_cgroup(f: &Fixture, id: &str) -> PathBuf {
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(f.root().join(id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    PathBuf::from(record["cgroup"].as_str().expect("no cgroup recorded"))
+}
+
+/// `update --cpu-quota` (and `--resources`) land in the microVM's host cgroup, which
+/// holds the supervisor and the VM's processes; a bad value is refused and changes
+/// nothing; delete removes the cgroup.
+#[test]
+fn update_sets_the_cpu_quota_of_the_microvm_cgroup() {
+    let Some(mut f) = Fixture::new("update_sets_the_cpu_quota_of_the_microvm_cgroup") else {
+        return;
+    };
+    let b = f.bundle("b", json!({}));
+    let pid = f.create("cpu", &b, &[]);
+    f.ok(&["start", "cpu"]);
+    let cgroup = recorded_cgroup(&f, "cpu");
+    let quota = || cpu_max_of(&cgroup);
+    let unlimited = quota();
+    assert!(
+        unlimited.starts_with("max") || unlimited.starts_with("-1"),
+        "{unlimited}"
+    );
+    let members: Vec<u32> = std::fs::read_to_string(cgroup.join("cgroup.procs"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(
+        members.contains(&pid),
+        "supervisor {pid} not in {members:?}"
+    );
+    assert!(
+        members.len() >= 2,
+        "the VM's processes are not in {members:?}"
+    );
+    f.ok(&[
+        "update",
+        "--cpu-quota",
+        "50000",
+        "--cpu-period",
+        "100000",
+        "cpu",
+    ]);
+    assert_eq!(quota(), "50000 100000");
+    let res = f.scratch.path().join("res.json");
+    std::fs::write(&res, r#"{"cpu": {"quota": 20000, "period": 50000}}"#).unwrap();
+    f.ok(&["update", "--resources", res.to_str().unwrap(), "cpu"]);
+    assert_eq!(quota(), "20000 50000");
+    f.fails(
+        &["update", "--cpu-period", "5", "cpu"],
+        "invalid CPU period",
+    );
+    f.fails(&["update", "--cpu-quota", "10", "cpu"], "invalid CPU quota");
+    assert_eq!(quota(), "20000 50000");
+    assert_eq!(f.state("cpu")["status"], "running");
+    f.ok(&["kill", "cpu", "KILL"]);
+    assert_eq!(wait_pid(pid), 128 + libc::SIGKILL);
+    f.fails(&["update", "--cpu-quota", "50000", "cpu"], "not running");
+    f.ok(&["delete", "cpu"]);
+    assert!(!cgroup.exists(), "delete left {}", cgroup.display());
+}
+
+/// Network namespaces made for one test, removed (with their interfaces) on drop.
+struct Netns(Vec<String>);
+
+impl Netns {
+    fn ip(args: &[&str]) {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+/// A spec naming a network namespace (as CNI callers do): the namespace's interface is
+/// joined to the microVM's TAP, and the guest takes its address, default route and
+/// MTU and reaches a server on the other end of the veth.
+#[test]
+fn a_spec_network_namespace_is_joined_to_the_guest() {
+    let test = "a_spec_network_namespace_is_joined_to_the_guest";
+    let Some(mut f) = Fixture::new(test) else {
+        return;
+    };
+    let tools = skiff_tests::clients::which("ip")
+        .zip(skiff_tests::clients::which("tc"))
+        .map(drop)
+        .ok_or_else(|| "ip and tc not installed (apt-get install iproute2)".to_owned());
+    if !skiff_tests::prerequisite(test, tools) {
+        return;
+    }
+    let tag = std::process::id();
+    let (peer, ctr) = (format!("skt-peer-{tag}"), format!("skt-ctr-{tag}"));
+    let _ns = Netns(vec![peer.clone(), ctr.clone()]);
+    let host_if = format!("sktv{tag}");
+    Netns::ip(&["netns", "add", &peer]);
+    Netns::ip(&["netns", "add", &ctr]);
+    Netns::ip(&[
+        "link", "add", &host_if, "netns", &peer, "mtu", "1400", "type", "veth", "peer", "name",
+        "eth0", "netns", &ctr, "mtu", "1400",
+    ]);
+    for (ns, dev, addr) in [
+        (&peer, &host_if, "10.77.0.1/24"),
+        (&ctr, &"eth0".to_owned(), "10.77.0.2/24"),
+    ] {
+        Netns::ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+        Netns::ip(&["-n", ns, "link", "set", dev, "up"]);
+        Netns::ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    Netns::ip(&["-n", &ctr, "route", "add", "default", "via", "10.77.0.1"]);
+    let www = f.scratch.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served from the peer namespace\n").unwrap();
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &peer,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "10.77.0.1:8080",
+            "-h",
+        ])
+        .arg(&www)
+        .spawn()
+        .unwrap();
+
+    let b = f.bundle(
+        "b",
+        json!({
+            "process": {"args": ["sh", "-c",
+                "ip -o -4 addr show; ip -o link show; ip route show; \
+                 for i in 1 2 3 4 5 6 7 8 9 10; do \
+                   wget -q -O - http://10.77.0.1:8080/index.html && exit 0; sleep 1; \
+                 done; exit 1"]},
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"},
+                {"type": "network", "path": format!("/run/netns/{ctr}")}]},
+        }),
+    );
+    for applet in ["ip", "wget"] {
+        let _ = std::os::unix::fs::symlink("busybox", b.join("rootfs/bin").join(applet));
+    }
+    let pid = f.create("netns", &b, &[]);
+    f.ok(&["start", "netns"]);
+    let status = wait_pid(pid);
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = f.output_of("netns", "out");
+    assert_eq!(status, 0, "{out}\n{}", f.output_of("netns", "err"));
+    assert!(out.contains("inet 10.77.0.2/24"), "{out}");
+    assert!(out.contains("default via 10.77.0.1"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("mtu 1400") && !l.contains(": lo:")),
+        "{out}"
+    );
+    assert!(out.contains("served from the peer namespace"), "{out}");
+    f.ok(&["delete", "netns"]);
+}

@@ -771,6 +771,7 @@ fn vmm_backend_serves_shares_through_virtiofsd() {
         disks: &[],
         shares: &shares,
         nets: &[],
+        balloon: false,
         cmdline_extra:
             "testguest.skipvsock testguest.fsfile=from-host.txt testguest.fswrite=from-guest.txt",
         vsock_uds: &work.join("vsock.sock"),

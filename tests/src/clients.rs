@@ -548,6 +548,9 @@ impl Drop for Containerd {
 pub struct Podman {
     pub runtime: Runtime,
     scratch: Scratch,
+    /// A network namespace of the test's own every podman command runs in (so CNI's
+    /// bridge and NAT rules live there, not on the host); removed on drop.
+    netns: Option<String>,
 }
 
 impl Podman {
@@ -585,7 +588,11 @@ impl Podman {
             quoted(&env)
         );
         std::fs::write(scratch.path().join("containers.conf"), conf).unwrap();
-        let me = Self { runtime, scratch };
+        let me = Self {
+            runtime,
+            scratch,
+            netns: None,
+        };
         me.expect(
             &[
                 "load",
@@ -597,9 +604,39 @@ impl Podman {
         Some(me)
     }
 
+    /// Runs every later podman command (and so its CNI plugins) in a fresh network
+    /// namespace `name`, deleted when `self` is dropped.
+    pub fn in_private_netns(&mut self, name: &str) -> Result<(), String> {
+        tools(&["ip", "nsenter"], "iproute2 util-linux")?;
+        let out = Command::new("ip")
+            .args(["netns", "add", name])
+            .output()
+            .map_err(|e| format!("ip netns add: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("ip netns add {name}: {}", text(&out.stderr)));
+        }
+        self.netns = Some(name.to_owned());
+        let _ = Command::new("ip")
+            .args(["-n", name, "link", "set", "lo", "up"])
+            .status();
+        Ok(())
+    }
+
+    /// A command in the private network namespace, if there is one.
+    pub fn in_netns(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
     pub fn podman(&self, args: &[&str]) -> Command {
         let d = self.scratch.path();
-        let mut c = Command::new("podman");
+        let mut c = self.in_netns("podman");
         c.env("CONTAINERS_CONF", d.join("containers.conf"))
             .arg("--root")
             .arg(d.join("root"))
@@ -677,6 +714,9 @@ impl Drop for Podman {
             Input::Null,
             Duration::from_secs(60),
         );
+        if let Some(ns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
     }
 }
 

@@ -169,6 +169,10 @@ pub struct GuestInterface {
     /// Default route via this address.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// The interface's MTU (68..=65535); `None` keeps the device's default. Omitted
+    /// when unset so agents that predate it still accept the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// One mount of an OCI bundle, made at `target` (absolute, inside the container).
@@ -390,6 +394,7 @@ mod tests {
                     address: "10.89.0.2".into(),
                     prefix_len: 24,
                     gateway: Some("10.89.0.1".into()),
+                    mtu: Some(1400),
                 }),
                 hosts: "127.0.0.1\tlocalhost\n".into(),
                 resolv_conf: "nameserver 10.0.0.53\n".into(),

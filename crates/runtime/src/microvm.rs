@@ -28,6 +28,8 @@ pub struct VmConfig {
     pub shares: Vec<Share>,
     /// virtio-net devices on host TAPs.
     pub nets: Vec<NetDevice>,
+    /// A virtio-balloon device (QEMU backend).
+    pub balloon: bool,
     pub cmdline_extra: String,
     /// How long the agent may take to dial in after the VMM starts.
     pub boot_timeout: Duration,
@@ -46,6 +48,7 @@ impl VmConfig {
             disks: Vec::new(),
             shares: Vec::new(),
             nets: Vec::new(),
+            balloon: false,
             cmdline_extra: String::new(),
             boot_timeout: Duration::from_secs(30),
             die_with_parent: false,
@@ -102,6 +105,7 @@ impl MicroVm {
             disks: &config.disks,
             shares: &config.shares,
             nets: &config.nets,
+            balloon: config.balloon,
             cmdline_extra: &config.cmdline_extra,
             vsock_uds: &vsock_uds,
             console_log: &console_log,

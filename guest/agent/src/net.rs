@@ -26,6 +26,14 @@ struct IfReqAddr {
     _pad: [u8; 8],
 }
 
+/// `struct ifreq` with `ifr_mtu`.
+#[repr(C)]
+struct IfReqMtu {
+    name: [u8; libc::IFNAMSIZ],
+    mtu: libc::c_int,
+    _pad: [u8; 20],
+}
+
 /// `struct ifreq` with `ifr_flags`.
 #[repr(C)]
 struct IfReqFlags {
@@ -128,6 +136,24 @@ fn set_addr(
     ioctl(sock, request, &mut req, &format!("{what} {ip} on {name}"))
 }
 
+fn set_mtu(sock: &OwnedFd, name: &str, mtu: u32) -> io::Result<()> {
+    let mtu = libc::c_int::try_from(mtu)
+        .ok()
+        .filter(|m| (68..=65535).contains(m))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad MTU {mtu}")))?;
+    let mut req = IfReqMtu {
+        name: ifname(name)?,
+        mtu,
+        _pad: [0; 20],
+    };
+    ioctl(
+        sock,
+        libc::SIOCSIFMTU,
+        &mut req,
+        &format!("MTU {mtu} on {name}"),
+    )
+}
+
 fn default_route(sock: &OwnedFd, gateway: Ipv4Addr) -> io::Result<()> {
     let mut rt = RtEntry {
         rt_pad1: 0,
@@ -198,6 +224,9 @@ fn configure_interface(sock: &OwnedFd, i: &GuestInterface) -> io::Result<()> {
         netmask(i.prefix_len)?,
         "netmask",
     )?;
+    if let Some(mtu) = i.mtu {
+        set_mtu(sock, &name, mtu)?;
+    }
     set_up(sock, &name)?;
     if let Some(gw) = &i.gateway {
         default_route(sock, parse_ip(gw)?)?;
@@ -244,6 +273,7 @@ mod tests {
     fn request_layouts_match_the_kernel() {
         assert_eq!(std::mem::size_of::<IfReqAddr>(), 40);
         assert_eq!(std::mem::size_of::<IfReqFlags>(), 40);
+        assert_eq!(std::mem::size_of::<IfReqMtu>(), 40);
         assert_eq!(std::mem::size_of::<RtEntry>(), 120);
         assert_eq!(netmask(24).unwrap(), Ipv4Addr::new(255, 255, 255, 0));
         assert!(netmask(0).is_err() && netmask(33).is_err());

@@ -143,6 +143,8 @@ pub fn select(requested: Option<HypervisorKind>) -> Result<Selection> {
 
 /// The QEMU backend's QMP monitor socket, in the VM's work directory.
 pub const QMP_SOCKET: &str = "qmp.sock";
+/// The vmm backend's API socket (pause, resume, status), in the VM's work directory.
+pub const VMM_API_SOCKET: &str = "api.sock";
 
 /// A disk attached as virtio-blk, found by the agent through its serial.
 #[derive(Debug, Clone)]
@@ -190,6 +192,9 @@ pub struct LaunchSpec<'a> {
     pub shares: &'a [Share],
     /// Network devices, each on a TAP the caller created.
     pub nets: &'a [NetDevice],
+    /// A virtio-balloon device, so the memory can shrink and regrow while it runs
+    /// (QEMU backend; skiff-vmm has none and ignores this).
+    pub balloon: bool,
     pub cmdline_extra: &'a str,
     /// The vsock device's host-side UNIX socket (`CONNECT <port>` convention).
     pub vsock_uds: &'a Path,

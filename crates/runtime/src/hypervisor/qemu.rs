@@ -243,6 +243,12 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
             &format!("virtio-net-device,netdev=net{i},mac={}", n.mac),
         ]);
     }
+    if spec.balloon {
+        // Free page reporting would also hand freed guest pages back, but `balloon`
+        // targets are what `update` needs; deflate-on-oom stays off so the guest's
+        // MemTotal shows the target.
+        cmd.args(["-device", "virtio-balloon-device,id=balloon0"]);
+    }
     processes.spawn(
         &format!("{}", qemu_bin.display()),
         cmd,

@@ -569,6 +569,7 @@ impl Networks {
                 address: att.lease.ip.to_string(),
                 prefix_len: network.subnet.prefix,
                 gateway: Some(network.gateway.to_string()),
+                mtu: None,
             }),
             hosts: dns::hosts(att.lease.ip, &own_names, &peers),
             resolv_conf: if dns_served {

@@ -172,6 +172,7 @@ pub fn guest_config(own_names: &[&str], host_resolv: &str) -> GuestNetwork {
             address: GUEST_IP.to_string(),
             prefix_len: PREFIX,
             gateway: Some(GATEWAY.to_string()),
+            mtu: None,
         }),
         hosts: dns::hosts(GUEST_IP, own_names, &[]),
         resolv_conf: format!("nameserver {DNS}\n{search}"),

@@ -20,6 +20,9 @@ const MAX_MEMORY_MIB: u32 = 16 << 10;
 /// policy.rs shows plugins).
 pub const ANNOTATION_MEMORY: &str = "io.skiff.vm.memory-mib";
 pub const ANNOTATION_VCPUS: &str = "io.skiff.vm.vcpus";
+/// The most memory `update` may grow the microVM to: it boots with this much and its
+/// balloon holds it down to the limit.
+pub const ANNOTATION_MEMORY_MAX: &str = "io.skiff.vm.memory-max-mib";
 
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -36,6 +39,9 @@ pub struct Bundle {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub memory_mib: u32,
+    /// What the microVM boots with (at least `memory_mib`); `update` may move its
+    /// memory anywhere up to this through the balloon.
+    pub memory_max_mib: u32,
     pub vcpus: u32,
 }
 
@@ -108,6 +114,7 @@ impl Bundle {
         }
         let mounts = Mounts::from_spec(spec.mounts().as_deref().unwrap_or_default())?;
         let (memory_mib, vcpus) = vm_size(&spec)?;
+        let memory_max_mib = memory_max(&spec, memory_mib)?;
         Ok(Self {
             dir,
             readonly_rootfs: root.readonly().unwrap_or(false),
@@ -118,10 +125,35 @@ impl Bundle {
             masked_paths,
             readonly_paths,
             memory_mib,
+            memory_max_mib,
             vcpus,
             spec,
         })
     }
+}
+
+/// The boot maximum: the annotation's, else the memory size itself.
+fn memory_max(spec: &Spec, memory_mib: u32) -> Result<u32> {
+    let Some(v) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_MEMORY_MAX))
+    else {
+        return Ok(memory_mib);
+    };
+    v.parse::<u32>()
+        .ok()
+        .filter(|m| (memory_mib..=MAX_MEMORY_MIB).contains(m))
+        .ok_or_else(|| {
+            bad(format!(
+                "annotation {ANNOTATION_MEMORY_MAX}={v:?}: expected {memory_mib}..={MAX_MEMORY_MIB} (at least the memory limit)"
+            ))
+        })
+}
+
+/// The smallest memory a microVM may be given or ballooned down to, in MiB.
+pub const fn min_memory_mib() -> u32 {
+    MIN_MEMORY_MIB
 }
 
 /// Memory and vCPUs from `linux.resources` (a memory limit and a CPU quota), overridden
@@ -194,11 +226,29 @@ mod tests {
         assert!(b.readonly_rootfs);
         assert_eq!(b.hostname, "h");
         assert_eq!(b.memory_mib, 512);
+        assert_eq!(b.memory_max_mib, 512);
         assert!(b.vcpus >= 1);
         assert_eq!(b.mounts.entries.len(), 2);
         assert_eq!(b.mounts.shares.len(), 1);
         assert_eq!(b.mounts.shares[0].host, Path::new("/tmp"));
         assert!(b.mounts.shares[0].readonly);
+    }
+
+    #[test]
+    fn the_memory_maximum_comes_from_its_annotation() {
+        let with = |max: &str| {
+            GOOD.replace(
+                r#""hostname":"h","#,
+                &format!(r#""hostname":"h","annotations":{{"{ANNOTATION_MEMORY_MAX}":"{max}"}},"#),
+            )
+        };
+        let (_d, b) = bundle_with(&with("1024"));
+        let b = b.unwrap();
+        assert_eq!((b.memory_mib, b.memory_max_mib), (512, 1024));
+        for bad in ["256", "lots", "99999999"] {
+            let (_d, b) = bundle_with(&with(bad));
+            assert!(b.is_err(), "{bad}");
+        }
     }
 
     #[test]

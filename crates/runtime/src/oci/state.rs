@@ -67,6 +67,21 @@ pub struct Record {
     /// The VM's QMP monitor (QEMU backend), for pause and resume.
     #[serde(default)]
     pub qmp: Option<PathBuf>,
+    /// skiff-vmm's API socket (vmm backend), for pause and resume.
+    #[serde(default)]
+    pub vmm_api: Option<PathBuf>,
+    /// The host cgroup the supervisor and the VM's processes run in (CPU bandwidth).
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// Memory the VM booted with, MiB: the most `update` may give it.
+    #[serde(default)]
+    pub memory_max_mib: Option<u32>,
+    /// The memory target now (the balloon holds the rest), MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    /// Whether the VM has a virtio-balloon device (QEMU backend).
+    #[serde(default)]
+    pub balloon: bool,
     #[serde(default)]
     pub paused: bool,
 }

@@ -71,6 +71,7 @@ fn apply(bundle: &mut Bundle, d: &ContainerDecision) -> Result<()> {
     let (memory_mib, vcpus) = policy::vm_size(a)?;
     if let Some(m) = memory_mib {
         bundle.memory_mib = m;
+        bundle.memory_max_mib = bundle.memory_max_mib.max(m);
     }
     if let Some(c) = vcpus {
         bundle.vcpus = c;

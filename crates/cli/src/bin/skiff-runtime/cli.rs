@@ -86,6 +86,23 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// A JSON `linux.resources` file, or `-` for stdin.
+    #[arg(long, short = 'r')]
+    pub resources: Option<PathBuf>,
+    /// Memory limit (bytes, or with a k/m/g suffix); -1 for the boot maximum.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// CPU time per period in microseconds; -1 for no limit.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CFS period in microseconds.
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    pub id: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Boot the container's VM and prepare its process without starting it.
@@ -146,14 +163,9 @@ pub enum Cmd {
         interval: u64,
         id: String,
     },
-    /// Change a container's resources. A microVM's memory and vCPUs are fixed when it
-    /// boots, so only an update that keeps them is accepted.
-    Update {
-        /// A JSON `linux.resources` file, or `-` for stdin.
-        #[arg(long, short = 'r')]
-        resources: Option<PathBuf>,
-        id: String,
-    },
+    /// Change a running container's resources: the CPU quota of the microVM's host
+    /// cgroup, and its memory through the balloon (never beyond what it booted with).
+    Update(UpdateArgs),
     Features,
     /// Write a template config.json (`--rootless` is the global flag, accepted).
     Spec {

@@ -14,8 +14,11 @@ use serde_json::Value;
 use skiff_runtime::container::{now_ms, rfc3339_ms};
 use skiff_runtime::oci::{hooks, state, Bundle, Record, Status, Store, SPEC_VERSION};
 
-use crate::cli::{Cli, Cmd, CreateArgs, LogFormat};
+use crate::cli::{Cli, Cmd, CreateArgs, LogFormat, UpdateArgs};
 use skiff_plugins::EventKind;
+use skiff_runtime::oci::bundle::ANNOTATION_MEMORY_MAX;
+use skiff_runtime::oci::cgroup::{CpuCgroup, CpuMax};
+use skiff_runtime::oci::vmctl;
 
 use crate::{admission, console, exec, supervise};
 
@@ -51,7 +54,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
             interval,
             id,
         } => events(&store, id, *stats, *interval),
-        Cmd::Update { resources, id } => update(&store, id, resources.as_deref()).map(|()| 0),
+        Cmd::Update(a) => update(&store, &a.id, a).map(|()| 0),
         Cmd::Features => features(),
         Cmd::Spec { bundle } => spec(bundle.as_deref()),
         Cmd::Supervise { id } => supervise::run(&store, id),
@@ -373,6 +376,9 @@ fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
             tracing::warn!("{e}");
         }
     }
+    if let Some(dir) = &rec.cgroup {
+        CpuCgroup { dir: dir.clone() }.remove();
+    }
     admission::event(lock.dir(), id, EventKind::Removed);
     lock.remove()?;
     Ok(())
@@ -392,7 +398,8 @@ fn run(cli: &Cli, store: &Store, a: &CreateArgs, detach: bool) -> Result<i32> {
     Ok(status.code().unwrap_or(137))
 }
 
-/// pause/resume: the VM's vCPUs stop (QMP `stop`) or continue (`cont`).
+/// pause/resume: the VM's vCPUs stop or continue (QMP `stop`/`cont` on QEMU, the API
+/// socket's `pause`/`resume` on skiff-vmm).
 fn pause(store: &Store, id: &str, pause: bool) -> Result<()> {
     let lock = store.lock(id)?;
     let mut rec = lock.load()?;
@@ -401,10 +408,7 @@ fn pause(store: &Store, id: &str, pause: bool) -> Result<()> {
         (_, true) => bail!("container not running"),
         (_, false) => bail!("container not paused"),
     }
-    let Some(qmp) = &rec.qmp else {
-        bail!("this hypervisor backend cannot pause a VM");
-    };
-    skiff_runtime::oci::qmp::execute(qmp, if pause { "stop" } else { "cont" })?;
+    skiff_runtime::oci::vmctl::set_paused(&rec, pause)?;
     rec.paused = pause;
     lock.save(&rec)?;
     Ok(())
@@ -494,41 +498,119 @@ fn events(store: &Store, id: &str, once: bool, interval: u64) -> Result<i32> {
     }
 }
 
-fn update(store: &Store, id: &str, resources: Option<&std::path::Path>) -> Result<()> {
-    let rec = store.lock(id)?.load()?;
+/// `update`: the CPU bandwidth of the microVM's host cgroup and, through the balloon,
+/// the memory its guest may use (up to what it booted with). Everything is checked
+/// before anything changes, so a refused update leaves the container as it was.
+fn update(store: &Store, id: &str, a: &UpdateArgs) -> Result<()> {
+    let lock = store.lock(id)?;
+    let mut rec = lock.load()?;
     if !matches!(
         rec.status(),
         Status::Created | Status::Running | Status::Paused
     ) {
         bail!("container not running");
     }
-    let Some(path) = resources else {
-        return Ok(());
+    let mut wanted = match &a.resources {
+        Some(path) => {
+            let mut bytes = Vec::new();
+            if path == std::path::Path::new("-") {
+                std::io::stdin().take(1 << 20).read_to_end(&mut bytes)?;
+            } else {
+                bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+            }
+            serde_json::from_slice::<oci_spec::runtime::LinuxResources>(&bytes)
+                .context("invalid resources JSON")?
+        }
+        None => oci_spec::runtime::LinuxResources::default(),
     };
-    let mut bytes = Vec::new();
-    if path == std::path::Path::new("-") {
-        std::io::stdin().take(1 << 20).read_to_end(&mut bytes)?;
-    } else {
-        bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let mut cpu = wanted.cpu().clone().unwrap_or_default();
+    if let Some(q) = a.cpu_quota {
+        cpu.set_quota(Some(q));
     }
-    let wanted: oci_spec::runtime::LinuxResources =
-        serde_json::from_slice(&bytes).context("invalid resources JSON")?;
-    let bundle = Bundle::load(&rec.bundle)?;
-    let mut spec = bundle.spec.clone();
-    let mut linux = spec.linux().clone().unwrap_or_default();
-    linux.set_resources(Some(wanted));
-    spec.set_linux(Some(linux));
-    let resized = Bundle::from_spec(bundle.dir.clone(), spec)?;
-    if (resized.memory_mib, resized.vcpus) != (bundle.memory_mib, bundle.vcpus) {
-        bail!(
-            "a running microVM cannot be resized (it has {} MiB and {} vCPUs; the update asks for {} MiB and {})",
-            bundle.memory_mib,
-            bundle.vcpus,
-            resized.memory_mib,
-            resized.vcpus
-        );
+    if let Some(p) = a.cpu_period {
+        cpu.set_period(Some(p));
+    }
+    wanted.set_cpu(Some(cpu));
+    let mut memory_limit = wanted.memory().as_ref().and_then(|m| m.limit());
+    if let Some(m) = &a.memory {
+        memory_limit = Some(parse_bytes(m)?);
+    }
+
+    // Plan (and refuse) before changing anything.
+    let cpu = wanted.cpu().as_ref();
+    let (quota, period) = (cpu.and_then(|c| c.quota()), cpu.and_then(|c| c.period()));
+    let cpu_plan = if quota.is_some() || period.is_some() {
+        let dir = rec
+            .cgroup
+            .clone()
+            .ok_or_else(|| anyhow!("cannot set the CPU quota: container {id} has no cgroup"))?;
+        let cg = CpuCgroup { dir };
+        let old = cg.cpu_max()?;
+        let new = CpuMax::from_oci(quota, period, old)?;
+        Some((cg, old, new))
+    } else {
+        None
+    };
+    let memory_plan = match memory_limit {
+        None | Some(0) => None,
+        Some(limit) => {
+            let max = rec.memory_max_mib.filter(|_| rec.balloon).ok_or_else(|| {
+                anyhow!(
+                    "cannot change the memory of container {id}: its microVM has no balloon device"
+                )
+            })?;
+            let mib = if limit < 0 {
+                max
+            } else {
+                u32::try_from(limit.unsigned_abs() >> 20).unwrap_or(u32::MAX)
+            };
+            if mib > max {
+                bail!("cannot set memory limit to {limit} bytes: the microVM booted with {max} MiB and cannot grow beyond it (boot it larger, e.g. with the {ANNOTATION_MEMORY_MAX} annotation)");
+            }
+            let min = skiff_runtime::oci::bundle::min_memory_mib();
+            if mib < min {
+                bail!(
+                    "cannot set memory limit to {limit} bytes: a microVM needs at least {min} MiB"
+                );
+            }
+            Some(mib)
+        }
+    };
+
+    if let Some((cg, _, new)) = &cpu_plan {
+        cg.set_cpu_max(*new)?;
+    }
+    if let Some(mib) = memory_plan {
+        if let Err(e) = vmctl::set_memory(&rec, mib) {
+            if let Some((cg, old, _)) = &cpu_plan {
+                let _ = cg.set_cpu_max(*old);
+            }
+            return Err(e.into());
+        }
+        rec.memory_mib = Some(mib);
+        lock.save(&rec)?;
     }
     Ok(())
+}
+
+/// A size in bytes: a number with an optional k, m, g suffix (binary units, as runc).
+fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 10),
+        Some((i, 'm')) => (&t[..i], 20),
+        Some((i, 'g')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    num.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| anyhow!("invalid memory size {s:?}"))
 }
 
 fn list(store: &Store, format: &str, quiet: bool) -> Result<i32> {
@@ -617,5 +699,17 @@ mod tests {
         assert_eq!(parse_signal(Some("sigterm")).unwrap(), 15);
         assert!(parse_signal(Some("0")).is_err());
         assert!(parse_signal(Some("NOPE")).is_err());
+    }
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_bytes("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("256m").unwrap(), 256 << 20);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("64kb").unwrap(), 64 << 10);
+        assert_eq!(parse_bytes("-1").unwrap(), -1);
+        for bad in ["", "m", "-5", "12x", "99999999999g"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 }

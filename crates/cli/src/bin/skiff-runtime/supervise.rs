@@ -11,10 +11,13 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use skiff_proto::ContainerConfig;
+use skiff_proto::{ContainerConfig, GuestInterface, GuestNetwork};
 use skiff_runtime::container::process_start_ticks;
-use skiff_runtime::oci::{Bundle, Store};
-use skiff_runtime::{hypervisor, GuestArtifacts, MicroVm, Share, StartOutcome, VmConfig};
+use skiff_runtime::oci::cgroup::{self, CpuCgroup, CpuMax};
+use skiff_runtime::oci::{netns, vmctl, Bundle, Store};
+use skiff_runtime::{
+    hypervisor, GuestArtifacts, MicroVm, NetBackend, NetDevice, Share, StartOutcome, VmConfig,
+};
 
 use crate::{console, relay};
 use skiff_runtime::oci::guest_hooks;
@@ -108,6 +111,34 @@ fn mark_stopped(store: &Store, id: &str, code: i32) {
     }
 }
 
+/// Puts this process (and so the VM it starts) in the container's cgroup with the
+/// spec's CPU bandwidth. Where that cannot be done the container still runs, without
+/// a CPU limit, and says so in the debug log.
+fn join_cgroup(bundle: &Bundle, id: &str) -> Option<CpuCgroup> {
+    let linux = bundle.spec.linux().as_ref();
+    let joined = (|| -> Result<Option<CpuCgroup>> {
+        let rel = cgroup::relative_path(linux.and_then(|l| l.cgroups_path().as_deref()), id)?;
+        let Some(cg) = CpuCgroup::create(&rel)? else {
+            return Ok(None);
+        };
+        let cpu = linux
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.cpu().as_ref());
+        let max = CpuMax::from_oci(
+            cpu.and_then(|c| c.quota()),
+            cpu.and_then(|c| c.period()),
+            CpuMax::default(),
+        )?;
+        cg.set_cpu_max(max)?;
+        cg.join(std::process::id())?;
+        Ok(Some(cg))
+    })();
+    joined.unwrap_or_else(|e| {
+        tracing::warn!("no CPU cgroup for the microVM: {e:#}");
+        None
+    })
+}
+
 fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     let bundle_dir = store.lock(id)?.load()?.bundle;
     let mut bundle = Bundle::load(&bundle_dir)?;
@@ -123,8 +154,26 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     }
     let artifacts = GuestArtifacts::locate(None, None)?;
     let selection = hypervisor::select(None)?;
+    let cgroup = join_cgroup(&bundle, id);
+    // The caller's network namespace (CNI): the VM's processes and TAP live in it.
+    // Joined before any thread exists, so everything started from here is inside.
+    let uplink = match netns::path(&bundle.spec) {
+        Some(path) => {
+            netns::enter(&path)?;
+            netns::plumb()?
+        }
+        None => None,
+    };
+    // QEMU boots with the maximum and a balloon holds it down to the limit, so that
+    // `update` can move it either way; skiff-vmm has no balloon and boots with the limit.
+    let balloon = selection.kind == hypervisor::HypervisorKind::Qemu;
     let mut config = VmConfig::new(artifacts, selection);
-    config.memory_mib = bundle.memory_mib;
+    config.memory_mib = if balloon {
+        bundle.memory_max_mib
+    } else {
+        bundle.memory_mib
+    };
+    config.balloon = balloon;
     config.vcpus = bundle.vcpus;
     config.shares.push(Share {
         host_path: bundle.rootfs.clone(),
@@ -138,6 +187,23 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
             readonly: s.readonly,
         });
     }
+    let network = uplink.map(|up| {
+        config.nets.push(NetDevice {
+            backend: NetBackend::Tap(netns::TAP.into()),
+            mac: up.mac.clone(),
+        });
+        Box::new(GuestNetwork {
+            interface: Some(GuestInterface {
+                mac: up.mac,
+                address: up.address.to_string(),
+                prefix_len: up.prefix_len,
+                gateway: up.gateway.map(|g| g.to_string()),
+                mtu: Some(up.mtu),
+            }),
+            hosts: String::new(),
+            resolv_conf: String::new(),
+        })
+    });
     config.boot_timeout = BOOT_TIMEOUT;
     config.die_with_parent = true;
     let (mut vm, mut agent) = MicroVm::boot(&config)?;
@@ -151,7 +217,7 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         root_share: Some(ROOT_TAG.into()),
         masked_paths: bundle.masked_paths.clone(),
         readonly_paths: bundle.readonly_paths.clone(),
-        network: None,
+        network,
         mounts: Some(bundle.mounts.entries.clone()),
     })?;
     let control = vm.work_dir().join("ctl.sock");
@@ -167,6 +233,16 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         rec.control = Some(control.clone());
         let qmp = vm.work_dir().join(hypervisor::QMP_SOCKET);
         rec.qmp = qmp.exists().then_some(qmp);
+        let api = vm.work_dir().join(hypervisor::VMM_API_SOCKET);
+        rec.vmm_api = api.exists().then_some(api);
+        rec.cgroup = cgroup.map(|c| c.dir);
+        rec.balloon = balloon && rec.qmp.is_some();
+        rec.memory_max_mib = Some(config.memory_mib);
+        rec.memory_mib = Some(config.memory_mib);
+        if rec.balloon && bundle.memory_mib < config.memory_mib {
+            vmctl::set_memory(&rec, bundle.memory_mib)?;
+            rec.memory_mib = Some(bundle.memory_mib);
+        }
         lock.save(&rec)?;
     }
 
