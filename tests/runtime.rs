@@ -1434,3 +1434,88 @@ fn a_spec_network_namespace_is_joined_to_the_guest() {
     assert!(out.contains("served from the peer namespace"), "{out}");
     f.ok(&["delete", "netns"]);
 }
+
+/// MemTotal inside the container, in KiB.
+fn mem_total_kib(f: &Fixture, id: &str) -> u64 {
+    let out = f.ok(&["exec", id, "grep", "MemTotal", "/proc/meminfo"]);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {out:?}"))
+}
+
+/// Polls MemTotal until `done` accepts it and the balloon has stopped moving (it moves
+/// a batch of pages at a time: the same value twice in a row), or a generous deadline
+/// passes; returns the last value.
+fn await_mem_total(f: &Fixture, id: &str, done: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = None;
+    loop {
+        let kib = mem_total_kib(f, id);
+        if (done(kib) && last == Some(kib)) || Instant::now() > deadline {
+            return kib;
+        }
+        last = Some(kib);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `update --memory`: the VM boots with the annotation's maximum and the balloon holds
+/// the guest to the limit; an update shrinks it and regrows it up to the maximum, and
+/// one beyond the maximum (or below the floor) is refused with nothing changed, CPU
+/// quota included.
+#[test]
+fn update_moves_memory_through_the_balloon_up_to_the_boot_size() {
+    let Some(mut f) = Fixture::new("update_moves_memory_through_the_balloon_up_to_the_boot_size")
+    else {
+        return;
+    };
+    let b = f.bundle(
+        "b",
+        json!({
+            "annotations": {"io.skiff.vm.memory-max-mib": "512"},
+            "linux": {"resources": {"memory": {"limit": 256u64 << 20}}},
+        }),
+    );
+    let pid = f.create("mem", &b, &[]);
+    f.ok(&["start", "mem"]);
+    let at_256 = await_mem_total(&f, "mem", |k| k <= 256 << 10);
+    assert!(
+        at_256 <= 256 << 10,
+        "MemTotal {at_256} KiB above the 256 MiB limit"
+    );
+    f.ok(&["update", "--memory", "160m", "mem"]);
+    let at_160 = await_mem_total(&f, "mem", |k| k <= 160 << 10);
+    assert!(
+        at_160 <= 160 << 10,
+        "MemTotal {at_160} KiB after update to 160 MiB"
+    );
+    assert!(at_256 - at_160 >= 90 << 10, "{at_256} -> {at_160} KiB");
+    f.ok(&["update", "--memory", "400m", "mem"]);
+    let at_400 = await_mem_total(&f, "mem", |k| k > 300 << 10);
+    assert!(
+        (300 << 10..=400 << 10).contains(&at_400),
+        "MemTotal {at_400} KiB after update to 400 MiB"
+    );
+
+    let cgroup = recorded_cgroup(&f, "mem");
+    let before = cpu_max_of(&cgroup);
+    let res = f.scratch.path().join("res.json");
+    std::fs::write(
+        &res,
+        r#"{"memory": {"limit": 1073741824}, "cpu": {"quota": 90000, "period": 100000}}"#,
+    )
+    .unwrap();
+    f.fails(
+        &["update", "--resources", res.to_str().unwrap(), "mem"],
+        "cannot grow beyond",
+    );
+    assert_eq!(cpu_max_of(&cgroup), before);
+    assert_eq!(mem_total_kib(&f, "mem"), at_400);
+    f.fails(&["update", "--memory", "16m", "mem"], "at least");
+    assert_eq!(mem_total_kib(&f, "mem"), at_400);
+    assert_eq!(f.state("mem")["status"], "running");
+    f.ok(&["kill", "mem", "KILL"]);
+    assert_eq!(wait_pid(pid), 128 + libc::SIGKILL);
+    f.ok(&["delete", "mem"]);
+}
