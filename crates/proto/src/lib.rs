@@ -15,7 +15,7 @@ pub use frame::{read_frame, write_frame, DataKind, Frame, FrameError, HEADER_LEN
 pub use message::{
     Capabilities, ContainerConfig, ExitStatus, GuestInterface, GuestNetwork, GuestProcess, Message,
     MountEntry, MountKind, ProcessSpec, Rlimit, SeccompProgram, SharedDir, User, DEFAULT_PATH,
-    MAX_NET_FILE, MAX_PROCESSES, MAX_SECCOMP_INSNS,
+    MAX_ENTROPY, MAX_NET_FILE, MAX_PROCESSES, MAX_SECCOMP_INSNS,
 };
 
 /// Bumped on any incompatible change of frames or messages.
@@ -31,3 +31,17 @@ pub const READY_PORT: u32 = 1025;
 
 /// The host's vsock CID as seen from the guest.
 pub const HOST_CID: u32 = 2;
+
+/// The kernel command-line switch that makes the agent speak on the first serial port
+/// (ttyS0) instead of vsock: VMs saved and restored with QEMU migration use it (QEMU
+/// cannot migrate a vhost-user vsock device). The agent silences the kernel console
+/// there once it takes the line.
+pub const SERIAL_SWITCH: &str = "skiff.agent=ttyS0";
+
+/// What the agent writes on the serial port once it waits for a host: a snapshot
+/// template is saved when it appears.
+pub const SERIAL_READY: &[u8] = b"\nskiff-agent: ready for a host\n";
+
+/// The byte a host sends on the serial port to start a session; the agent answers
+/// with its hello. (A serial line has no connect event of its own.)
+pub const SERIAL_GO: u8 = 0x06;

@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most random bytes a `Reseed` carries (the kernel's input pool is 256 bits; more
+/// only costs time).
+pub const MAX_ENTROPY: usize = 256;
+
 /// Used when a process spec carries no PATH, as Docker does.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -69,6 +73,17 @@ pub enum Message {
     Processes {
         processes: Vec<GuestProcess>,
     },
+    /// Host -> agent, first thing on a VM restored from a snapshot (which would
+    /// otherwise repeat its twins' random numbers and carry the snapshot's clock): mix
+    /// `entropy` (at most [`MAX_ENTROPY`] bytes) into the guest's random pool, reseed
+    /// the kernel's CRNG, and set the wall clock to `realtime_ns` since the epoch.
+    /// Answered by `Reseeded` or `Error { stream: None, .. }`.
+    Reseed {
+        entropy: Vec<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        realtime_ns: Option<u64>,
+    },
+    Reseeded,
     /// Either side: a request failed (`stream` names the process if there is one).
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,11 +1,12 @@
 //! skiff-agent: PID 1 of every skiff microVM.
 //!
 //! It prepares the guest (pseudo filesystems, a pivotable root), then serves the host
-//! over vsock: it assembles the container's root filesystem from the layer disks and the
+//! over vsock (or the serial port, for VMs that are snapshotted): it assembles the container's root filesystem from the layer disks and the
 //! writable disk, runs the container's process and any `exec`s inside it, relays their
 //! stdio, signals and exit statuses, and on stop syncs, unmounts and powers the VM off.
 
 mod container;
+mod identity;
 mod init;
 mod mounts;
 mod net;
@@ -13,6 +14,7 @@ mod process;
 mod ps;
 mod reaper;
 mod rootfs;
+mod serial;
 mod session;
 mod sys;
 mod users;
@@ -41,6 +43,14 @@ fn run() -> std::io::Result<()> {
     // SIGCHLD must be blocked before any thread exists so only the reaper sees it.
     reaper::start()?;
 
+    if serial::requested() {
+        serial::silence_console()?;
+        let mut port = serial::Port::open()?;
+        loop {
+            port.wait_for_host()?;
+            session::serve(crate::session::Conn::try_clone(&port)?);
+        }
+    }
     let listener = vsock::Listener::bind(AGENT_PORT)?;
     std::thread::spawn(|| match vsock::Stream::connect(HOST_CID, READY_PORT) {
         Ok(conn) => session::serve(conn),

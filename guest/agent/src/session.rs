@@ -16,8 +16,17 @@ use skiff_proto::{
 };
 
 use crate::process::{self, PidNs, SpawnError, Spawned};
-use crate::vsock::Stream;
 use crate::{container, log};
+
+/// A connection to the host: a vsock stream or the virtio-serial port.
+pub trait Conn: Read + Write + Send + Sized + 'static {
+    fn try_clone(&self) -> std::io::Result<Self>;
+    /// Ends the connection so a thread blocked reading it wakes up (where possible).
+    fn shutdown(&self);
+}
+
+/// The connection's writing half, type-erased so one `Writer` type serves both.
+type Sink = Box<dyn Write + Send>;
 
 /// How long stdout/stderr may keep flowing after a process exits (a background child
 /// may hold the pipe open) before the exit is reported anyway.
@@ -26,7 +35,7 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 const HOST_HANGUP_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
-struct Writer(Arc<Mutex<Option<Stream>>>);
+struct Writer(Arc<Mutex<Option<Sink>>>);
 
 impl Writer {
     /// Sends a frame; after the first failure the connection is considered gone and
@@ -80,9 +89,9 @@ struct Session {
     hangup: Arc<Hangup>,
 }
 
-pub fn serve(conn: Stream) {
+pub fn serve<C: Conn>(conn: C) {
     let writer = match conn.try_clone() {
-        Ok(w) => Writer(Arc::new(Mutex::new(Some(w)))),
+        Ok(w) => Writer(Arc::new(Mutex::new(Some(Box::new(w) as Sink)))),
         Err(e) => return log!("session: {e}"),
     };
     let session = Session {
@@ -99,11 +108,13 @@ pub fn serve(conn: Stream) {
         });
     }
     reader.shutdown();
+    // Nothing of this session may reach a later host connection (a serial port's).
+    *session.writer.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
     session.hangup.set();
 }
 
 impl Session {
-    fn run(&self, conn: &mut Stream) -> Result<(), String> {
+    fn run(&self, conn: &mut impl Read) -> Result<(), String> {
         self.writer.control(Message::Hello {
             version: PROTOCOL_VERSION,
             uptime_ms: Some(crate::sys::uptime_ms()),
@@ -186,6 +197,19 @@ impl Session {
                     Err(e) => Message::Error {
                         stream: None,
                         message: format!("list processes: {e}"),
+                    },
+                };
+                self.writer.control(reply);
+            }
+            Message::Reseed {
+                entropy,
+                realtime_ns,
+            } => {
+                let reply = match crate::identity::reseed(&entropy, realtime_ns) {
+                    Ok(()) => Message::Reseeded,
+                    Err(e) => Message::Error {
+                        stream: None,
+                        message: format!("reseed: {e}"),
                     },
                 };
                 self.writer.control(reply);

@@ -1,4 +1,4 @@
-//! AF_VSOCK streams: the agent's only channel to the host.
+//! AF_VSOCK streams: the agent's channel to the host (`serial` is the other).
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -62,13 +62,15 @@ impl Stream {
         check(unsafe { libc::connect(fd.as_raw_fd(), (&raw const a).cast(), ADDR_LEN) })?;
         Ok(Self(fd))
     }
+}
 
-    pub fn try_clone(&self) -> io::Result<Self> {
+impl crate::session::Conn for Stream {
+    fn try_clone(&self) -> io::Result<Self> {
         Ok(Self(self.0.try_clone()?))
     }
 
     /// Ends both directions, which wakes a thread blocked reading this connection.
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         // SAFETY: shutdown on a socket fd we own; errors are irrelevant here.
         unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RDWR) };
     }
