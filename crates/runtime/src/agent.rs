@@ -200,7 +200,10 @@ impl AgentConn {
             Frame::Control(Message::Error { stream, message }) => Event::Error { stream, message },
             Frame::Control(Message::PoweringOff) => Event::PoweringOff,
             Frame::Control(
-                Message::Started { .. } | Message::ContainerCreated | Message::Processes { .. },
+                Message::Started { .. }
+                | Message::ContainerCreated
+                | Message::Reseeded
+                | Message::Processes { .. },
             ) => return Err(Error::Protocol("unsolicited reply from the agent".into())),
             Frame::Control(other) => {
                 return Err(Error::Protocol(format!(
@@ -253,6 +256,27 @@ impl AgentConn {
         })?;
         self.await_reply(|f| match f {
             Frame::Control(Message::ContainerCreated) => Some(Ok(())),
+            Frame::Control(Message::Error {
+                stream: None,
+                message,
+            }) => Some(Err(Error::Agent(message.clone()))),
+            _ => None,
+        })
+    }
+
+    /// Gives a restored guest fresh randomness (mixed in, CRNG reseeded) and the
+    /// host's wall-clock time.
+    pub fn reseed(&mut self, entropy: Vec<u8>) -> Result<()> {
+        let realtime_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok());
+        self.sender.control(Message::Reseed {
+            entropy,
+            realtime_ns,
+        })?;
+        self.await_reply(|f| match f {
+            Frame::Control(Message::Reseeded) => Some(Ok(())),
             Frame::Control(Message::Error {
                 stream: None,
                 message,

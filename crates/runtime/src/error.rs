@@ -51,6 +51,9 @@ pub enum Error {
     },
     #[error("{path}: {message}")]
     Disk { path: PathBuf, message: String },
+    /// A snapshot is missing, damaged, or does not fit this host or request.
+    #[error("snapshot {path}: {message}")]
+    Snapshot { path: PathBuf, message: String },
     /// Host network setup (bridge, TAP, nftables) failed.
     #[error("network setup: {0}")]
     Network(String),

@@ -11,7 +11,9 @@ use skiff_proto::{AGENT_PORT, READY_PORT};
 
 use crate::agent::AgentConn;
 use crate::artifacts::GuestArtifacts;
-use crate::hypervisor::{self, Disk, LaunchSpec, NetDevice, Selection, Share, VmProcess};
+use crate::hypervisor::{
+    self, Disk, LaunchSpec, NetDevice, Selection, Share, SnapshotRole, VmProcess,
+};
 use crate::{Error, Result};
 
 /// Lines of console output kept in boot errors.
@@ -36,6 +38,15 @@ pub struct VmConfig {
     pub die_with_parent: bool,
     /// Parent of the VM's scratch directory (default: the system temp dir).
     pub scratch_parent: Option<PathBuf>,
+    /// A VM to be saved, or one restored from a snapshot (QEMU backend).
+    pub snapshot: Option<VmSnapshot>,
+}
+
+/// The owned form of [`SnapshotRole`].
+#[derive(Debug, Clone)]
+pub enum VmSnapshot {
+    Template { ram: PathBuf },
+    Restore { ram: PathBuf, state: PathBuf },
 }
 
 impl VmConfig {
@@ -53,6 +64,7 @@ impl VmConfig {
             boot_timeout: Duration::from_secs(30),
             die_with_parent: false,
             scratch_parent: None,
+            snapshot: None,
         }
     }
 }
@@ -80,6 +92,15 @@ impl MicroVm {
     /// Starts the VM and waits for its agent. On any error every host process of the VM
     /// is killed and the scratch directory removed before returning.
     pub fn boot(config: &VmConfig) -> Result<(Self, AgentConn)> {
+        match config.snapshot {
+            None => {}
+            Some(VmSnapshot::Restore { .. }) => return Self::restore(config),
+            Some(VmSnapshot::Template { .. }) => {
+                return Err(Error::Config(
+                    "a snapshot template is started with MicroVm::launch_template".into(),
+                ))
+            }
+        }
         let t0 = Instant::now();
         let parent = config
             .scratch_parent
@@ -111,6 +132,7 @@ impl MicroVm {
             console_log: &console_log,
             work_dir: work_dir.path(),
             die_with_parent: config.die_with_parent,
+            snapshot: None,
         };
         let t_launch = Instant::now();
         let process = hypervisor::launch(&config.selection, &spec)?;
@@ -130,6 +152,208 @@ impl MicroVm {
         vm.timings.guest_uptime_at_ready = conn.guest_uptime_ms.map(Duration::from_millis);
         tracing::debug!(timings = ?vm.timings, pid = vm.pid(), "agent ready");
         Ok((vm, conn))
+    }
+
+    /// Starts a VM without waiting for anything: a snapshot template (whose agent
+    /// waits on its serial port for a host that never connects) or a restored VM.
+    fn start(config: &VmConfig) -> Result<(Self, Instant)> {
+        let t0 = Instant::now();
+        let parent = config
+            .scratch_parent
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let work_dir = tempfile::Builder::new()
+            .prefix("skiff-vm-")
+            .tempdir_in(parent)
+            .map_err(Error::io("create the VM's scratch directory"))?;
+        let vsock_uds = work_dir.path().join("vsock.sock");
+        let console_log = work_dir.path().join("console.log");
+        let role = match &config.snapshot {
+            Some(VmSnapshot::Template { ram }) => SnapshotRole::Template { ram },
+            Some(VmSnapshot::Restore { ram, state }) => SnapshotRole::Restore { ram, state },
+            None => return Err(Error::Config("not a snapshot VM".into())),
+        };
+        let spec = LaunchSpec {
+            artifacts: &config.artifacts,
+            memory_mib: config.memory_mib,
+            vcpus: config.vcpus,
+            disks: &config.disks,
+            shares: &config.shares,
+            nets: &config.nets,
+            cmdline_extra: &config.cmdline_extra,
+            vsock_uds: &vsock_uds,
+            console_log: &console_log,
+            work_dir: work_dir.path(),
+            die_with_parent: config.die_with_parent,
+            snapshot: Some(role),
+        };
+        let t_launch = Instant::now();
+        let process = hypervisor::launch(&config.selection, &spec)?;
+        Ok((
+            Self {
+                process,
+                work_dir,
+                vsock_uds,
+                console_log,
+                timings: BootTimings {
+                    prepare: t_launch - t0,
+                    ..BootTimings::default()
+                },
+            },
+            t_launch,
+        ))
+    }
+
+    /// Starts a VM that will be saved (see [`crate::snapshot`]).
+    pub(crate) fn launch_template(config: &VmConfig) -> Result<Self> {
+        Ok(Self::start(config)?.0)
+    }
+
+    /// Starts a VM from a snapshot and greets its agent on the serial port. QEMU
+    /// loads the device state, resumes the vCPUs by itself, and the agent (saved
+    /// while waiting for a host) says hello as soon as we connect.
+    fn restore(config: &VmConfig) -> Result<(Self, AgentConn)> {
+        let (mut vm, t_launch) = Self::start(config)?;
+        let deadline = t_launch + config.boot_timeout;
+        // Say go only once the state is loaded, so the byte reaches the restored
+        // UART instead of one the incoming state then overwrites.
+        let running = (|| {
+            let mut qmp = hypervisor::qmp::Qmp::connect(
+                &vm.work_dir().join(hypervisor::QMP_SOCKET),
+                config.boot_timeout,
+            )?;
+            if let Some(VmSnapshot::Restore { state, .. }) = &config.snapshot {
+                hypervisor::start_incoming(&mut qmp, state)?;
+            }
+            loop {
+                let st = qmp.execute("query-status", serde_json::json!({}))?;
+                match st.get("status").and_then(serde_json::Value::as_str) {
+                    Some("running") => return Ok(()),
+                    Some("inmigrate") => {}
+                    // The template was paused when saved, so the copy is too.
+                    Some("paused") => {
+                        qmp.execute("cont", serde_json::json!({}))?;
+                        return Ok(());
+                    }
+                    other => {
+                        return Err(Error::Config(format!(
+                            "the restored VM is {} instead of running",
+                            other.unwrap_or("in an unknown state")
+                        )))
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::Config("loading the snapshot timed out".into()));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })();
+        if let Err(e) = running {
+            return Err(vm.restore_failed(&e.to_string()));
+        }
+        let sock = vm.work_dir().join(hypervisor::AGENT_SERIAL_SOCKET);
+        let mut stream = std::os::unix::net::UnixStream::connect(&sock)
+            .map_err(|e| vm.restore_failed(&format!("connect {}: {e}", sock.display())))?;
+        std::io::Write::write_all(&mut stream, &[skiff_proto::SERIAL_GO])
+            .map_err(|e| vm.restore_failed(&format!("write {}: {e}", sock.display())))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let conn = AgentConn::handshake(stream, left.max(Duration::from_millis(1)))
+            .map_err(|e| vm.restore_failed(&e.to_string()))?;
+        vm.timings.launch_to_ready = t_launch.elapsed();
+        vm.timings.guest_uptime_at_ready = conn.guest_uptime_ms.map(Duration::from_millis);
+        tracing::debug!(timings = ?vm.timings, pid = vm.pid(), "restored VM's agent ready");
+        Ok((vm, conn))
+    }
+
+    /// For a snapshot template: connects to the serial port's socket and waits until
+    /// the agent says it is ready for a host (its output before that is skipped).
+    pub(crate) fn await_serial_ready(&mut self, timeout: Duration) -> Result<()> {
+        use std::io::Read;
+        let deadline = Instant::now() + timeout;
+        let sock = self.work_dir().join(hypervisor::AGENT_SERIAL_SOCKET);
+        let early = |vm: &mut Self, what: String| -> Error {
+            match vm.process.try_wait() {
+                Ok(Some(status)) => {
+                    let log = console_tail(&vm.work_dir().join("qemu.log"), 3);
+                    Error::VmExitedEarly {
+                        status: format!("{status}; QEMU said: {}", log.join(" / ")),
+                        console_tail: Vec::new(),
+                    }
+                }
+                _ => Error::BootTimeout {
+                    after: timeout,
+                    console_tail: vec![what],
+                },
+            }
+        };
+        let mut stream = loop {
+            match std::os::unix::net::UnixStream::connect(&sock) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(early(self, format!("connect {}: {e}", sock.display())))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        };
+        let want = skiff_proto::SERIAL_READY;
+        let mut window: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(early(self, "the agent never said it was ready".into()));
+            }
+            stream
+                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
+                .map_err(Error::io("serial socket"))?;
+            match stream.read(&mut buf) {
+                Ok(0) => return Err(early(self, "QEMU closed the serial port".into())),
+                Ok(n) => {
+                    window.extend_from_slice(&buf[..n]);
+                    if window.windows(want.len()).any(|w| w == want) {
+                        return Ok(());
+                    }
+                    // Keep only what could still be the start of the marker.
+                    let keep = window.len().saturating_sub(want.len());
+                    window.drain(..keep);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if let Ok(Some(_)) = self.process.try_wait() {
+                        return Err(early(self, String::new()));
+                    }
+                }
+                Err(e) => return Err(Error::io("read the serial port")(e)),
+            }
+        }
+    }
+
+    /// One error for a restore that did not come up: QEMU's own complaint (a damaged
+    /// state file is reported there) or the console's tail.
+    fn restore_failed(&mut self, what: &str) -> Error {
+        std::thread::sleep(Duration::from_millis(20));
+        let exited = self.process.try_wait().ok().flatten();
+        self.process.kill();
+        let qemu_log = console_tail(&self.work_dir().join("qemu.log"), 3);
+        match exited {
+            Some(status) => Error::VmExitedEarly {
+                status: format!("{status}; QEMU said: {}", qemu_log.join(" / ")),
+                console_tail: self.console_tail(CONSOLE_TAIL_LINES),
+            },
+            None => Error::Protocol(format!(
+                "restored VM: {what}; console: {}",
+                self.console_tail(5).join(" / ")
+            )),
+        }
+    }
+
+    /// The QMP monitor of a QEMU VM.
+    pub(crate) fn qmp(&self, timeout: Duration) -> Result<hypervisor::qmp::Qmp> {
+        hypervisor::qmp::Qmp::connect(&self.work_dir().join(hypervisor::QMP_SOCKET), timeout)
     }
 
     fn await_agent(

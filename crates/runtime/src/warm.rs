@@ -54,6 +54,8 @@ pub struct WarmVm {
     layers: usize,
     disk_writable: bool,
     used: bool,
+    /// Restored from a snapshot: its randomness and clock are its twins' until reseeded.
+    reseed: bool,
     _disk_dir: tempfile::TempDir,
 }
 
@@ -101,6 +103,30 @@ impl WarmVm {
             layers: spec.layers.len(),
             disk_writable: spec.writable_disk_bytes.is_some(),
             used: false,
+            reseed: false,
+            _disk_dir: disk_dir,
+        })
+    }
+
+    /// A VM restored from a snapshot (see [`crate::snapshot`]); its writable layer is
+    /// a tmpfs.
+    pub(crate) fn restored(
+        vm: MicroVm,
+        agent: AgentConn,
+        layers: usize,
+        scratch_parent: Option<PathBuf>,
+    ) -> Result<Self> {
+        let disk_dir = tempfile::Builder::new()
+            .prefix("skiff-warm-")
+            .tempdir_in(scratch_parent.unwrap_or_else(std::env::temp_dir))
+            .map_err(crate::Error::io("create the warm VM's directory"))?;
+        Ok(Self {
+            vm,
+            agent,
+            layers,
+            disk_writable: false,
+            used: false,
+            reseed: true,
             _disk_dir: disk_dir,
         })
     }
@@ -132,6 +158,9 @@ impl WarmVm {
         }
         let layers = (0..self.layers).map(|i| format!("layer{i}")).collect();
         let t0 = std::time::Instant::now();
+        if self.reseed {
+            self.agent.reseed(crate::snapshot::host_entropy()?)?;
+        }
         self.agent.create_container(&ContainerConfig {
             id: hostname.to_owned(),
             hostname: hostname.to_owned(),

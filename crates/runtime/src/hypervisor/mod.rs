@@ -7,6 +7,8 @@
 
 mod daemons;
 mod qemu;
+pub(crate) use qemu::{set_snapshot_capabilities, shell_quote, start_incoming};
+pub(crate) mod qmp;
 mod virtiofs;
 mod vmm;
 
@@ -181,6 +183,25 @@ pub enum NetBackend {
     Stream(PathBuf),
 }
 
+/// The host end of the serial port of VMs whose agent speaks over it (see
+/// [`SnapshotRole`]), in the VM's work directory.
+pub const AGENT_SERIAL_SOCKET: &str = "agent.sock";
+
+/// A VM that takes part in snapshots (QEMU backend only). Such a VM's agent speaks over
+/// the serial port instead of vsock (see skiff_proto::SERIAL_SWITCH), its disks are
+/// QEMU's own virtio-blk and it has no shares or network devices: everything in it
+/// must be migratable.
+#[derive(Debug, Clone, Copy)]
+pub enum SnapshotRole<'a> {
+    /// Boot a VM to be saved; its RAM lives in this file (shared mapping), so saving
+    /// writes only the device state.
+    Template { ram: &'a Path },
+    /// Start from a saved VM: `ram` mapped copy-on-write (private mapping; every
+    /// restored VM shares the file's pages until it writes them) and the device state
+    /// loaded from `state`.
+    Restore { ram: &'a Path, state: &'a Path },
+}
+
 /// Everything a backend needs to start one microVM.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec<'a> {
@@ -203,6 +224,8 @@ pub struct LaunchSpec<'a> {
     pub work_dir: &'a Path,
     /// Kill the VM if the launching thread's process dies (CLI use).
     pub die_with_parent: bool,
+    /// Set for VMs that are saved or restored.
+    pub snapshot: Option<SnapshotRole<'a>>,
 }
 
 /// A running microVM's host processes.
@@ -221,6 +244,9 @@ pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn Vm
     validate_nets(spec.nets)?;
     match selection.kind {
         HypervisorKind::Qemu => Ok(Box::new(qemu::launch(selection.accel, spec)?)),
+        HypervisorKind::Vmm if spec.snapshot.is_some() => Err(Error::Config(
+            "snapshots of this kind need the QEMU backend (skiff-vmm has its own format)".into(),
+        )),
         HypervisorKind::Vmm => {
             let vmm = crate::tools::find_program("skiff-vmm", "SKIFF_VMM").map_err(|looked| {
                 Error::MissingTool {

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::daemons::ProcessGroup;
-use super::{Accel, LaunchSpec};
+use super::{Accel, LaunchSpec, SnapshotRole};
 use crate::tools::find_program;
 use crate::{Error, Result};
 
@@ -72,6 +72,12 @@ fn qemu_escape(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
+/// A string as one single-quoted shell word (QEMU runs `exec:` migration URIs with
+/// `/bin/sh -c`).
+pub(crate) fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"))
+}
+
 /// Starts the device daemons and QEMU; the group owns them all.
 pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
     let qemu_bin = find_qemu().map_err(|looked| Error::MissingTool {
@@ -79,6 +85,9 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
         looked,
         hint: "install it with `apt-get install qemu-system-x86`",
     })?;
+    if let Some(role) = spec.snapshot {
+        return launch_migratable(&qemu_bin, accel, spec, role);
+    }
     let devices = DeviceModels::detect()?;
     let mut processes = ProcessGroup::default();
     let dir = spec.work_dir;
@@ -107,42 +116,21 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
     )?;
     processes.wait_for_socket(&vhost_vsock, socket_timeout)?;
 
-    let mut cmd = Command::new(&qemu_bin);
-    let mem = format!("{}M", spec.memory_mib);
-    cmd.args([
-        "-M",
-        "microvm,x-option-roms=off,isa-serial=on,acpi=off,rtc=on,memory-backend=mem",
-    ])
-    .args([
-        "-object",
-        &format!("memory-backend-memfd,id=mem,size={mem},share=on"),
-    ])
-    .args(["-m", &mem])
-    .args(["-smp", &spec.vcpus.to_string()])
-    .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-    // A QMP monitor, so skiff-runtime can pause and resume the vCPUs (`stop`/`cont`).
-    cmd.arg("-qmp").arg(format!(
-        "unix:{},server=on,wait=off",
-        qemu_escape(&dir.join(super::QMP_SOCKET))
-    ));
-    match accel {
-        Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
-        Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
-    };
-    cmd.arg("-kernel")
-        .arg(&spec.artifacts.kernel)
-        .arg("-initrd")
-        .arg(&spec.artifacts.initramfs)
-        .args(["-append", &super::kernel_cmdline('t', spec.cmdline_extra)])
+    let mem = format!(
+        "memory-backend-memfd,id=mem,size={}M,share=on",
+        spec.memory_mib
+    );
+    let mut cmd = base_command(&qemu_bin, accel, spec, &mem);
+    cmd.args(["-append", &super::kernel_cmdline('t', spec.cmdline_extra)])
         .args([
             "-serial",
             &format!("file:{}", qemu_escape(spec.console_log)),
-        ])
-        .args([
-            "-chardev",
-            &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_vsock)),
-        ])
-        .args(["-device", "vhost-user-vsock-device,chardev=vsock0"]);
+        ]);
+    cmd.args([
+        "-chardev",
+        &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_vsock)),
+    ])
+    .args(["-device", "vhost-user-vsock-device,chardev=vsock0"]);
 
     for (i, d) in spec.disks.iter().enumerate() {
         match &devices {
@@ -258,6 +246,125 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
     Ok(processes)
 }
 
+/// The command line every QEMU microVM shares: machine, memory backend `mem_object`,
+/// CPUs, QMP monitor, kernel and initramfs.
+fn base_command(qemu_bin: &Path, accel: Accel, spec: &LaunchSpec<'_>, mem_object: &str) -> Command {
+    let mut cmd = Command::new(qemu_bin);
+    cmd.args([
+        "-M",
+        "microvm,x-option-roms=off,isa-serial=on,acpi=off,rtc=on,memory-backend=mem",
+    ])
+    .args(["-object", mem_object])
+    .args(["-m", &format!("{}M", spec.memory_mib)])
+    .args(["-smp", &spec.vcpus.to_string()])
+    .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    // A QMP monitor, so skiff-runtime can pause and resume the vCPUs (`stop`/`cont`)
+    // and save VMs.
+    cmd.arg("-qmp").arg(format!(
+        "unix:{},server=on,wait=off",
+        qemu_escape(&spec.work_dir.join(super::QMP_SOCKET))
+    ));
+    match accel {
+        Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]),
+    };
+    cmd.arg("-kernel")
+        .arg(&spec.artifacts.kernel)
+        .arg("-initrd")
+        .arg(&spec.artifacts.initramfs);
+    cmd
+}
+
+/// A VM that can be saved or restored: guest RAM in a file, the agent on the serial
+/// port, QEMU's own virtio-blk for the disks (migratable, and the
+/// read-only layer files are simply reopened). vhost-user devices (vsock, fs) cannot
+/// be migrated by QEMU 7.2, and TAP names are per VM, so shares and networks are
+/// refused. The device list must be identical on both sides of a snapshot.
+fn launch_migratable(
+    qemu_bin: &Path,
+    accel: Accel,
+    spec: &LaunchSpec<'_>,
+    role: SnapshotRole<'_>,
+) -> Result<ProcessGroup> {
+    if !spec.shares.is_empty() || !spec.nets.is_empty() {
+        return Err(Error::Config(
+            "a VM that is snapshotted can have no shared directories or network devices".into(),
+        ));
+    }
+    let size = format!("size={}M", spec.memory_mib);
+    let (ram, share) = match role {
+        SnapshotRole::Template { ram } => (ram, "on"),
+        SnapshotRole::Restore { ram, .. } => (ram, "off"),
+    };
+    let mem = format!(
+        "memory-backend-file,id=mem,{size},mem-path={},share={share}",
+        qemu_escape(ram)
+    );
+    let extra = if spec.cmdline_extra.is_empty() {
+        skiff_proto::SERIAL_SWITCH.to_owned()
+    } else {
+        format!("{} {}", skiff_proto::SERIAL_SWITCH, spec.cmdline_extra)
+    };
+    let mut cmd = base_command(qemu_bin, accel, spec, &mem);
+    // The serial port is the agent's channel; the agent silences the console on it.
+    cmd.args(["-append", &super::kernel_cmdline('t', &extra)])
+        .args([
+            "-chardev",
+            &format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                qemu_escape(&spec.work_dir.join(super::AGENT_SERIAL_SOCKET))
+            ),
+        ])
+        .args(["-serial", "chardev:agent"]);
+    for (i, d) in spec.disks.iter().enumerate() {
+        let ro = if d.readonly { ",readonly=on" } else { "" };
+        cmd.args([
+            "-drive",
+            &format!(
+                "id=disk{i},file={},format=raw,if=none,cache=unsafe{ro}",
+                qemu_escape(&d.path)
+            ),
+        ])
+        .args([
+            "-device",
+            &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
+        ]);
+    }
+    if let SnapshotRole::Restore { .. } = role {
+        // The state is loaded over QMP (see `start_incoming`), once `x-ignore-shared`
+        // is on: QEMU 7.2 has no command-line switch for it.
+        cmd.args(["-incoming", "defer"]);
+    }
+    let mut processes = ProcessGroup::default();
+    processes.spawn(
+        &format!("{}", qemu_bin.display()),
+        cmd,
+        &spec.work_dir.join("qemu.log"),
+        spec.die_with_parent,
+    )?;
+    Ok(processes)
+}
+
+/// Migration capabilities both sides of a snapshot use: RAM lives in the memory
+/// file (shared on the saving side), so the stream carries only CPU and device state.
+pub(crate) fn set_snapshot_capabilities(qmp: &mut super::qmp::Qmp) -> Result<()> {
+    qmp.execute(
+        "migrate-set-capabilities",
+        serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+    )?;
+    Ok(())
+}
+
+/// Loads a restored VM's device state from `state`; QEMU resumes it when done.
+pub(crate) fn start_incoming(qmp: &mut super::qmp::Qmp, state: &Path) -> Result<()> {
+    set_snapshot_capabilities(qmp)?;
+    qmp.execute(
+        "migrate-incoming",
+        serde_json::json!({"uri": format!("exec:cat {}", shell_quote(state))}),
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +372,11 @@ mod tests {
     #[test]
     fn commas_in_paths_are_escaped() {
         assert_eq!(qemu_escape(Path::new("/a,b/c")), "/a,,b/c");
+    }
+
+    #[test]
+    fn shell_words_survive_quotes() {
+        assert_eq!(shell_quote(Path::new("/a b/c")), "'/a b/c'");
+        assert_eq!(shell_quote(Path::new("/it's")), "'/it'\\''s'");
     }
 }
