@@ -14,6 +14,7 @@ mod pool;
 mod procfs;
 mod sandboxes;
 mod server;
+mod snapshots;
 mod state;
 mod tenants;
 
@@ -164,6 +165,7 @@ async fn run(args: Args) -> Result<()> {
         rate: Default::default(),
         reservations: Default::default(),
         pools: Default::default(),
+        snapshots: Default::default(),
     });
     let seen = recover(&d).await?;
     tokio::spawn(watch(d.clone(), seen));

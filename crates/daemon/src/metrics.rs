@@ -71,6 +71,8 @@ pub struct Metrics {
     pub sandbox_start: Histogram,
     pub invoke_warm: Histogram,
     pub invoke_cold: Histogram,
+    /// Pool misses served by a VM restored from a snapshot.
+    pub invoke_snapshot: Histogram,
     pub pool_hits: AtomicU64,
     pub pool_misses: AtomicU64,
     pub requests: AtomicU64,
@@ -105,6 +107,13 @@ impl Metrics {
         );
         self.invoke_cold
             .render(&mut o, "skiffd_invoke_seconds", "pool=\"miss\"", "", false);
+        self.invoke_snapshot.render(
+            &mut o,
+            "skiffd_invoke_seconds",
+            "pool=\"snapshot\"",
+            "",
+            false,
+        );
         let counter = |o: &mut String, name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(
                 o,

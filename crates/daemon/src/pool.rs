@@ -31,12 +31,19 @@ pub struct PinnedVm {
 
 /// Boots a VM on a thread of its own (see [`PinnedVm`]); blocks until agent ready.
 fn boot_pinned(spec: WarmSpec) -> Result<PinnedVm, ApiError> {
+    pinned(move || WarmVm::boot(&spec))
+}
+
+/// Starts a VM with `start` on a thread that lives as long as the VM.
+fn pinned(
+    start: impl FnOnce() -> skiff_runtime::Result<WarmVm> + Send + 'static,
+) -> Result<PinnedVm, ApiError> {
     let (vm_tx, vm_rx) = std::sync::mpsc::channel();
     let (keep_tx, keep_rx) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("vm-launcher".into())
         .spawn(move || {
-            let booted = WarmVm::boot(&spec);
+            let booted = start();
             let ok = booted.is_ok();
             let _ = vm_tx.send(booted);
             if ok {
@@ -53,6 +60,12 @@ fn boot_pinned(spec: WarmSpec) -> Result<PinnedVm, ApiError> {
         Ok(Err(e)) => Err(ApiError::internal(format!("boot: {e}"))),
         Err(_) => Err(ApiError::internal("the VM launcher thread died")),
     }
+}
+
+/// Starts a VM from the snapshot of `spec`'s image and size (made first if needed).
+fn restore_pinned(d: &Daemon, image_id: &str, spec: WarmSpec) -> Result<PinnedVm, ApiError> {
+    let snap = d.snapshots.get(d, image_id, &spec)?;
+    pinned(move || snap.restore(&spec.selection, spec.scratch_parent.clone(), BOOT_TIMEOUT))
 }
 
 pub struct Pool {
@@ -210,6 +223,10 @@ pub struct InvokeRequest {
     /// Kill the command after this many seconds (default 60, at most 600).
     #[serde(default)]
     pub timeout_s: Option<u64>,
+    /// On a pool miss, start the VM from the image's snapshot (made by the first such
+    /// request) instead of booting it. QEMU backend only.
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -221,7 +238,7 @@ pub struct InvokeResult {
     /// True when stdout or stderr was cut at 1 MiB.
     pub truncated: bool,
     /// `hit`: a warm VM ran it; `miss`: the pool was empty (or there is none) and a VM
-    /// was cold-booted.
+    /// was cold-booted; `snapshot`: no warm VM, and one was restored from a snapshot.
     pub pool: &'static str,
     pub duration_ms: u64,
 }
@@ -267,6 +284,13 @@ pub async fn invoke(
     } else {
         Some(warm_spec(&d, layers, m, c))
     };
+    let restore = !hit && req.snapshot;
+    if let (true, Some(Ok(spec))) = (restore, &spec) {
+        if let Err(e) = crate::snapshots::check_backend(spec) {
+            d.reservations.release(&tenant, one);
+            return Err(e);
+        }
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (d2, t2, p2) = (d.clone(), tenant.clone(), pool.clone());
     tokio::task::spawn_blocking(move || {
@@ -274,7 +298,13 @@ pub async fn invoke(
             Some(vm) => Ok(vm),
             None => spec
                 .unwrap_or_else(|| Err(ApiError::internal("no VM spec")))
-                .and_then(boot_pinned),
+                .and_then(|spec| {
+                    if restore {
+                        restore_pinned(&d2, &image_id, spec)
+                    } else {
+                        boot_pinned(spec)
+                    }
+                }),
         };
         match vm {
             Ok(mut vm) => {
@@ -313,6 +343,9 @@ pub async fn invoke(
     if hit {
         d.metrics.pool_hits.fetch_add(1, Ordering::Relaxed);
         d.metrics.invoke_warm.observe(elapsed);
+    } else if restore {
+        d.metrics.pool_misses.fetch_add(1, Ordering::Relaxed);
+        d.metrics.invoke_snapshot.observe(elapsed);
     } else {
         d.metrics.pool_misses.fetch_add(1, Ordering::Relaxed);
         d.metrics.invoke_cold.observe(elapsed);
@@ -324,7 +357,11 @@ pub async fn invoke(
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         truncated: out.truncated,
-        pool: if hit { "hit" } else { "miss" },
+        pool: match (hit, restore) {
+            (true, _) => "hit",
+            (false, true) => "snapshot",
+            (false, false) => "miss",
+        },
         duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
     })
 }

@@ -25,4 +25,5 @@ pub struct Daemon {
     pub rate: RateLimiter,
     pub reservations: Reservations,
     pub pools: Pools,
+    pub snapshots: crate::snapshots::Snapshots,
 }
