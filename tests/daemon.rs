@@ -866,6 +866,70 @@ size = 2
 }
 
 #[test]
+fn invocations_restored_from_a_snapshot_keep_to_themselves() {
+    let ok = vm_and_daemon_ready().and_then(|()| skiff_tests::snapshot_ready());
+    if !prerequisite("daemon::snapshot_invoke", ok) {
+        return;
+    }
+    let root = Root::new();
+    let mut d = Daemon::start(&root, "");
+    pull_busybox(&d, "fn");
+    let body = json!({
+        "image": "busybox",
+        "memory_mib": 128,
+        "snapshot": true,
+        "cmd": ["sh", "-c",
+            "if [ -e /etc/w ]; then echo seen; else echo fresh; fi; echo x > /etc/w; \
+             hostname; head -c16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"],
+    })
+    .to_string();
+    let invoke = |d: &Daemon| {
+        let (s, v) = d.call("fn", "POST", "/v1/invoke", Some(&body));
+        assert_eq!((s, v["pool"].as_str()), (200, Some("snapshot")), "{v}");
+        assert_eq!(v["exit_code"], 0, "{v}");
+        let out: Vec<String> = v["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(out.len(), 3, "{v}");
+        out
+    };
+    let a = invoke(&d); // makes the snapshot, then restores from it
+    let b = invoke(&d);
+    assert_eq!((a[0].as_str(), b[0].as_str()), ("fresh", "fresh"));
+    assert!(a[1].starts_with("sb-") && a[1] != b[1], "{a:?} {b:?}");
+    assert_ne!(a[2], b[2], "two restored VMs drew the same random bytes");
+    let (_, m) = d.raw(None, "GET", "/metrics", None);
+    let m = String::from_utf8_lossy(&m);
+    assert!(
+        m.contains("skiffd_invoke_seconds_count{pool=\"snapshot\"} 2"),
+        "{m}"
+    );
+
+    // A restarted daemon restores from the snapshot on disk instead of making another.
+    let made = |root: &Root| {
+        let dir = std::fs::read_dir(root.path().join("snapshots"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::metadata(dir.join("snapshot.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let first = made(&root);
+    d.kill();
+    let d = Daemon::start(&root, "");
+    let c = invoke(&d);
+    assert_eq!(c[0], "fresh");
+    assert_eq!(made(&root), first, "the snapshot was made again");
+}
+
+#[test]
 fn schemathesis_finds_no_server_errors() {
     let st = std::env::var_os("SKIFF_SCHEMATHESIS")
         .map(PathBuf::from)

@@ -778,6 +778,7 @@ fn vmm_backend_serves_shares_through_virtiofsd() {
         console_log: &console,
         work_dir: &work,
         die_with_parent: true,
+        snapshot: None,
     };
     let mut vm = hypervisor::launch(&selection, &spec).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -808,4 +809,135 @@ fn vmm_backend_serves_shares_through_virtiofsd() {
         assert!(Instant::now() < deadline, "virtiofsd outlived its VM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// One command in a VM restored from `snap`, as `hostname`: (stdout, exit code).
+fn run_restored(
+    snap: &skiff_runtime::Snapshot,
+    hostname: &str,
+    script: &str,
+) -> (String, Option<i32>) {
+    let selection = hypervisor::select(Some(skiff_runtime::HypervisorKind::Qemu)).unwrap();
+    let mut vm = snap
+        .restore(&selection, None, Duration::from_secs(120))
+        .unwrap();
+    let mut p = ProcessSpec::new(vec!["sh".into(), "-c".into(), script.into()]);
+    p.env = vec![format!("PATH={}", skiff_proto::DEFAULT_PATH)];
+    let out = vm
+        .run(hostname, &p, 1 << 16, Duration::from_secs(60))
+        .unwrap();
+    (text(&out.stdout), out.status.map(ExitStatus::code))
+}
+
+#[test]
+fn vms_restored_from_one_snapshot_have_their_own_writes_names_and_randomness() {
+    let test = "vms_restored_from_one_snapshot";
+    if !skiff_tests::prerequisite(test, skiff_tests::snapshot_ready()) {
+        return;
+    }
+    let Some(base) = ready(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = skiff_runtime::WarmSpec {
+        artifacts: GuestArtifacts::locate(None, None).unwrap(),
+        selection: hypervisor::select(Some(skiff_runtime::HypervisorKind::Qemu)).unwrap(),
+        layers: vec![base],
+        memory_mib: 128,
+        vcpus: 1,
+        writable_disk_bytes: None,
+        scratch_parent: None,
+        boot_timeout: Duration::from_secs(120),
+    };
+    let snap_dir = dir.path().join("snap");
+    skiff_runtime::Snapshot::create(&spec, &snap_dir).unwrap();
+    // As a daemon would after a restart: from the directory alone.
+    let snap = skiff_runtime::Snapshot::open(&snap_dir).unwrap();
+    let ram_before = std::fs::read(snap_dir.join("ram")).unwrap();
+
+    // The first VM writes into its root filesystem; the second must not see it.
+    let script = "if [ -e /etc/written ]; then echo seen; else echo fresh; fi; \
+                  echo x > /etc/written; hostname; \
+                  head -c16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s";
+    let (a, code_a) = run_restored(&snap, "snap-a", script);
+    // A restored guest's clock resumes where the snapshot's stopped, seconds ago by
+    // now, unless the agent sets it.
+    std::thread::sleep(Duration::from_secs(4));
+    let (b, code_b) = run_restored(&snap, "snap-b", script);
+    assert_eq!((code_a, code_b), (Some(0), Some(0)), "a: {a}\nb: {b}");
+    let a: Vec<&str> = a.lines().collect();
+    let b: Vec<&str> = b.lines().collect();
+    assert_eq!(a[..2], ["fresh", "snap-a"], "{a:?}");
+    assert_eq!(b[..2], ["fresh", "snap-b"], "{b:?}");
+    assert_eq!(a[2].len(), 32, "{a:?}");
+    assert_ne!(
+        a[2], b[2],
+        "two restored VMs produced the same random bytes"
+    );
+    // The clock is the host's, not the snapshot's.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let guest: u64 = b[3].parse().unwrap();
+    assert!(now.abs_diff(guest) <= 2, "guest clock {guest}, host {now}");
+    // Restored VMs map the memory file privately: it is exactly as saved.
+    assert!(
+        std::fs::read(snap_dir.join("ram")).unwrap() == ram_before,
+        "a restored VM changed the snapshot's memory file"
+    );
+}
+
+#[test]
+fn a_damaged_or_missing_snapshot_is_one_clear_error() {
+    let test = "a_damaged_or_missing_snapshot";
+    if !skiff_tests::prerequisite(test, skiff_tests::snapshot_ready()) {
+        return;
+    }
+    let Some(base) = ready(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let missing = skiff_runtime::Snapshot::open(&dir.path().join("none"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("no snapshot here"), "{missing}");
+
+    let selection = hypervisor::select(Some(skiff_runtime::HypervisorKind::Qemu)).unwrap();
+    let spec = skiff_runtime::WarmSpec {
+        artifacts: GuestArtifacts::locate(None, None).unwrap(),
+        selection: selection.clone(),
+        layers: vec![base],
+        memory_mib: 128,
+        vcpus: 1,
+        writable_disk_bytes: None,
+        scratch_parent: Some(dir.path().to_path_buf()),
+        boot_timeout: Duration::from_secs(120),
+    };
+    let snap_dir = dir.path().join("snap");
+    skiff_runtime::Snapshot::create(&spec, &snap_dir).unwrap();
+    // Same length, garbage inside: only QEMU can tell, and the restore says so.
+    let state = snap_dir.join("state");
+    let len = std::fs::metadata(&state).unwrap().len();
+    std::fs::write(&state, vec![0x5a; usize::try_from(len).unwrap()]).unwrap();
+    let snap = skiff_runtime::Snapshot::open(&snap_dir).unwrap();
+    let err = match snap.restore(
+        &selection,
+        Some(dir.path().to_path_buf()),
+        Duration::from_secs(60),
+    ) {
+        Ok(_) => panic!("a VM came up from a damaged snapshot"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("QEMU said"), "{err}");
+    assert!(!err.contains('\n') || err.lines().count() < 30, "{err}");
+    // Nothing of the failed restore is left running.
+    let needle = dir.path().to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_mentioning(&needle).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(processes_mentioning(&needle).is_empty());
+    // A truncated state file is caught before QEMU starts.
+    std::fs::write(&state, b"short").unwrap();
+    let err = skiff_runtime::Snapshot::open(&snap_dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("damaged"), "{err}");
 }

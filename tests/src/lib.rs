@@ -230,3 +230,11 @@ pub fn plugin_components() -> Result<PathBuf, String> {
         .to_owned();
     Ok(PathBuf::from(dir))
 }
+
+/// Can this machine restore VMs from QEMU snapshots? A bootable VM and QEMU.
+pub fn snapshot_ready() -> Result<(), String> {
+    vm_ready()?;
+    skiff_runtime::hypervisor::select(Some(skiff_runtime::HypervisorKind::Qemu))
+        .map(drop)
+        .map_err(|e| e.to_string())
+}

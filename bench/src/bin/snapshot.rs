@@ -9,6 +9,9 @@
 //! open, says it carries on. The guest is at the same point in both, so the ratio is
 //! what a snapshot saves over booting and redoing the work.
 //!
+//! `snapshot qemu [RUNS]` measures the QEMU backend's snapshot restore instead (see
+//! `snapshot/qemu.rs`).
+//!
 //! Needs `skiff-vmm` (env `SKIFF_VMM`, else next to this binary: build it with
 //! `cargo build --release -p skiff-vmm`) and the test guest (env `SKIFF_TESTGUEST`,
 //! else `guest/testguest/build.sh`). Optional: `SKIFF_BENCH_RUNS` (default 5),
@@ -24,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use skiff_bench::{ms, percentile, print_table};
+
+#[path = "snapshot/qemu.rs"]
+mod qemu;
 
 /// Longest any single phase may take on a busy machine.
 const PATIENCE: Duration = Duration::from_secs(600);
@@ -227,6 +233,13 @@ fn one_run(vmm: &Path, guest: &Path, dir: &Path, mib: u64, s: &mut Samples) -> R
 }
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("qemu") {
+        let runs = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(5);
+        return qemu::main(runs);
+    }
     let vmm = vmm_binary()?;
     let guest = testguest()?;
     let runs: usize = std::env::var("SKIFF_BENCH_RUNS")
