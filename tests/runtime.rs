@@ -1193,6 +1193,7 @@ fn pause_and_resume_reach_skiff_vmm_through_its_api_socket() {
         console_log: &console,
         work_dir: &work,
         die_with_parent: true,
+        snapshot: None,
     };
     let selection = hypervisor::Selection {
         kind: skiff_runtime::HypervisorKind::Vmm,

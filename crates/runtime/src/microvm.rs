@@ -185,6 +185,8 @@ impl MicroVm {
             console_log: &console_log,
             work_dir: work_dir.path(),
             die_with_parent: config.die_with_parent,
+            // Both sides of a snapshot must have the same devices: never a balloon.
+            balloon: false,
             snapshot: Some(role),
         };
         let t_launch = Instant::now();
