@@ -719,8 +719,11 @@ fn masked_readonly_paths_capabilities_and_seccomp_apply_in_the_guest() {
         json!({
             "process": {
                 "args": ["sh", "-c", script],
+                // CAP_KILL cannot be ambient (not permitted nor inheritable): left
+                // out, as runc does, not an error.
                 "capabilities": {"bounding": chown_only, "effective": chown_only,
-                    "permitted": chown_only, "inheritable": chown_only},
+                    "permitted": chown_only, "inheritable": chown_only,
+                    "ambient": ["CAP_CHOWN", "CAP_KILL"]},
             },
             "linux": {
                 "maskedPaths": ["/proc/kcore", "/etc/secret", "/hidden", "/no/such/path"],
@@ -746,7 +749,7 @@ fn masked_readonly_paths_capabilities_and_seccomp_apply_in_the_guest() {
         "CapPrm:\t0000000000000001",
         "CapEff:\t0000000000000001",
         "CapBnd:\t0000000000000001",
-        "CapAmb:\t0000000000000000",
+        "CapAmb:\t0000000000000001",
         "secret=\n",
         "hidden=\n",
         "CHOWN-OK",

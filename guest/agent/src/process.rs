@@ -832,17 +832,18 @@ unsafe fn child_exec(
             if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
                 fail(Step::Caps);
             }
+            // Best effort, as runc: a capability that is not both permitted and
+            // inheritable cannot be ambient (`runc spec` lists ambient capabilities
+            // without inheritable ones), and is left out rather than failing the start.
             for &cap in &c.ambient {
-                if cap <= last_cap
-                    && libc::prctl(
+                if cap <= last_cap {
+                    libc::prctl(
                         libc::PR_CAP_AMBIENT,
                         libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
                         cap,
                         0,
                         0,
-                    ) != 0
-                {
-                    fail(Step::Caps);
+                    );
                 }
             }
         }
