@@ -129,6 +129,10 @@ pub fn main(runs: usize) -> Result<()> {
                 "invoke `true`, from snapshot (restore + reseed + run)",
                 &invoke,
             ),
+            row("  CreateContainer after cold boot", &create_cold),
+            row("  Reseed + CreateContainer after restore", &create_rest),
+            row("  `true` start to exit after cold boot", &process_cold),
+            row("  `true` start to exit after restore", &process_rest),
         ],
     );
     println!(
