@@ -457,6 +457,15 @@ fn stdio_exit_status_rootfs_binds_and_hooks() {
         "createRuntime hook",
     );
     f.fails(&["state", "badhook"], "does not exist");
+    assert_no_cgroup("badhook");
+}
+
+/// A create that failed left no cgroup behind (v1's cpu hierarchy or v2's).
+fn assert_no_cgroup(id: &str) {
+    for root in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
+        let dir = Path::new(root).join("skiff-runtime").join(id);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
 }
 
 /// Receives the pty master the runtime sends over the console socket.
@@ -1109,6 +1118,7 @@ fn create_container_and_start_container_hooks_run_in_the_guest() {
         "createContainer hook /hook: failed: exit status 3: no-good",
     );
     f.fails(&["state", "badcreate"], "does not exist");
+    assert_no_cgroup("badcreate");
     // One that outlives its timeout is killed and fails create too.
     let b = f.bundle(
         "slow",
@@ -1119,6 +1129,7 @@ fn create_container_and_start_container_hooks_run_in_the_guest() {
         "timed out",
     );
     f.fails(&["state", "slow"], "does not exist");
+    assert_no_cgroup("slow");
     // A failing startContainer hook fails start; the container ends without running.
     let b = with_hook(
         &f,

@@ -198,8 +198,13 @@ fn create(cli: &Cli, store: &Store, a: &CreateArgs) -> Result<Child> {
         }
         Err(e) => {
             if let Ok(lock) = store.lock(&a.id) {
-                if let Ok(Some(pid)) = lock.load().map(|r| r.pid) {
-                    kill_and_wait(pid);
+                if let Ok(rec) = lock.load() {
+                    if let Some(pid) = rec.pid {
+                        kill_and_wait(pid);
+                    }
+                    if let Some(dir) = rec.cgroup {
+                        CpuCgroup { dir }.remove();
+                    }
                 }
                 let _ = lock.remove();
             }

@@ -155,6 +155,13 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     let artifacts = GuestArtifacts::locate(None, None)?;
     let selection = hypervisor::select(None)?;
     let cgroup = join_cgroup(&bundle, id);
+    if let Some(cg) = &cgroup {
+        // Recorded at once, so a create or delete that ends this early removes it.
+        let lock = store.lock(id)?;
+        let mut rec = lock.load()?;
+        rec.cgroup = Some(cg.dir.clone());
+        lock.save(&rec)?;
+    }
     // The caller's network namespace (CNI): the VM's processes and TAP live in it.
     // Joined before any thread exists, so everything started from here is inside.
     let uplink = match netns::path(&bundle.spec) {
