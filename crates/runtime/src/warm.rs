@@ -1,11 +1,13 @@
 //! A microVM booted ahead of need: its image's layer disks (and optionally a fresh
-//! writable disk) are attached and the guest agent has said hello, but no container exists in it yet.
-//! [`WarmVm::run`] creates the container (with the caller's hostname) and runs one
-//! process to completion; the VM is then thrown away (dropping it kills it), so no
-//! state leaks from one use to the next. This is what warm pools (skiffd) hold.
+//! writable disk) are attached and the guest agent has said hello. A pool may also
+//! create the container ahead ([`WarmVm::create`], with a fresh hostname) and run a
+//! warm-up process in it ([`WarmVm::warm_up`]); [`WarmVm::run`] then only starts the
+//! one real process and collects its output and status. The VM is thrown away
+//! afterwards (dropping it kills it), so no state leaks from one use to the next. This
+//! is what warm pools (skiffd) hold.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec};
 
@@ -15,6 +17,8 @@ use crate::{BootTimings, VmConfig};
 
 /// The stream number of the one process a warm VM runs.
 const STREAM: u32 = 1;
+/// The stream of the warm-up process run while the VM is pooled.
+const WARM_UP_STREAM: u32 = 2;
 
 /// What a warm VM boots: an image's read-only layer disks, bottom first, and a size.
 #[derive(Debug, Clone)]
@@ -56,6 +60,8 @@ pub struct WarmVm {
     used: bool,
     /// Restored from a snapshot: its randomness and clock are its twins' until reseeded.
     reseed: bool,
+    /// Set once the container is created (with this hostname).
+    hostname: Option<String>,
     _disk_dir: tempfile::TempDir,
 }
 
@@ -104,6 +110,7 @@ impl WarmVm {
             disk_writable: spec.writable_disk_bytes.is_some(),
             used: false,
             reseed: false,
+            hostname: None,
             _disk_dir: disk_dir,
         })
     }
@@ -127,6 +134,7 @@ impl WarmVm {
             disk_writable: false,
             used: false,
             reseed: true,
+            hostname: None,
             _disk_dir: disk_dir,
         })
     }
@@ -140,26 +148,20 @@ impl WarmVm {
         self.vm.pid()
     }
 
-    /// Creates the container (layers + the fresh writable disk, `hostname`) and runs
-    /// `process` until it exits or `timeout` passes (then it is killed). Each output
-    /// stream keeps at most `cap` bytes. A warm VM runs one process; dropping it
-    /// afterwards destroys it (callers can do that off their request path).
-    pub fn run(
-        &mut self,
-        hostname: &str,
-        process: &ProcessSpec,
-        cap: usize,
-        timeout: Duration,
-    ) -> Result<RunOutput> {
-        if std::mem::replace(&mut self.used, true) {
+    /// Creates the container (layers + the fresh writable layer) with `hostname`, ahead
+    /// of the process: a pool does this while the VM waits, so an invocation only
+    /// starts its process. Returns how long the guest took.
+    pub fn create(&mut self, hostname: &str) -> Result<Duration> {
+        if self.hostname.is_some() {
             return Err(crate::Error::Config(
-                "a warm VM runs one process; boot another".into(),
+                "the warm VM's container is already created".into(),
             ));
         }
         let layers = (0..self.layers).map(|i| format!("layer{i}")).collect();
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         if self.reseed {
             self.agent.reseed(crate::snapshot::host_entropy()?)?;
+            self.reseed = false;
         }
         self.agent.create_container(&ContainerConfig {
             id: hostname.to_owned(),
@@ -174,27 +176,94 @@ impl WarmVm {
             network: None,
             mounts: None,
         })?;
-        let mut out = RunOutput {
-            create_time: t0.elapsed(),
-            ..RunOutput::default()
+        self.hostname = Some(hostname.to_owned());
+        Ok(t0.elapsed())
+    }
+
+    /// The container's hostname once it is created.
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
+    }
+
+    /// Runs `process` in the created container as a side process, before the real one,
+    /// and waits for its exit status (its output is discarded). It warms QEMU's
+    /// translation cache and the guest's page cache for the fork/exec/exit path. The
+    /// caller chooses a process that leaves nothing behind (such as `true`): it runs in
+    /// the container's filesystem and the VM's PID namespace.
+    pub fn warm_up(&mut self, process: &ProcessSpec, timeout: Duration) -> Result<ExitStatus> {
+        if self.hostname.is_none() || self.used {
+            return Err(crate::Error::Config(
+                "warm-up runs in a created, unused warm VM".into(),
+            ));
+        }
+        let mut process = process.clone();
+        process.stdin = false;
+        process.terminal = false;
+        if let StartOutcome::Failed { status } =
+            self.agent.start(WARM_UP_STREAM, false, &process)?
+        {
+            return Ok(status);
+        }
+        let out = self.collect(WARM_UP_STREAM, 0, timeout)?;
+        out.status
+            .ok_or_else(|| crate::Error::Protocol("the warm VM stopped during its warm-up".into()))
+    }
+
+    /// Runs `process` as the container's process until it exits or `timeout` passes
+    /// (then it is killed), creating the container first with `hostname` unless
+    /// [`WarmVm::create`] already did (then `hostname` must be the one it was given).
+    /// Each output stream keeps at most `cap` bytes. A warm VM runs one process;
+    /// dropping it afterwards destroys it (callers can do that off their request path).
+    pub fn run(
+        &mut self,
+        hostname: &str,
+        process: &ProcessSpec,
+        cap: usize,
+        timeout: Duration,
+    ) -> Result<RunOutput> {
+        if std::mem::replace(&mut self.used, true) {
+            return Err(crate::Error::Config(
+                "a warm VM runs one process; boot another".into(),
+            ));
+        }
+        let create_time = match self.hostname.as_deref() {
+            None => self.create(hostname)?,
+            Some(h) if h == hostname => Duration::ZERO,
+            Some(h) => {
+                return Err(crate::Error::Config(format!(
+                    "the warm VM's container was created as {h:?}, not {hostname:?}"
+                )))
+            }
         };
-        let t1 = std::time::Instant::now();
+        let t1 = Instant::now();
         let mut process = process.clone();
         process.stdin = false;
         process.terminal = false;
         if let StartOutcome::Failed { status } = self.agent.start(STREAM, true, &process)? {
-            out.status = Some(status);
-            out.process_time = t1.elapsed();
-            return Ok(out);
+            return Ok(RunOutput {
+                status: Some(status),
+                create_time,
+                process_time: t1.elapsed(),
+                ..RunOutput::default()
+            });
         }
-        // The agent connection blocks; a watchdog kills the process at the deadline.
+        let mut out = self.collect(STREAM, cap, timeout)?;
+        out.create_time = create_time;
+        out.process_time = t1.elapsed();
+        Ok(out)
+    }
+
+    /// Output and exit status of the started process on `stream`; a watchdog kills it
+    /// at the deadline (the agent connection blocks).
+    fn collect(&mut self, stream: u32, cap: usize, timeout: Duration) -> Result<RunOutput> {
         let sender = self.agent.sender();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let watchdog = std::thread::spawn(move || {
             if done_rx.recv_timeout(timeout).is_err() {
-                let _ = sender.signal(STREAM, libc::SIGKILL);
+                let _ = sender.signal(stream, libc::SIGKILL);
             }
         });
+        let mut out = RunOutput::default();
         let keep = |buf: &mut Vec<u8>, bytes: &[u8], truncated: &mut bool| {
             let room = cap.saturating_sub(buf.len());
             if bytes.len() > room {
@@ -202,25 +271,25 @@ impl WarmVm {
             }
             buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
         };
-        loop {
-            match self.agent.next_event()? {
-                Some(Event::Stdout { stream, bytes }) if stream == STREAM => {
+        let result = loop {
+            match self.agent.next_event() {
+                Ok(Some(Event::Stdout { stream: s, bytes })) if s == stream => {
                     keep(&mut out.stdout, &bytes, &mut out.truncated);
                 }
-                Some(Event::Stderr { stream, bytes }) if stream == STREAM => {
+                Ok(Some(Event::Stderr { stream: s, bytes })) if s == stream => {
                     keep(&mut out.stderr, &bytes, &mut out.truncated);
                 }
-                Some(Event::Exited { stream, status }) if stream == STREAM => {
+                Ok(Some(Event::Exited { stream: s, status })) if s == stream => {
                     out.status = Some(status);
-                    break;
+                    break Ok(());
                 }
-                Some(Event::PoweringOff) | None => break,
-                Some(_) => {}
+                Ok(Some(Event::PoweringOff) | None) => break Ok(()),
+                Ok(Some(_)) => {}
+                Err(e) => break Err(e),
             }
-        }
-        out.process_time = t1.elapsed();
+        };
         let _ = done_tx.send(());
         let _ = watchdog.join();
-        Ok(out)
+        result.map(|()| out)
     }
 }
