@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use skiff_tests::{prerequisite, processes_mentioning, skiff_bin, vm_ready};
+use skiff_tests::{plugin_components, prerequisite, processes_mentioning, skiff_bin, vm_ready};
 
 fn skiffd_bin() -> PathBuf {
     std::env::var_os("SKIFFD_BIN")
@@ -93,6 +93,11 @@ impl Daemon {
     }
 
     fn start_with(root: &Root, config: &str, tcp: bool) -> Self {
+        Self::start_opts(root, config, tcp, None)
+    }
+
+    /// With `plugins`, skiffd runs the plugins configured in that plugins.toml.
+    fn start_opts(root: &Root, config: &str, tcp: bool, plugins: Option<&Path>) -> Self {
         let cfg = root.path().join("skiffd.toml");
         std::fs::write(&cfg, config).unwrap();
         let socket = root.path().join("api.sock");
@@ -107,6 +112,10 @@ impl Daemon {
             .arg(skiff_bin())
             .args(["--log-level", "warn"])
             .stdin(Stdio::null());
+        match plugins {
+            Some(p) => cmd.env("SKIFF_PLUGINS_CONFIG", p),
+            None => cmd.env_remove("SKIFF_PLUGINS_CONFIG"),
+        };
         let addr = tcp.then(|| {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
@@ -862,6 +871,97 @@ size = 2
     let (_, b) = d.raw(None, "GET", "/metrics", None);
     let m = String::from_utf8_lossy(&b);
     assert!(m.contains("skiffd_pool_hits_total 2"), "{m}");
+    assert!(m.contains("skiffd_pool_misses_total 0"), "{m}");
+}
+
+fn pool_ready(d: &Daemon) -> u32 {
+    let (_, b) = d.raw(None, "GET", "/metrics", None);
+    String::from_utf8_lossy(&b)
+        .lines()
+        .find_map(|l| l.strip_prefix("skiffd_pool_ready "))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn invocations_pass_plugin_admission_with_their_tenant() {
+    const TEST: &str = "daemon::invoke_admission";
+    if !prerequisite(TEST, vm_and_daemon_ready()) {
+        return;
+    }
+    let dir = match plugin_components() {
+        Ok(d) => d,
+        Err(e) => {
+            prerequisite(TEST, Err(e));
+            return;
+        }
+    };
+    let root = Root::new();
+    let plugins = root.path().join("plugins.toml");
+    std::fs::write(
+        &plugins,
+        format!(
+            r#"cache_dir = "{cache}"
+[[plugin]]
+name = "inject"
+path = "{dir}/env-injector.wasm"
+settings = {{ env = {{ INJECTED = "by-plugin" }} }}
+
+[[plugin]]
+name = "limits"
+path = "{dir}/tenant-limits.wasm"
+settings = {{ tenants = {{ fn = {{ memory_mib = 128, vcpus = 1 }} }} }}
+"#,
+            cache = root.path().join("plugin-cache").display(),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_opts(
+        &root,
+        r#"
+[[pools]]
+tenant = "fn"
+image = "busybox"
+memory_mib = 128
+size = 1
+"#,
+        false,
+        Some(&plugins),
+    );
+    wait_for("a warm VM", || pool_ready(&d) == 1);
+    // Asked for 512 MiB, capped by the tenant's plugin limit to 128: the pool's size,
+    // so a warm VM serves it; the plugin's variable is in the environment.
+    let (s, v) = d.call(
+        "fn",
+        "POST",
+        "/v1/invoke",
+        Some(r#"{"image":"busybox","memory_mib":512,"cmd":["sh","-c","echo $INJECTED; grep MemTotal /proc/meminfo"]}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["pool"], "hit", "{v}");
+    let out = v["stdout"].as_str().unwrap();
+    assert!(out.starts_with("by-plugin\n"), "{out}");
+    let kib: u64 = out
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(kib <= 128 * 1024, "a 128 MiB VM: {out}");
+    // A tenant the plugin has no limits for is denied, before any VM is used.
+    let (s, v) = d.call(
+        "stranger",
+        "POST",
+        "/v1/invoke",
+        Some(r#"{"image":"busybox","cmd":["true"]}"#),
+    );
+    assert_eq!((s, error_code(&v)), (403, "denied"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("stranger"),
+        "the plugin saw the tenant: {v}"
+    );
+    let (_, b) = d.raw(None, "GET", "/metrics", None);
+    let m = String::from_utf8_lossy(&b);
     assert!(m.contains("skiffd_pool_misses_total 0"), "{m}");
 }
 

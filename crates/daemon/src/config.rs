@@ -101,6 +101,16 @@ pub struct PoolConfig {
     #[serde(default = "default_vcpus")]
     pub vcpus: u32,
     pub size: u32,
+    /// A command run in each warm VM while it waits (in its container, as root, in
+    /// `/`; its output is discarded), so that the first process an invocation starts
+    /// finds QEMU's translation cache and the guest's caches warm. It must leave
+    /// nothing behind (the default `true` does not); `[]` turns the warm-up off.
+    #[serde(default = "default_warm_up")]
+    pub warm_up: Vec<String>,
+}
+
+fn default_warm_up() -> Vec<String> {
+    vec!["true".into()]
 }
 
 fn default_memory() -> u32 {
@@ -140,6 +150,13 @@ impl Config {
             }
             if p.size > 64 {
                 bail!("pool for {}: size {} is above 64", p.image, p.size);
+            }
+            if p.warm_up.len() > 64 || p.warm_up.iter().any(|a| a.len() > 4096 || a.contains('\0'))
+            {
+                bail!(
+                    "pool for {}: warm_up is at most 64 arguments of 4096 bytes, no NUL",
+                    p.image
+                );
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! by `skiff supervise` processes that outlive the daemon, so a restarted daemon finds
 //! them again. Warm pools of booted microVMs serve `POST /v1/invoke`.
 
+mod admission;
 mod api;
 mod config;
 mod error;

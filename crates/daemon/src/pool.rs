@@ -1,6 +1,8 @@
 //! Warm pools: per (tenant, image, size), VMs booted to "agent ready" with the image's
-//! layers attached and no container yet (its writable layer will be a fresh tmpfs). `POST /v1/invoke` takes one (a hit) or boots one
-//! (a miss), runs the command, destroys the VM, and the pool refills in the background.
+//! layers attached, the container already created (fresh hostname, tmpfs writable
+//! layer) and a warm-up process run in it. `POST /v1/invoke` passes plugin admission
+//! with its tenant, then takes one (a hit) or boots one (a miss), starts only the
+//! command, answers, destroys the VM, and the pool refills in the background.
 //! Every warm VM is reserved against its tenant's quota before it boots, so a pool never
 //! holds more than the tenant may; pools are simply smaller when the quota is full.
 
@@ -10,8 +12,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use skiff_proto::ProcessSpec;
 use skiff_runtime::{hypervisor, GuestArtifacts, WarmSpec, WarmVm};
 
+use crate::admission::{self, Invocation};
 use crate::config::PoolConfig;
 use crate::error::ApiError;
 use crate::sandboxes::{self, lock, OUTPUT_CAP};
@@ -19,6 +23,7 @@ use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A warm VM and the thread that launched it. The VMM is killed when the thread that
 /// spawned it exits (PR_SET_PDEATHSIG, so VMs die with the daemon); tokio's blocking
@@ -68,6 +73,41 @@ fn restore_pinned(d: &Daemon, image_id: &str, spec: WarmSpec) -> Result<PinnedVm
     pinned(move || snap.restore(&spec.selection, spec.scratch_parent.clone(), BOOT_TIMEOUT))
 }
 
+/// Boots a pool's VM and readies it for an invocation: the container is created (with
+/// a fresh hostname, the invocation's identity) and the warm-up process has run in it,
+/// so an invocation only starts its own process.
+fn boot_prepared(spec: WarmSpec, warm_up: Option<&ProcessSpec>) -> Result<PinnedVm, ApiError> {
+    let mut vm = boot_pinned(spec)?;
+    let hostname = format!("sb-{}", sandboxes::random_hex(6));
+    vm.vm
+        .create(&hostname)
+        .map_err(|e| ApiError::internal(format!("create the warm container: {e}")))?;
+    if let Some(w) = warm_up {
+        match vm.vm.warm_up(w, WARM_UP_TIMEOUT) {
+            Ok(st) if st.code() == 0 => {}
+            // Still a usable VM (an image without `true` gets 127): just a colder one.
+            Ok(st) => tracing::warn!(
+                "the pool's warm-up {:?} exited with {}; check the pool's warm_up",
+                w.args,
+                st.code()
+            ),
+            Err(e) => return Err(ApiError::internal(format!("warm-up: {e}"))),
+        }
+    }
+    Ok(vm)
+}
+
+/// The warm-up as a process: the configured command in `/` as root with the default
+/// PATH (the image's entrypoint and environment do not apply).
+fn warm_up_process(cmd: &[String]) -> Option<ProcessSpec> {
+    if cmd.is_empty() {
+        return None;
+    }
+    let mut p = ProcessSpec::new(cmd.to_vec());
+    p.env = vec![format!("PATH={}", skiff_proto::DEFAULT_PATH)];
+    Some(p)
+}
+
 pub struct Pool {
     pub tenant: String,
     pub image_id: String,
@@ -75,6 +115,9 @@ pub struct Pool {
     pub vcpus: u32,
     pub size: u32,
     spec: WarmSpec,
+    /// Run in each warm VM's container after it is created (warms the guest's and
+    /// QEMU's caches for the fork/exec/exit path).
+    warm_up: Option<ProcessSpec>,
     ready: Mutex<VecDeque<PinnedVm>>,
     wake: tokio::sync::Notify,
 }
@@ -144,6 +187,7 @@ pub fn start(d: &Arc<Daemon>, configs: &[PoolConfig]) {
                 vcpus: v,
                 size: c.size,
                 spec: warm_spec(d, layers, m, v)?,
+                warm_up: warm_up_process(&c.warm_up),
                 ready: Mutex::new(VecDeque::new()),
                 wake: tokio::sync::Notify::new(),
             })
@@ -179,8 +223,8 @@ async fn fill(d: Arc<Daemon>, p: Arc<Pool>) {
             if !admitted {
                 break; // the tenant's quota is full: a smaller pool, never a bigger bill
             }
-            let spec = p.spec.clone();
-            match tokio::task::spawn_blocking(move || boot_pinned(spec)).await {
+            let (spec, warm_up) = (p.spec.clone(), p.warm_up.clone());
+            match tokio::task::spawn_blocking(move || boot_prepared(spec, warm_up.as_ref())).await {
                 Ok(Ok(vm)) => {
                     tracing::debug!(
                         tenant = p.tenant,
@@ -243,6 +287,14 @@ pub struct InvokeResult {
     pub duration_ms: u64,
 }
 
+/// Sets the `HOSTNAME=` entry left empty by [`sandboxes::process_for`] (one the image,
+/// the request or a plugin set stays).
+fn fill_hostname(env: &mut [String], hostname: &str) {
+    for e in env.iter_mut().filter(|e| e.as_str() == "HOSTNAME=") {
+        *e = format!("HOSTNAME={hostname}");
+    }
+}
+
 pub async fn invoke(
     d: Arc<Daemon>,
     tenant: String,
@@ -255,16 +307,29 @@ pub async fn invoke(
     }
     let (m, c) = sandboxes::size(req.memory_mib, req.vcpus)?;
     sandboxes::check_process_input(&req.cmd, &req.env, req.workdir.as_deref())?;
-    let hostname = format!("sb-{}", sandboxes::random_hex(6));
-    let d2 = d.clone();
-    let h2 = hostname.clone();
-    let (image_id, layers, process) = tokio::task::spawn_blocking(move || {
+    let (d2, t2) = (d.clone(), tenant.clone());
+    let (image_id, layers, admitted) = tokio::task::spawn_blocking(move || {
         let (image, defaults, layers) = sandboxes::image_for(&d2, &req.image)?;
-        let p = sandboxes::process_for(&defaults, &req.cmd, &req.env, req.workdir.as_deref(), &h2)?;
-        Ok::<_, ApiError>((image.id.to_string(), layers, p))
+        // HOSTNAME is filled in once the VM (and with it the hostname) is known.
+        let p = sandboxes::process_for(&defaults, &req.cmd, &req.env, req.workdir.as_deref(), "")?;
+        let image_id = image.id.to_string();
+        let admitted = admission::admit(Invocation {
+            id: &format!("inv-{}", sandboxes::random_hex(6)),
+            tenant: &t2,
+            image_ref: &req.image,
+            image_id: &image_id,
+            image_config: &image.config_json,
+            defaults: &defaults,
+            process: p,
+            memory_mib: m,
+            vcpus: c,
+        })?;
+        Ok::<_, ApiError>((image_id, layers, admitted))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
+    // A plugin may have resized the microVM: the pool and the quota go by its size.
+    let (m, c) = (admitted.memory_mib, admitted.vcpus);
     let one = Usage::one(m, c);
     let pool = d.pools.find(&tenant, &image_id, m, c);
     // A warm VM's reservation moves to this invocation; a cold one needs its own.
@@ -273,6 +338,13 @@ pub async fn invoke(
         p.wake.notify_one();
     }
     let hit = warm.is_some();
+    // A pooled VM's container already has its (fresh, random) hostname.
+    let hostname = warm
+        .as_ref()
+        .and_then(|w| w.vm.hostname().map(str::to_owned))
+        .unwrap_or_else(|| format!("sb-{}", sandboxes::random_hex(6)));
+    let mut process = admitted.process;
+    fill_hostname(&mut process.env, &hostname);
     if !hit {
         let _a = lock(&d.reservations.admission);
         let quota = d.config.quota_of(&tenant);
