@@ -250,65 +250,149 @@ fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Warm invocations straight through the runtime: boot to agent ready, then the
-/// container's creation, the process, and the VM's teardown, timed apart.
-fn warm_phases(root: &Path, runs: usize, disk: Option<u64>) -> Result<Vec<Vec<String>>> {
+/// What a pool does with a warm VM before an invocation takes it.
+#[derive(Clone, Copy)]
+struct Prep {
+    name: &'static str,
+    /// Writable layer: `None` is a tmpfs (as skiffd's pools), else a fresh ext4 disk.
+    disk: Option<u64>,
+    /// CreateContainer while pooled (else at invoke time).
+    create: bool,
+    /// A warm-up `true` while pooled.
+    warm_up: bool,
+}
+
+const PREPS: [Prep; 4] = [
+    Prep {
+        name: "create at invoke, ext4 disk",
+        disk: Some(256 << 20),
+        create: false,
+        warm_up: false,
+    },
+    Prep {
+        name: "create at invoke, tmpfs",
+        disk: None,
+        create: false,
+        warm_up: false,
+    },
+    Prep {
+        name: "created while pooled",
+        disk: None,
+        create: true,
+        warm_up: false,
+    },
+    Prep {
+        name: "created + warm-up `true` while pooled",
+        disk: None,
+        create: true,
+        warm_up: true,
+    },
+];
+
+fn p50_p99(s: &[Duration]) -> String {
+    if s.is_empty() {
+        return "-".into();
+    }
+    format!("{} / {}", ms(percentile(s, 50.0)), ms(percentile(s, 99.0)))
+}
+
+/// Warm invocations straight through the runtime, for each way of preparing the VM:
+/// the pool's work (boot, container creation, warm-up) and the request's (the
+/// container's creation when not done ahead, the process) timed apart.
+fn warm_phases(root: &Path, runs: usize) -> Result<Vec<Vec<String>>> {
     let store = skiff_image::Store::open(root)?;
     let image = store.image("busybox")?;
-    let spec = skiff_runtime::WarmSpec {
-        artifacts: skiff_runtime::GuestArtifacts::locate(None, None)?,
-        selection: skiff_runtime::hypervisor::select(None)?,
-        layers: store.layer_disks(&image)?,
-        memory_mib: 256,
-        vcpus: 1,
-        writable_disk_bytes: disk,
-        scratch_parent: None,
-        boot_timeout: Duration::from_secs(120),
-    };
     let mut p = skiff_proto::ProcessSpec::new(vec!["true".into()]);
     p.env = vec![format!("PATH={}", skiff_proto::DEFAULT_PATH)];
-    let (mut boot, mut create, mut process, mut teardown, mut total) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        let vm = skiff_runtime::WarmVm::boot(&spec)?;
-        boot.push(t0.elapsed());
-        let mut vm = vm;
-        let t1 = Instant::now();
-        let out = vm.run("bench", &p, 1 << 20, Duration::from_secs(60))?;
-        total.push(t1.elapsed());
-        create.push(out.create_time);
-        process.push(out.process_time);
-        let t2 = Instant::now();
-        drop(vm);
-        teardown.push(t2.elapsed());
-        if out.status.map(|s| s.code()) != Some(0) {
-            bail!("true failed in the warm VM: {:?}", out.status);
+    let mut rows = Vec::new();
+    for prep in PREPS {
+        let spec = skiff_runtime::WarmSpec {
+            artifacts: skiff_runtime::GuestArtifacts::locate(None, None)?,
+            selection: skiff_runtime::hypervisor::select(None)?,
+            layers: store.layer_disks(&image)?,
+            memory_mib: 256,
+            vcpus: 1,
+            writable_disk_bytes: prep.disk,
+            scratch_parent: None,
+            boot_timeout: Duration::from_secs(120),
+        };
+        let (mut boot, mut create, mut warm, mut process, mut total, mut teardown) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            let mut vm = skiff_runtime::WarmVm::boot(&spec)?;
+            boot.push(t0.elapsed());
+            if prep.create {
+                create.push(vm.create("bench")?);
+            }
+            if prep.warm_up {
+                let t = Instant::now();
+                let st = vm.warm_up(&p, Duration::from_secs(60))?;
+                warm.push(t.elapsed());
+                if st.code() != 0 {
+                    bail!("the warm-up `true` failed: {st:?}");
+                }
+            }
+            let t1 = Instant::now();
+            let out = vm.run("bench", &p, 1 << 20, Duration::from_secs(60))?;
+            total.push(t1.elapsed());
+            if !prep.create {
+                create.push(out.create_time);
+            }
+            process.push(out.process_time);
+            let t2 = Instant::now();
+            drop(vm);
+            teardown.push(t2.elapsed());
+            if out.status.map(|s| s.code()) != Some(0) {
+                bail!("true failed in the warm VM: {:?}", out.status);
+            }
         }
+        rows.push(vec![
+            prep.name.to_owned(),
+            runs.to_string(),
+            p50_p99(&boot),
+            format!(
+                "{}{}",
+                p50_p99(&create),
+                if prep.create { " (pool)" } else { "" }
+            ),
+            p50_p99(&warm),
+            p50_p99(&process),
+            p50_p99(&total),
+            p50_p99(&teardown),
+        ]);
     }
-    Ok(vec![
-        row(
-            "boot to agent ready (pool refill, off the request path)",
-            &boot,
-        ),
-        row(
-            "CreateContainer (guest mounts layers, rw disk, overlay)",
-            &create,
-        ),
-        row("start `true` to its exit status", &process),
-        row("warm run total (no HTTP)", &total),
-        row(
-            "VM teardown (kill; after the answer, off the path)",
-            &teardown,
-        ),
-    ])
+    Ok(rows)
+}
+
+fn print_phases(root: &Path, runs: usize) -> Result<()> {
+    println!("## Where a warm invocation's time goes (runtime WarmVm, no daemon)\n");
+    println!("Boot, and (pool) steps run while the VM waits in the pool; the request path");
+    println!("is the run total. Teardown happens after the answer. p50 / p99 ms.\n");
+    print_table(
+        &[
+            "warm VM prepared",
+            "n",
+            "boot",
+            "CreateContainer",
+            "warm-up (pool)",
+            "start `true` to exit",
+            "request path total",
+            "teardown",
+        ],
+        &warm_phases(root, runs.min(10))?,
+    );
+
+    Ok(())
 }
 
 fn main() -> Result<()> {
     let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
+        .skip(1)
+        .find_map(|a| a.parse().ok())
         .unwrap_or(20);
+    // `--phases`: only the runtime-level breakdown (quick to iterate on).
+    let phases_only = std::env::args().any(|a| a == "--phases");
     let dir = tempfile::Builder::new()
         .prefix("skiff-bench-daemon-")
         .tempdir()?;
@@ -323,6 +407,10 @@ fn main() -> Result<()> {
         let (s, v) = d.call("POST", "/v1/images/pull", r#"{"reference":"busybox"}"#)?;
         if s != 200 {
             bail!("pull busybox: {v}");
+        }
+        if phases_only {
+            drop(d);
+            return print_phases(&root, runs);
         }
         for _ in 0..cold_runs {
             cold.push(d.invoke_true()?.0);
@@ -357,17 +445,8 @@ fn main() -> Result<()> {
     ]);
     print_table(&["", "n", "p50 ms", "p99 ms"], &rows);
 
-    println!("\n## Where a warm invocation's time goes (runtime WarmVm, no daemon)\n");
-    println!("Writable layer in guest memory (tmpfs), as skiffd's pools use:\n");
-    print_table(
-        &["phase", "n", "p50 ms", "p99 ms"],
-        &warm_phases(&root, runs.min(10), None)?,
-    );
-    println!("\nWritable layer on a fresh 256 MiB ext4 disk (as sandboxes use):\n");
-    print_table(
-        &["phase", "n", "p50 ms", "p99 ms"],
-        &warm_phases(&root, runs.min(10), Some(256 << 20))?,
-    );
+    println!();
+    print_phases(&root, runs)?;
 
     // Throughput and memory: a pool of 4.
     println!("\n## Invocations per second (pool of 4 warm VMs, refilled in the background)\n");
