@@ -868,3 +868,135 @@ fn other_names_are_forwarded_except_for_egress_denied_containers() {
     let shown = s.ok(&["inspect", "-f", "{{.HostConfig.Egress}}", &name]);
     assert_eq!(shown.trim(), "deny");
 }
+
+/// Where skiff itself would find helper program `name` (beside skiff, the tools cache, PATH).
+fn helper_program(name: &str) -> Option<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = skiff_bin()
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cache/skiff/tools/bin"));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// `--network passt` is the option for users who may not create TAPs, bridges or
+/// nftables rules: the whole container runs as an unprivileged user (nobody, with no
+/// access to /dev/kvm, so QEMU TCG), reaches out through passt, and publishes a port.
+#[test]
+fn passt_runs_a_container_for_an_unprivileged_user() {
+    let test = "passt_runs_a_container_for_an_unprivileged_user";
+    let Some(s) = Skiff::new(test) else {
+        return;
+    };
+    if !prerequisite(test, passt_ready()) {
+        return;
+    }
+    // The user gets its own copies of skiff, its helpers and the guest: the build and the
+    // installed guest live under root's home, which nobody cannot read.
+    let home = tempfile::Builder::new()
+        .prefix("skiff-nobody")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["skiff", "skiff-vmm", "vhost-device-vsock", "virtiofsd"] {
+        let from = helper_program(name).unwrap_or_else(|| panic!("{name} not found"));
+        std::fs::copy(&from, bin.join(name)).unwrap();
+    }
+    let guest = skiff_runtime::GuestArtifacts::locate(None, None).unwrap();
+    std::fs::copy(&guest.kernel, bin.join("kernel")).unwrap();
+    std::fs::copy(&guest.initramfs, bin.join("initramfs")).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(home.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let as_nobody = |args: &[&str]| -> Output {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin.join("skiff"))
+            .arg("--kernel")
+            .arg(bin.join("kernel"))
+            .arg("--initramfs")
+            .arg(bin.join("initramfs"))
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .env("XDG_RUNTIME_DIR", home.path().join("run"))
+            .current_dir(home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        eprintln!(
+            "skiff (as nobody) {args:?} -> {:?}\n{}",
+            out.status.code(),
+            text(&out.stderr)
+        );
+        out
+    };
+    let out = as_nobody(&[
+        "run",
+        "--rm",
+        "--network",
+        "passt",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -4 addr show eth0 | grep -c 'inet ' ; ip route | grep -c default",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "1\n1\n",
+        "eth0 with an address and a route"
+    );
+
+    let name = format!("nobody-{}", std::process::id());
+    let script =
+        "mkdir -p /www && echo hello-nobody > /www/index.html && exec httpd -f -p 80 -h /www";
+    let out = as_nobody(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "passt",
+        "-p",
+        "127.0.0.1::80",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = as_nobody(&["port", &name, "80"]);
+    let line = text(&out.stdout);
+    let port: u16 = line
+        .trim()
+        .strip_prefix("127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("skiff port printed {line:?}"));
+    let page = eventually("the unprivileged container's published port", || {
+        http_get(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
+    });
+    // Every process of the container (VMM, helpers, passt) belongs to nobody.
+    let ps = Command::new("ps")
+        .args(["-o", "user=", "-u", "65534"])
+        .output()
+        .unwrap();
+    let procs = text(&ps.stdout).lines().count();
+    let rm = as_nobody(&["rm", "-f", &name]);
+    assert!(page.contains("hello-nobody"), "{page}");
+    assert!(procs >= 2, "the VM's processes run as nobody: {procs}");
+    assert_eq!(rm.status.code(), Some(0));
+    drop(s);
+}
