@@ -26,8 +26,8 @@ use crate::{Error, GuestArtifacts, MicroVm, Result, Selection, VmConfig, WarmSpe
 const META: &str = "snapshot.json";
 const RAM: &str = "ram";
 const STATE: &str = "state";
-/// Bumped when the layout or the VM's device list changes.
-const FORMAT: u32 = 1;
+/// Bumped when the layout or the VM's device list changes (2: `files`).
+const FORMAT: u32 = 2;
 /// Largest `snapshot.json` read back.
 const MAX_META: u64 = 64 << 10;
 
@@ -41,6 +41,8 @@ struct Meta {
     kernel: PathBuf,
     initramfs: PathBuf,
     state_bytes: u64,
+    /// [`fingerprint`] of the kernel, initramfs and layers when the snapshot was made.
+    files: String,
 }
 
 /// A saved VM that new VMs start from.
@@ -144,6 +146,11 @@ impl Snapshot {
             .len();
         std::fs::rename(&state_tmp, dir.join(STATE))
             .map_err(Error::io(format!("rename {}", state_tmp.display())))?;
+        let files = fingerprint(
+            &spec.layers,
+            &spec.artifacts.kernel,
+            &spec.artifacts.initramfs,
+        )?;
         let meta = Meta {
             format: FORMAT,
             memory_mib: spec.memory_mib,
@@ -152,6 +159,7 @@ impl Snapshot {
             kernel: spec.artifacts.kernel.clone(),
             initramfs: spec.artifacts.initramfs.clone(),
             state_bytes,
+            files,
         };
         let tmp = dir.join("snapshot.json.partial");
         let text = serde_json::to_vec_pretty(&meta)
@@ -216,6 +224,14 @@ impl Snapshot {
                     p.display()
                 )));
             }
+        }
+        // A new agent in a replaced initramfs (or a new kernel) must not keep running
+        // as the old one from the saved memory.
+        if fingerprint(&meta.layers, &meta.kernel, &meta.initramfs)? != meta.files {
+            return Err(bad(
+                "its kernel, initramfs or a layer changed since it was made; make the snapshot again"
+                    .into(),
+            ));
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -283,6 +299,30 @@ fn config_for(
     config
 }
 
+/// Identifies the files a snapshot is made from by device, inode, size and mtime, so a
+/// file replaced or rewritten in place (scripts/setup.sh installing a new agent) is
+/// noticed without reading megabytes on every open.
+fn fingerprint(layers: &[PathBuf], kernel: &Path, initramfs: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = String::new();
+    for p in layers
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([kernel, initramfs])
+    {
+        let m = std::fs::metadata(p).map_err(Error::io(format!("{}", p.display())))?;
+        out.push_str(&format!(
+            "{}:{}:{}:{}.{};",
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ));
+    }
+    Ok(out)
+}
+
 /// Bytes from the host's CSPRNG for a restored guest's pool.
 pub(crate) fn host_entropy() -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 64];
@@ -305,14 +345,19 @@ mod tests {
         let err = Snapshot::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
 
+        let kernel = dir.path().join("kernel");
+        let initramfs = dir.path().join("initramfs");
+        std::fs::write(&kernel, b"k").unwrap();
+        std::fs::write(&initramfs, b"agent v1").unwrap();
         let meta = Meta {
             format: FORMAT,
             memory_mib: 1,
             vcpus: 1,
             layers: Vec::new(),
-            kernel: dir.path().join(META),
-            initramfs: dir.path().join(META),
+            kernel: kernel.clone(),
+            initramfs: initramfs.clone(),
             state_bytes: 10,
+            files: fingerprint(&[], &kernel, &initramfs).unwrap(),
         };
         std::fs::write(dir.path().join(META), serde_json::to_vec(&meta).unwrap()).unwrap();
         std::fs::write(dir.path().join(RAM), vec![0u8; 1 << 20]).unwrap();
@@ -321,6 +366,22 @@ mod tests {
         assert!(err.contains("state holds 5 bytes, not 10"), "{err}");
 
         std::fs::write(dir.path().join(STATE), b"0123456789").unwrap();
+        assert!(Snapshot::open(dir.path()).is_ok());
+        // A new agent installed over the initramfs makes the snapshot stale.
+        let replaced = dir.path().join("initramfs.new");
+        std::fs::write(&replaced, b"agent v2").unwrap();
+        std::fs::rename(&replaced, &initramfs).unwrap();
+        let err = Snapshot::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("changed since it was made"), "{err}");
+        std::fs::write(
+            dir.path().join(META),
+            serde_json::to_vec(&Meta {
+                files: fingerprint(&[], &kernel, &initramfs).unwrap(),
+                ..meta
+            })
+            .unwrap(),
+        )
+        .unwrap();
         assert!(Snapshot::open(dir.path()).is_ok());
         std::fs::remove_file(dir.path().join(RAM)).unwrap();
         let err = Snapshot::open(dir.path()).unwrap_err().to_string();
