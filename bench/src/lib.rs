@@ -1,4 +1,4 @@
-//! Helpers shared by the benchmark binaries in `src/bin/`: percentiles and tables.
+//! Helpers shared by the benchmark binaries in `src/bin/`: percentiles, tables, memory.
 
 use std::time::Duration;
 
@@ -11,6 +11,21 @@ pub fn percentile(samples: &[Duration], p: f64) -> Duration {
     v.sort();
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
     v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Proportional set size of process `pid` in KiB (0 when it is gone).
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 pub fn ms(d: Duration) -> String {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use skiff_bench::{ms, percentile, print_table};
+use skiff_bench::{ms, percentile, print_table, pss_kib};
 
 const TENANT: &str = "bench";
 
@@ -234,20 +234,6 @@ fn descendants_pss_kib(pid: u32) -> (u64, usize) {
     }
     let kib: u64 = tree[1..].iter().map(|p| pss_kib(*p)).sum();
     (kib, tree.len() - 1)
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// What a pool does with a warm VM before an invocation takes it.

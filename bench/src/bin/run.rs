@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use skiff_bench::{ms, percentile, print_table};
+use skiff_bench::{ms, percentile, print_table, pss_kib};
 
 const PHASES: [(&str, &str, &str); 6] = [
     ("CLI", "spawn", "cli_main"),
@@ -126,20 +126,6 @@ fn runc_run(bundle: &Path, i: usize) -> Result<Duration> {
         bail!("runc run failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(d)
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// (pid, comm) of `root` and all its descendants.

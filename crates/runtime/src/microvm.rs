@@ -102,16 +102,7 @@ impl MicroVm {
             }
         }
         let t0 = Instant::now();
-        let parent = config
-            .scratch_parent
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
-        let work_dir = tempfile::Builder::new()
-            .prefix("skiff-vm-")
-            .tempdir_in(parent)
-            .map_err(Error::io("create the VM's scratch directory"))?;
-        let vsock_uds = work_dir.path().join("vsock.sock");
-        let console_log = work_dir.path().join("console.log");
+        let (work_dir, vsock_uds, console_log) = scratch(config)?;
         let ready_path = PathBuf::from(format!("{}_{READY_PORT}", vsock_uds.display()));
         let ready = UnixListener::bind(&ready_path)
             .map_err(Error::io(format!("listen on {}", ready_path.display())))?;
@@ -158,16 +149,7 @@ impl MicroVm {
     /// waits on its serial port for a host that never connects) or a restored VM.
     fn start(config: &VmConfig) -> Result<(Self, Instant)> {
         let t0 = Instant::now();
-        let parent = config
-            .scratch_parent
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
-        let work_dir = tempfile::Builder::new()
-            .prefix("skiff-vm-")
-            .tempdir_in(parent)
-            .map_err(Error::io("create the VM's scratch directory"))?;
-        let vsock_uds = work_dir.path().join("vsock.sock");
-        let console_log = work_dir.path().join("console.log");
+        let (work_dir, vsock_uds, console_log) = scratch(config)?;
         let role = match &config.snapshot {
             Some(VmSnapshot::Template { ram }) => SnapshotRole::Template { ram },
             Some(VmSnapshot::Restore { ram, state }) => SnapshotRole::Restore { ram, state },
@@ -472,6 +454,22 @@ fn poll_readable(fd: i32, timeout: Duration) {
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: pfd is a valid pollfd array of length 1.
     unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+/// A VM's scratch directory (under `config.scratch_parent`, else the temp dir), with
+/// the paths of its vsock socket and console log inside it.
+fn scratch(config: &VmConfig) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let parent = config
+        .scratch_parent
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let work_dir = tempfile::Builder::new()
+        .prefix("skiff-vm-")
+        .tempdir_in(parent)
+        .map_err(Error::io("create the VM's scratch directory"))?;
+    let vsock_uds = work_dir.path().join("vsock.sock");
+    let console_log = work_dir.path().join("console.log");
+    Ok((work_dir, vsock_uds, console_log))
 }
 
 #[cfg(test)]

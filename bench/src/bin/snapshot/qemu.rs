@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use skiff_bench::{ms, percentile, print_table};
+use skiff_bench::{ms, percentile, print_table, pss_kib};
 use skiff_runtime::{hypervisor, HypervisorKind, Snapshot, WarmSpec, WarmVm};
 
 fn row(name: &str, s: &[Duration]) -> Vec<String> {
@@ -21,20 +21,6 @@ fn row(name: &str, s: &[Duration]) -> Vec<String> {
         ms(percentile(s, 50.0)),
         ms(percentile(s, 99.0)),
     ]
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 fn true_process() -> skiff_proto::ProcessSpec {
