@@ -1030,6 +1030,126 @@ fn invocations_restored_from_a_snapshot_keep_to_themselves() {
 }
 
 #[test]
+fn sandboxes_and_pools_start_from_a_snapshot() {
+    let ok = vm_and_daemon_ready().and_then(|()| skiff_tests::snapshot_ready());
+    if !prerequisite("daemon::snapshot_sandboxes", ok) {
+        return;
+    }
+    let root = Root::new();
+    let d = Daemon::start(
+        &root,
+        r#"
+[[pools]]
+tenant = "fn"
+image = "busybox"
+memory_mib = 128
+size = 1
+snapshot = true
+"#,
+    );
+    // The pool makes the snapshot and fills itself from it.
+    wait_for("a warm VM restored from the snapshot", || {
+        pool_ready(&d) == 1
+    });
+    assert_eq!(
+        std::fs::read_dir(root.path().join("snapshots"))
+            .unwrap()
+            .count(),
+        1
+    );
+    let (s, v) = d.call(
+        "fn",
+        "POST",
+        "/v1/invoke",
+        Some(r#"{"image":"busybox","memory_mib":128,"cmd":["hostname"]}"#),
+    );
+    assert_eq!((s, v["pool"].as_str()), (200, Some("hit")), "{v}");
+    assert!(v["stdout"].as_str().unwrap().starts_with("sb-"), "{v}");
+
+    // Two sandboxes from the same snapshot, each with exec, its own writes and identity.
+    let create = |name: &str| {
+        let body = json!({"image": "busybox", "name": name, "cmd": ["sleep", "600"],
+            "memory_mib": 128, "snapshot": true, "start": true})
+        .to_string();
+        let (s, v) = d.call("fn", "POST", "/v1/sandboxes", Some(&body));
+        assert_eq!((s, v["state"].as_str()), (201, Some("running")), "{v}");
+        assert_eq!(v["snapshot"], true, "{v}");
+    };
+    let exec = |name: &str, script: &str| {
+        let body = json!({"cmd": ["sh", "-c", script]}).to_string();
+        let (s, b) = d.raw(
+            Some("fn"),
+            "POST",
+            &format!("/v1/sandboxes/{name}/exec"),
+            Some(body.as_bytes()),
+        );
+        assert_eq!(s, 200);
+        let lines = ndjson(&b);
+        let out: String = lines
+            .iter()
+            .filter(|l| l["stream"] == "stdout")
+            .map(|l| l["data"].as_str().unwrap().to_owned())
+            .collect();
+        (out, lines.last().cloned().unwrap_or_default())
+    };
+    create("a");
+    create("b");
+    assert_eq!(
+        std::fs::read_dir(root.path().join("snapshots"))
+            .unwrap()
+            .count(),
+        1,
+        "the pool's snapshot was reused"
+    );
+    let probe = "if [ -e /etc/w ]; then echo seen; else echo fresh; fi; hostname; \
+                 head -c16 /dev/urandom | od -An -tx1 | tr -d ' \\n'";
+    let (a1, st) = exec("a", &format!("{probe}; echo; echo x > /etc/w; exit 3"));
+    assert_eq!(st, json!({"exit_code": 3}));
+    let (a2, _) = exec("a", probe);
+    let (b1, _) = exec("b", probe);
+    let (a1, a2, b1): (Vec<&str>, Vec<&str>, Vec<&str>) = (
+        a1.lines().collect(),
+        a2.lines().collect(),
+        b1.lines().collect(),
+    );
+    assert_eq!((a1[0], a2[0], b1[0]), ("fresh", "seen", "fresh"));
+    assert_eq!(a1[1], a2[1]);
+    assert_ne!(a1[1], b1[1], "two restored sandboxes share a hostname");
+    assert_ne!(
+        a1[2], b1[2],
+        "two restored sandboxes drew the same random bytes"
+    );
+
+    // Several connections share the one agent line: a slow exec does not hold up another.
+    let slow = std::thread::scope(|sc| {
+        let t = sc.spawn(|| exec("a", "sleep 8; echo slow"));
+        std::thread::sleep(Duration::from_millis(500));
+        let (quick, _) = exec("a", "echo quick");
+        assert_eq!(quick, "quick\n");
+        assert!(!t.is_finished(), "the quick exec waited for the slow one");
+        t.join().unwrap().0
+    });
+    assert_eq!(slow, "slow\n");
+
+    // A restart restores a fresh copy: the writable layer lived in the VM's memory.
+    let (s, v) = d.call(
+        "fn",
+        "POST",
+        "/v1/sandboxes/a/stop",
+        Some(r#"{"timeout_s":1}"#),
+    );
+    assert_eq!((s, v["state"].as_str()), (200, Some("exited")), "{v}");
+    let (s, v) = d.call("fn", "POST", "/v1/sandboxes/a/start", None);
+    assert_eq!((s, v["state"].as_str()), (200, Some("running")), "{v}");
+    let (a3, _) = exec("a", probe);
+    assert!(a3.starts_with("fresh\n"), "{a3}");
+    for n in ["a", "b"] {
+        let (s, _) = d.call("fn", "DELETE", &format!("/v1/sandboxes/{n}"), None);
+        assert_eq!(s, 200);
+    }
+}
+
+#[test]
 fn schemathesis_finds_no_server_errors() {
     let st = std::env::var_os("SKIFF_SCHEMATHESIS")
         .map(PathBuf::from)

@@ -621,6 +621,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
             kernel: ctx.global.kernel.clone(),
             initramfs: ctx.global.initramfs.clone(),
             hypervisor: ctx.global.hypervisor.map(|h| h.to_string()),
+            snapshot: None,
         },
         binds,
         plugin_decision: None,

@@ -73,11 +73,16 @@ fn restore_pinned(d: &Daemon, image_id: &str, spec: WarmSpec) -> Result<PinnedVm
     pinned(move || snap.restore(&spec.selection, spec.scratch_parent.clone(), BOOT_TIMEOUT))
 }
 
-/// Boots a pool's VM and readies it for an invocation: the container is created (with
-/// a fresh hostname, the invocation's identity) and the warm-up process has run in it,
-/// so an invocation only starts its own process.
-fn boot_prepared(spec: WarmSpec, warm_up: Option<&ProcessSpec>) -> Result<PinnedVm, ApiError> {
-    let mut vm = boot_pinned(spec)?;
+/// Boots (or restores) a pool's VM and readies it for an invocation: the container is
+/// created (with a fresh hostname, the invocation's identity) and the warm-up process
+/// has run in it, so an invocation only starts its own process.
+fn boot_prepared(d: &Daemon, p: &Pool) -> Result<PinnedVm, ApiError> {
+    let warm_up = p.warm_up.as_ref();
+    let mut vm = if p.snapshot {
+        restore_pinned(d, &p.image_id, p.spec.clone())?
+    } else {
+        boot_pinned(p.spec.clone())?
+    };
     let hostname = format!("sb-{}", sandboxes::random_hex(6));
     vm.vm
         .create(&hostname)
@@ -118,6 +123,8 @@ pub struct Pool {
     /// Run in each warm VM's container after it is created (warms the guest's and
     /// QEMU's caches for the fork/exec/exit path).
     warm_up: Option<ProcessSpec>,
+    /// Refilled from a snapshot instead of by booting.
+    snapshot: bool,
     ready: Mutex<VecDeque<PinnedVm>>,
     wake: tokio::sync::Notify,
 }
@@ -151,7 +158,9 @@ impl Pools {
     }
 }
 
-fn warm_spec(
+/// The VM of one invocation or snapshot: the image's layers, the size, a tmpfs
+/// writable layer.
+pub fn warm_spec(
     d: &Daemon,
     layers: Vec<std::path::PathBuf>,
     m: u32,
@@ -180,14 +189,19 @@ pub fn start(d: &Arc<Daemon>, configs: &[PoolConfig]) {
         let made = crate::images::pull(d, &c.image).and_then(|_| {
             let (image, _, layers) = sandboxes::image_for(d, &c.image)?;
             let (m, v) = sandboxes::size(Some(c.memory_mib), Some(c.vcpus))?;
+            let spec = warm_spec(d, layers, m, v)?;
+            if c.snapshot {
+                crate::snapshots::check_backend(&spec)?;
+            }
             Ok(Pool {
                 tenant: c.tenant.clone(),
                 image_id: image.id.to_string(),
                 memory_mib: m,
                 vcpus: v,
                 size: c.size,
-                spec: warm_spec(d, layers, m, v)?,
+                spec,
                 warm_up: warm_up_process(&c.warm_up),
+                snapshot: c.snapshot,
                 ready: Mutex::new(VecDeque::new()),
                 wake: tokio::sync::Notify::new(),
             })
@@ -223,8 +237,8 @@ async fn fill(d: Arc<Daemon>, p: Arc<Pool>) {
             if !admitted {
                 break; // the tenant's quota is full: a smaller pool, never a bigger bill
             }
-            let (spec, warm_up) = (p.spec.clone(), p.warm_up.clone());
-            match tokio::task::spawn_blocking(move || boot_prepared(spec, warm_up.as_ref())).await {
+            let (d2, p2) = (d.clone(), p.clone());
+            match tokio::task::spawn_blocking(move || boot_prepared(&d2, &p2)).await {
                 Ok(Ok(vm)) => {
                     tracing::debug!(
                         tenant = p.tenant,

@@ -57,6 +57,11 @@ pub struct CreateSandbox {
     /// Start it right away (create + start in one call).
     #[serde(default)]
     pub start: bool,
+    /// Start its VM from the snapshot of (image, memory, vCPUs), made by the first
+    /// such request, instead of booting it. QEMU backend only. Its writable layer is a
+    /// tmpfs in the VM's memory: it does not outlive a stop.
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +107,9 @@ pub struct SandboxView {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_ms: Option<u64>,
+    /// Its VM starts from a snapshot.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
 }
 
 pub fn state_name(st: &ContainerState) -> &'static str {
@@ -135,6 +143,7 @@ pub fn view(spec: &ContainerSpec, st: &ContainerState) -> SandboxView {
         exit_code: st.exit_code,
         error: st.error.clone(),
         boot_ms: st.boot_ms,
+        snapshot: spec.boot.snapshot.is_some(),
     }
 }
 
@@ -380,6 +389,17 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
     };
     let policy = crate::policy::get().map_err(ApiError::from)?;
     let image_config = image.config_json.clone();
+    let snapshot = if req.snapshot {
+        // Quota first: making a snapshot boots a VM.
+        let quota = d.config.quota_of(tenant);
+        tenants::check(&quota, usage(d, tenant)?, Usage::one(memory_mib, vcpus))?;
+        let warm = crate::pool::warm_spec(d, spec.layers.clone(), memory_mib, vcpus)?;
+        crate::snapshots::check_backend(&warm)?;
+        Some(d.snapshots.get(d, &spec.image_id, &warm)?)
+    } else {
+        None
+    };
+    let mut resized = false;
     let spec = {
         let _admission = lock(&d.reservations.admission);
         let quota = d.config.quota_of(tenant);
@@ -393,10 +413,27 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
             // A plugin may resize the VM or relabel it; the tenant is not its to change.
             spec.labels.insert(TENANT_LABEL.into(), tenant.to_owned());
             spec.labels.insert(SANDBOX_LABEL.into(), "true".into());
+            if let (Ok(()), Some(snap)) = (&r, &snapshot) {
+                if (snap.memory_mib(), snap.vcpus()) != (spec.memory_mib, spec.vcpus) {
+                    resized = true;
+                    return Err(format!(
+                        "a plugin resized the sandbox to {} MiB and {} vCPUs; its snapshot is of the size asked for",
+                        spec.memory_mib, spec.vcpus
+                    ));
+                }
+                spec.boot.snapshot = Some(snap.dir().to_path_buf());
+            }
             r
         });
         match created {
             Ok(s) => s,
+            Err(e) if resized => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "snapshot_size",
+                    e.to_string(),
+                ))
+            }
             Err(e) if denied => {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,

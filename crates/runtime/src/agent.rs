@@ -173,6 +173,17 @@ impl AgentConn {
         self.sender.clone()
     }
 
+    /// The raw connection, for a relay that takes it over; refused while events that
+    /// were read ahead wait to be taken.
+    pub fn into_stream(self) -> Result<UnixStream> {
+        if !self.pending.is_empty() {
+            return Err(Error::Protocol(
+                "the agent connection has unread events".into(),
+            ));
+        }
+        Ok(self.reader)
+    }
+
     /// The next event, or `None` when the agent closed the connection.
     pub fn next_event(&mut self) -> Result<Option<Event>> {
         if let Some(e) = self.pending.pop_front() {

@@ -7,6 +7,7 @@
 //! over which the container is created, its processes run and their stdio flows.
 
 pub mod agent;
+pub mod agent_mux;
 pub mod artifacts;
 pub mod container;
 mod error;

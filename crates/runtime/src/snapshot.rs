@@ -106,6 +106,8 @@ impl Snapshot {
         );
         config.boot_timeout = spec.boot_timeout;
         config.scratch_parent = spec.scratch_parent.clone();
+        // A daemon that dies mid-snapshot must not leave the template running.
+        config.die_with_parent = true;
         config.snapshot = Some(VmSnapshot::Template { ram: dir.join(RAM) });
         let mut vm = MicroVm::launch_template(&config)?;
         // The agent says so on its serial port once the guest is up, then waits for a
@@ -247,6 +249,19 @@ impl Snapshot {
         scratch_parent: Option<PathBuf>,
         timeout: Duration,
     ) -> Result<WarmVm> {
+        let (vm, agent) = self.restore_vm(selection, scratch_parent.clone(), timeout)?;
+        WarmVm::restored(vm, agent, self.meta.layers.len(), scratch_parent)
+    }
+
+    /// [`Snapshot::restore`] for a caller that sets the copy's identity itself: it must
+    /// send `Reseed` (see [`host_entropy`]) before anything else, then create the
+    /// container with a tmpfs writable layer.
+    pub fn restore_vm(
+        &self,
+        selection: &Selection,
+        scratch_parent: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Result<(MicroVm, crate::AgentConn)> {
         if selection.kind != HypervisorKind::Qemu {
             return Err(Error::Config(
                 "snapshot restore (QEMU migration) needs the QEMU backend".into(),
@@ -265,13 +280,31 @@ impl Snapshot {
         );
         config.boot_timeout = timeout;
         config.die_with_parent = true;
-        config.scratch_parent = scratch_parent.clone();
+        config.scratch_parent = scratch_parent;
         config.snapshot = Some(VmSnapshot::Restore {
             ram: self.dir.join(RAM),
             state: self.dir.join(STATE),
         });
-        let (vm, agent) = MicroVm::boot(&config)?;
-        WarmVm::restored(vm, agent, self.meta.layers.len(), scratch_parent)
+        MicroVm::boot(&config)
+    }
+
+    /// Refuses a container whose layers or size are not the snapshot's.
+    pub fn check_fits(&self, layers: &[PathBuf], memory_mib: u32, vcpus: u32) -> Result<()> {
+        if self.meta.layers != layers {
+            return Err(Error::Config(format!(
+                "the snapshot in {} was made from other layers than this container's",
+                self.dir.display()
+            )));
+        }
+        if (self.meta.memory_mib, self.meta.vcpus) != (memory_mib, vcpus) {
+            return Err(Error::Config(format!(
+                "the snapshot in {} is of a {} MiB, {}-vCPU VM; the container asks for {memory_mib} MiB and {vcpus}",
+                self.dir.display(),
+                self.meta.memory_mib,
+                self.meta.vcpus
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -324,7 +357,7 @@ fn fingerprint(layers: &[PathBuf], kernel: &Path, initramfs: &Path) -> Result<St
 }
 
 /// Bytes from the host's CSPRNG for a restored guest's pool.
-pub(crate) fn host_entropy() -> Result<Vec<u8>> {
+pub fn host_entropy() -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 64];
     let mut f = std::fs::File::open("/dev/urandom").map_err(Error::io("open /dev/urandom"))?;
     std::io::Read::read_exact(&mut f, &mut buf).map_err(Error::io("read /dev/urandom"))?;

@@ -24,6 +24,11 @@ pub struct BootSettings {
     pub kernel: Option<PathBuf>,
     pub initramfs: Option<PathBuf>,
     pub hypervisor: Option<String>,
+    /// Start the VM from this snapshot (a directory made by `Snapshot::create`)
+    /// instead of booting it: QEMU only; no shares or network; the writable layer is
+    /// a tmpfs in the VM's memory, so it does not outlive a stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<PathBuf>,
 }
 
 /// What a container is: fixed when it is created (only `name` changes, by `rename`).

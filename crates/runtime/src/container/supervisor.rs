@@ -17,6 +17,7 @@ use super::control::{self, ControlRequest};
 use super::logfile::{LogStream, LogWriter};
 use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
 use super::time::now_ms;
+use crate::agent_mux::AgentMux;
 use crate::hypervisor::{self, Disk, HypervisorKind, NetBackend, NetDevice, Share};
 use crate::network::{passt, resolver, Attachment, NetworkMode, Networks};
 use crate::{
@@ -45,6 +46,8 @@ pub struct Supervisor {
     /// Set when the main process could not be executed (126/127).
     failed: Option<ExitStatus>,
     log: LogWriter,
+    /// A restored VM's agent line shared with `exec` and `top` (see `agent_mux`).
+    _mux: Option<AgentMux>,
     /// Dropped last: removes the container's TAP once the VM is gone.
     _tap: Plugged,
 }
@@ -165,7 +168,11 @@ impl Supervisor {
         }
     }
 
-    fn boot(containers: &Containers, spec: ContainerSpec) -> Result<Self> {
+    /// Boots the container's VM with its disks, shares and network.
+    fn boot_vm(
+        containers: &Containers,
+        spec: &ContainerSpec,
+    ) -> Result<(MicroVm, AgentConn, Plugged, Option<Box<GuestNetwork>>)> {
         let id = spec.id.clone();
         let artifacts =
             GuestArtifacts::locate(spec.boot.kernel.as_deref(), spec.boot.initramfs.as_deref())?;
@@ -213,7 +220,7 @@ impl Supervisor {
         config.boot_timeout = BOOT_TIMEOUT;
         config.die_with_parent = true;
         config.scratch_parent = Some(containers.run_dir().to_path_buf());
-        let (tap, nets, guest_network) = plug_network(&spec)?;
+        let (tap, nets, guest_network) = plug_network(spec)?;
         if tap.passt.is_some() {
             // passt learns the guest's MAC from its first frame and cannot deliver a
             // connection to a published port before; the guest announces itself
@@ -222,8 +229,52 @@ impl Supervisor {
         }
         config.nets = nets;
 
+        let (vm, agent) = MicroVm::boot(&config)?;
+        Ok((vm, agent, tap, guest_network))
+    }
+
+    /// Starts the container's VM from its snapshot and gives it its own identity; its
+    /// one agent line is shared through a multiplexer.
+    fn restore_vm(
+        spec: &ContainerSpec,
+        dir: &std::path::Path,
+        scratch_parent: PathBuf,
+    ) -> Result<(MicroVm, AgentConn, AgentMux)> {
+        if !spec.binds.is_empty() || spec.network != NetworkMode::None {
+            return Err(Error::Config(
+                "a container started from a snapshot has no shares and no network".into(),
+            ));
+        }
+        let snapshot = crate::Snapshot::open(dir)?;
+        snapshot.check_fits(&spec.layers, spec.memory_mib, spec.vcpus)?;
+        let requested = spec
+            .boot
+            .hypervisor
+            .as_deref()
+            .map(str::parse::<HypervisorKind>)
+            .transpose()
+            .map_err(Error::Config)?;
+        let selection = hypervisor::select(requested)?;
+        let (vm, line) = snapshot.restore_vm(&selection, Some(scratch_parent), BOOT_TIMEOUT)?;
+        let (mux, mut agent) = AgentMux::start(line, &vm.work_dir().join("agent-mux.sock"))?;
+        agent.reseed(crate::snapshot::host_entropy()?)?;
+        Ok((vm, agent, mux))
+    }
+
+    fn boot(containers: &Containers, spec: ContainerSpec) -> Result<Self> {
+        let id = spec.id.clone();
         let log = LogWriter::open(&containers.log_path(&id))?;
-        let (vm, mut agent) = MicroVm::boot(&config)?;
+        let (vm, mut agent, tap, guest_network, mux) = match &spec.boot.snapshot {
+            Some(dir) => {
+                let (vm, agent, mux) =
+                    Self::restore_vm(&spec, dir, containers.run_dir().to_path_buf())?;
+                (vm, agent, Plugged::default(), None, Some(mux))
+            }
+            None => {
+                let (vm, agent, tap, net) = Self::boot_vm(containers, &spec)?;
+                (vm, agent, tap, net, None)
+            }
+        };
         super::trace::mark_ago("vmm_spawn", vm.timings.launch_to_ready);
         super::trace::mark("agent_ready");
         agent.create_container(&ContainerConfig {
@@ -232,7 +283,8 @@ impl Supervisor {
             layers: (0..spec.layers.len())
                 .map(|i| format!("layer{i}"))
                 .collect(),
-            writable: Some("rw".into()),
+            // A restored VM's writable layer is a tmpfs (see `Snapshot`).
+            writable: mux.is_none().then(|| "rw".into()),
             readonly_rootfs: spec.readonly_rootfs,
             shares: spec
                 .binds
@@ -284,7 +336,10 @@ impl Supervisor {
             st.vm_pid = Some(vm.pid());
             st.guest_pid = guest_pid;
             st.started_ms = Some(now_ms());
-            st.vsock_uds = Some(vm.vsock_uds().to_path_buf());
+            st.vsock_uds = Some(match &mux {
+                Some(m) => m.socket().to_path_buf(),
+                None => vm.vsock_uds().to_path_buf(),
+            });
             st.control_socket = Some(control_path);
             st.boot_ms = u64::try_from(vm.timings.launch_to_ready.as_millis()).ok();
             lock.save(&st)?;
@@ -300,6 +355,7 @@ impl Supervisor {
             agent,
             failed,
             log,
+            _mux: mux,
             _tap: tap,
         })
     }
