@@ -1,7 +1,8 @@
 //! skiffd's `POST /v1/invoke` of busybox `true`: latency on a cold boot (pool miss) and
 //! from a warm pool, where a warm invocation's time goes (in-process, through the
-//! runtime's WarmVm), invocations per second at concurrency 1, 4 and 16, and host
-//! memory (PSS) per warm VM. `runc run` of the same busybox `true` is measured in the
+//! runtime's WarmVm), on a snapshot restore, sandbox starts booted and restored,
+//! invocations per second at concurrency 1, 4 and 16 with pools refilled by booting
+//! and by restoring, and host memory (PSS) per warm VM. `runc run` of the same busybox `true` is measured in the
 //! same run as the reference.
 //!
 //!   cargo build --release -p skiff-cli -p skiff-daemon
@@ -121,17 +122,55 @@ impl Daemon {
 
     /// One invocation of `true`: wall time and whether the pool served it.
     fn invoke_true(&self) -> Result<(Duration, bool)> {
+        let (d, pool) = self.invoke(false)?;
+        Ok((d, pool == "hit"))
+    }
+
+    /// One invocation of `true` (on a pool miss restored from the snapshot when
+    /// `snapshot`): wall time and how it was served (`hit`, `miss`, `snapshot`).
+    fn invoke(&self, snapshot: bool) -> Result<(Duration, String)> {
         let t0 = Instant::now();
         let (s, v) = self.call(
             "POST",
             "/v1/invoke",
-            r#"{"image":"busybox","cmd":["true"]}"#,
+            &format!(r#"{{"image":"busybox","cmd":["true"],"snapshot":{snapshot}}}"#),
         )?;
         let d = t0.elapsed();
         if s != 200 || v["exit_code"] != 0 {
             bail!("invoke: {s} {v}");
         }
-        Ok((d, v["pool"] == "hit"))
+        Ok((d, v["pool"].as_str().unwrap_or_default().to_owned()))
+    }
+
+    /// Creates and starts a sandbox running `sleep` (booted, or restored from the
+    /// snapshot): the time until it runs. It is deleted afterwards.
+    fn sandbox_start(&self, snapshot: bool) -> Result<Duration> {
+        let t0 = Instant::now();
+        let (s, v) = self.call(
+            "POST",
+            "/v1/sandboxes",
+            &format!(
+                r#"{{"image":"busybox","cmd":["sleep","600"],"start":true,"snapshot":{snapshot}}}"#
+            ),
+        )?;
+        let d = t0.elapsed();
+        if s != 201 || v["state"] != "running" {
+            bail!("create a sandbox: {s} {v}");
+        }
+        let id = v["id"].as_str().unwrap_or_default();
+        let (s, v) = self.call(
+            "POST",
+            &format!("/v1/sandboxes/{id}/stop"),
+            r#"{"timeout_s":1}"#,
+        )?;
+        if s != 200 {
+            bail!("stop the sandbox: {s} {v}");
+        }
+        let (s, v) = self.call("DELETE", &format!("/v1/sandboxes/{id}"), "")?;
+        if s != 200 {
+            bail!("delete the sandbox: {s} {v}");
+        }
+        Ok(d)
     }
 }
 
@@ -144,13 +183,15 @@ impl Drop for Daemon {
     }
 }
 
-fn config(pool: u32) -> String {
+/// The daemon's config: generous quotas, and a pool of `pool` VMs (refilled by
+/// restoring the snapshot when `snapshot`).
+fn config(pool: u32, snapshot: bool) -> String {
     let mut c = String::from(
         "[default_quota]\nmax_sandboxes = 64\nmax_memory_mib = 65536\nmax_vcpus = 64\nrequests_per_second = 100000.0\nburst = 100000\n",
     );
     if pool > 0 {
         c.push_str(&format!(
-            "[[pools]]\ntenant = \"{TENANT}\"\nimage = \"busybox\"\nsize = {pool}\n"
+            "[[pools]]\ntenant = \"{TENANT}\"\nimage = \"busybox\"\nsize = {pool}\nsnapshot = {snapshot}\n"
         ));
     }
     c
@@ -194,6 +235,45 @@ fn runc_true(dir: &Path, runs: usize) -> Result<Vec<Duration>> {
         }
     }
     Ok(out)
+}
+
+/// `conc` clients invoking `true` back to back, (2 x conc, at least 8) invocations.
+fn throughput(d: &Daemon, refill: &str, conc: usize) -> Vec<String> {
+    let total = (conc * 2).max(8);
+    let hits0 = d.metric("skiffd_pool_hits_total");
+    let lat = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(Mutex::new(0usize));
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..conc {
+            let (lat, next) = (lat.clone(), next.clone());
+            s.spawn(move || loop {
+                {
+                    let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                    if *n >= total {
+                        return;
+                    }
+                    *n += 1;
+                }
+                match d.invoke_true() {
+                    Ok((t, _)) => lat.lock().unwrap_or_else(|e| e.into_inner()).push(t),
+                    Err(e) => eprintln!("invoke: {e}"),
+                }
+            });
+        }
+    });
+    let wall = t0.elapsed();
+    let lat = lat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let hits = d.metric("skiffd_pool_hits_total") - hits0;
+    vec![
+        refill.to_owned(),
+        conc.to_string(),
+        lat.len().to_string(),
+        format!("{:.2}", lat.len() as f64 / wall.as_secs_f64()),
+        format!("{hits}/{}", lat.len()),
+        ms(percentile(&lat, 50.0)),
+        ms(percentile(&lat, 99.0)),
+    ]
 }
 
 fn row(name: &str, s: &[Duration]) -> Vec<String> {
@@ -387,9 +467,10 @@ fn main() -> Result<()> {
 
     // Cold: no pool, every invocation boots a VM.
     let cold_runs = runs.min(10);
-    let mut cold = Vec::new();
+    let (mut cold, mut restored) = (Vec::new(), Vec::new());
+    let (mut sandbox_boot, mut sandbox_restore) = (Vec::new(), Vec::new());
     {
-        let d = Daemon::start(&root, &config(0))?;
+        let d = Daemon::start(&root, &config(0, false))?;
         let (s, v) = d.call("POST", "/v1/images/pull", r#"{"reference":"busybox"}"#)?;
         if s != 200 {
             bail!("pull busybox: {v}");
@@ -401,11 +482,24 @@ fn main() -> Result<()> {
         for _ in 0..cold_runs {
             cold.push(d.invoke_true()?.0);
         }
+        // The first snapshot invocation makes the snapshot; the rest restore it.
+        d.invoke(true)?;
+        for _ in 0..runs {
+            let (t, how) = d.invoke(true)?;
+            if how != "snapshot" {
+                bail!("a snapshot invocation was served by {how:?}");
+            }
+            restored.push(t);
+        }
+        for _ in 0..cold_runs.min(5) {
+            sandbox_boot.push(d.sandbox_start(false)?);
+            sandbox_restore.push(d.sandbox_start(true)?);
+        }
     }
     // Warm: a pool of one, refilled between requests (each request finds a warm VM).
     let mut warm = Vec::new();
     {
-        let d = Daemon::start(&root, &config(1))?;
+        let d = Daemon::start(&root, &config(1, false))?;
         for _ in 0..runs {
             d.wait_ready(1)?;
             let (t, hit) = d.invoke_true()?;
@@ -419,6 +513,10 @@ fn main() -> Result<()> {
     println!("## POST /v1/invoke of busybox `true` ({runs} runs; QEMU TCG here)\n");
     let mut rows = vec![
         row("cold (pool miss: boot + run + destroy)", &cold),
+        row(
+            "snapshot (pool miss: restore + reseed + run + destroy)",
+            &restored,
+        ),
         row("warm (pool hit)", &warm),
         row("runc run true (reference)", &runc),
     ];
@@ -429,57 +527,67 @@ fn main() -> Result<()> {
         format!("{ratio:.2}x"),
         String::new(),
     ]);
+    let ratio = percentile(&cold, 50.0).as_secs_f64() / percentile(&restored, 50.0).as_secs_f64();
+    rows.push(vec![
+        "cold p50 / snapshot p50".into(),
+        String::new(),
+        format!("{ratio:.2}x"),
+        String::new(),
+    ]);
     print_table(&["", "n", "p50 ms", "p99 ms"], &rows);
+
+    println!("\n## POST /v1/sandboxes of busybox `sleep`, started: until it runs\n");
+    let ratio = percentile(&sandbox_boot, 50.0).as_secs_f64()
+        / percentile(&sandbox_restore, 50.0).as_secs_f64();
+    print_table(
+        &["", "n", "p50 ms", "p99 ms"],
+        &[
+            row("booted (the supervisor boots the VM)", &sandbox_boot),
+            row(
+                "\"snapshot\": true (the supervisor restores the VM)",
+                &sandbox_restore,
+            ),
+            vec![
+                "booted p50 / restored p50".into(),
+                String::new(),
+                format!("{ratio:.2}x"),
+                String::new(),
+            ],
+        ],
+    );
 
     println!();
     print_phases(&root, runs)?;
 
-    // Throughput and memory: a pool of 4.
+    // Throughput and memory: a pool of 4, refilled by booting or by restoring.
     println!("\n## Invocations per second (pool of 4 warm VMs, refilled in the background)\n");
-    let d = Daemon::start(&root, &config(4))?;
-    d.wait_ready(4)?;
-    let pss = descendants_pss_kib(d.child.id());
-    let daemon_pss = pss_kib(d.child.id());
     let mut rows = Vec::new();
-    for conc in [1usize, 4, 16] {
+    let mut memory = Vec::new();
+    for (refill, snapshot) in [("boot", false), ("snapshot restore", true)] {
+        let d = Daemon::start(&root, &config(4, snapshot))?;
         d.wait_ready(4)?;
-        let total = (conc * 2).max(8);
-        let hits0 = d.metric("skiffd_pool_hits_total");
-        let lat = Arc::new(Mutex::new(Vec::new()));
-        let next = Arc::new(Mutex::new(0usize));
-        let t0 = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..conc {
-                let (lat, next, d) = (lat.clone(), next.clone(), &d);
-                s.spawn(move || loop {
-                    {
-                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
-                        if *n >= total {
-                            return;
-                        }
-                        *n += 1;
-                    }
-                    match d.invoke_true() {
-                        Ok((t, _)) => lat.lock().unwrap_or_else(|e| e.into_inner()).push(t),
-                        Err(e) => eprintln!("invoke: {e}"),
-                    }
-                });
-            }
-        });
-        let wall = t0.elapsed();
-        let lat = lat.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let hits = d.metric("skiffd_pool_hits_total") - hits0;
-        rows.push(vec![
-            conc.to_string(),
-            lat.len().to_string(),
-            format!("{:.2}", lat.len() as f64 / wall.as_secs_f64()),
-            format!("{hits}/{}", lat.len()),
-            ms(percentile(&lat, 50.0)),
-            ms(percentile(&lat, 99.0)),
+        let pss = descendants_pss_kib(d.child.id());
+        memory.push(vec![
+            format!(
+                "PSS per warm VM, refilled by {refill} (QEMU + device daemons, {} processes / 4)",
+                pss.1
+            ),
+            format!("{:.1}", pss.0 as f64 / 4.0 / 1024.0),
         ]);
+        if !snapshot {
+            memory.push(vec![
+                "skiffd itself".into(),
+                format!("{:.1}", pss_kib(d.child.id()) as f64 / 1024.0),
+            ]);
+        }
+        for conc in [1usize, 4, 16] {
+            d.wait_ready(4)?;
+            rows.push(throughput(&d, refill, conc));
+        }
     }
     print_table(
         &[
+            "refill",
             "concurrency",
             "invocations",
             "per second",
@@ -490,21 +598,6 @@ fn main() -> Result<()> {
         &rows,
     );
     println!("\n## Host memory per warm VM (pool of 4 at agent ready)\n");
-    print_table(
-        &["", "MiB"],
-        &[
-            vec![
-                format!(
-                    "PSS per warm VM (QEMU + device daemons, {} processes / 4)",
-                    pss.1
-                ),
-                format!("{:.1}", pss.0 as f64 / 4.0 / 1024.0),
-            ],
-            vec![
-                "skiffd itself".into(),
-                format!("{:.1}", daemon_pss as f64 / 1024.0),
-            ],
-        ],
-    );
+    print_table(&["", "MiB"], &memory);
     Ok(())
 }
