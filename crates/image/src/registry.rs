@@ -92,7 +92,23 @@ pub struct Client {
     push: bool,
 }
 
-type Resp = ureq::Response;
+type Resp = ureq::http::Response<ureq::Body>;
+
+/// A response header as text (absent or not valid text: `None`).
+fn header<'a>(resp: &'a Resp, name: &str) -> Option<&'a str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Up to 4 KiB of a response body, for an error message.
+fn error_text(resp: Resp) -> String {
+    let mut text = String::new();
+    let _ = resp
+        .into_body()
+        .into_reader()
+        .take(4096)
+        .read_to_string(&mut text);
+    text.trim().to_owned()
+}
 
 enum Body<'a> {
     None,
@@ -112,11 +128,23 @@ impl Client {
         let plain =
             is_loopback(&host) || opts.insecure.iter().any(|i| *i == registry || *i == host);
         let base = format!("{}://{host}", if plain { "http" } else { "https" });
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(60))
+        let agent = ureq::Agent::config_builder()
+            // Error statuses come back as responses so their bodies can be
+            // quoted and 401 challenges answered.
+            .http_status_as_error(false)
+            // Redirects (registries send blob GETs to storage) are followed;
+            // the Authorization header is never sent along (ureq's default,
+            // stated here because it matters).
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
+            .proxy(None)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            // An idle limit, not a total: a large blob may take long.
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            // Large socket reads: a blob body arrives in few recv calls.
+            .input_buffer_size(INPUT_BUFFER)
             .user_agent(concat!("skiff/", env!("CARGO_PKG_VERSION")))
-            .build();
+            .build()
+            .new_agent();
         Ok(Self {
             agent,
             creds: match &opts.auth_file {
@@ -151,9 +179,9 @@ impl Client {
         body: &Body,
     ) -> Result<Resp> {
         for attempt in 0..2 {
-            let mut req = self.agent.request(method, url);
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in headers {
-                req = req.set(k, v);
+                req = req.header(*k, v.as_str());
             }
             if let Some(a) = self
                 .auth
@@ -161,53 +189,49 @@ impl Client {
                 .map_err(|_| self.err("auth state poisoned"))?
                 .clone()
             {
-                req = req.set("Authorization", &a);
+                req = req.header("Authorization", a);
             }
+            let bad = |e: ureq::http::Error| self.err(format!("{method} {url}: {e}"));
             let r = match body {
-                Body::None => req.call(),
-                Body::Bytes(b) => req.send_bytes(b),
+                Body::None => self.agent.run(req.body(()).map_err(bad)?),
+                Body::Bytes(b) => self.agent.run(req.body(*b).map_err(bad)?),
                 Body::File(p, bar) => {
                     let f = File::open(p).ctx(|| format!("open {}", p.display()))?;
                     let len = f.metadata().ctx(|| "stat blob".to_owned())?.len();
                     let r = io::BufReader::with_capacity(1 << 20, f);
-                    let req = req.set("Content-Length", &len.to_string());
+                    let req = req.header("Content-Length", len);
                     match bar {
                         Some(b) => {
                             b.set_position(0);
-                            req.send(b.wrap_read(r))
+                            let mut r = b.wrap_read(r);
+                            let body = ureq::SendBody::from_reader(&mut r);
+                            self.agent.run(req.body(body).map_err(bad)?)
                         }
-                        None => req.send(r),
+                        None => {
+                            let mut r = r;
+                            let body = ureq::SendBody::from_reader(&mut r);
+                            self.agent.run(req.body(body).map_err(bad)?)
+                        }
                     }
                 }
             };
-            match r {
-                Ok(resp) => return Ok(resp),
-                Err(ureq::Error::Status(401, resp)) if attempt == 0 => {
-                    let challenge = resp.header("www-authenticate").unwrap_or("").to_owned();
-                    self.authenticate(&challenge)?;
-                }
-                Err(ureq::Error::Status(code, resp)) => {
-                    let mut text = String::new();
-                    let _ = resp.into_reader().take(4096).read_to_string(&mut text);
-                    let hint = if code == 401 {
-                        " (check credentials in ~/.docker/config.json)"
-                    } else {
-                        ""
-                    };
-                    return Err(self.err(format!(
-                        "{method} {url}: HTTP {code}: {}{hint}",
-                        text.trim()
-                    )));
-                }
-                Err(ureq::Error::Transport(t)) => {
-                    // ureq's Display repeats the URL; say it once.
-                    let why = match t.message() {
-                        Some(m) => format!("{}: {m}", t.kind()),
-                        None => t.kind().to_string(),
-                    };
-                    return Err(self.err(format!("{method} {url}: {why}")));
-                }
+            let resp = r.map_err(|e| self.err(format!("{method} {url}: {e}")))?;
+            let code = resp.status().as_u16();
+            if code == 401 && attempt == 0 {
+                let challenge = header(&resp, "www-authenticate").unwrap_or("").to_owned();
+                self.authenticate(&challenge)?;
+                continue;
             }
+            if code >= 400 {
+                let hint = if code == 401 {
+                    " (check credentials in ~/.docker/config.json)"
+                } else {
+                    ""
+                };
+                let text = error_text(resp);
+                return Err(self.err(format!("{method} {url}: HTTP {code}: {text}{hint}")));
+            }
+            return Ok(resp);
         }
         Err(self.err("authentication failed"))
     }
@@ -237,23 +261,29 @@ impl Client {
                     .get("scope")
                     .cloned()
                     .unwrap_or_else(|| format!("repository:{}:{actions}", self.repository));
-                let mut req = self.agent.get(realm).query("scope", &scope);
+                let mut req = self.agent.get(realm.as_str()).query("scope", &scope);
                 if let Some(s) = c.params.get("service") {
                     req = req.query("service", s);
                 }
                 if let Some(cr) = &self.creds {
-                    req = req.set("Authorization", &cr.basic_header());
+                    req = req.header("Authorization", cr.basic_header());
                 }
                 let resp = req
                     .call()
                     .map_err(|e| self.err(format!("token from {realm}: {e}")))?;
+                let code = resp.status().as_u16();
+                if code >= 400 {
+                    let text = error_text(resp);
+                    return Err(self.err(format!("token from {realm}: HTTP {code}: {text}")));
+                }
                 #[derive(Deserialize)]
                 struct Token {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
                 let mut buf = Vec::new();
-                resp.into_reader()
+                resp.into_body()
+                    .into_reader()
                     .take(1 << 20)
                     .read_to_end(&mut buf)
                     .ctx(|| "read token".to_owned())?;
@@ -286,11 +316,11 @@ impl Client {
             &[("Accept", manifest::ACCEPT.join(", "))],
             &Body::None,
         )?;
-        let mt = resp
-            .header("content-type")
+        let mt = header(&resp, "content-type")
             .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
         let mut buf = Vec::new();
-        resp.into_reader()
+        resp.into_body()
+            .into_reader()
             .take(limit + 1)
             .read_to_end(&mut buf)
             .ctx(|| "read manifest".to_owned())?;
@@ -395,7 +425,7 @@ impl Client {
             &Body::None,
         )?;
         let mut hasher = Hashing::new(io::sink());
-        if have > 0 && resp.status() == 206 {
+        if have > 0 && resp.status().as_u16() == 206 {
             f.seek(SeekFrom::Start(0)).ctx(|| "rewind".to_owned())?;
             io::copy(&mut (&mut f).take(have), &mut hasher).ctx(|| "rehash partial".to_owned())?;
         } else {
@@ -403,7 +433,7 @@ impl Client {
         }
         f.seek(SeekFrom::End(0)).ctx(|| "seek".to_owned())?;
         bar.set_position(hasher.count());
-        let mut r = resp.into_reader();
+        let mut r = resp.into_body().into_reader();
         // Each buffer read from the socket is written to the partial file,
         // hashed, and then (when converting as we download) moved to the
         // converter without another copy.
@@ -482,8 +512,7 @@ impl Client {
 
     fn upload_blob(&self, store: &Store, d: &Digest, bar: &ProgressBar) -> Result<()> {
         let resp = self.send("POST", &self.url("blobs/uploads/"), &[], &Body::Bytes(&[]))?;
-        let loc = resp
-            .header("location")
+        let loc = header(&resp, "location")
             .ok_or_else(|| self.err("upload without Location"))?
             .to_owned();
         let loc = if loc.starts_with('/') {
@@ -505,6 +534,9 @@ impl Client {
 
 /// Blob bytes read from the socket (and handed to the converter) at a time.
 const DOWNLOAD_CHUNK: usize = 256 << 10;
+
+/// ureq's per-connection receive buffer: one recv call fills up to this.
+const INPUT_BUFFER: usize = 256 << 10;
 
 /// Read until `buf` is full or the stream ends; returns the bytes read and,
 /// if reading failed, why (the bytes before the failure still count: a
@@ -741,10 +773,7 @@ pub fn push(
         &[("Content-Type", mt)],
         &Body::Bytes(&bytes),
     )?;
-    if let Some(d) = resp
-        .header("docker-content-digest")
-        .and_then(|d| Digest::parse(d).ok())
-    {
+    if let Some(d) = header(&resp, "docker-content-digest").and_then(|d| Digest::parse(d).ok()) {
         if d != img.manifest_digest {
             return Err(client.err(format!(
                 "registry stored manifest as {d}, expected {}",
@@ -770,7 +799,8 @@ pub fn list_tags(reference: &Reference, opts: &RegistryOptions) -> Result<Vec<St
         tags: Option<Vec<String>>,
     }
     let mut buf = Vec::new();
-    resp.into_reader()
+    resp.into_body()
+        .into_reader()
         .take(4 << 20)
         .read_to_end(&mut buf)
         .ctx(|| "read tags".to_owned())?;

@@ -1,6 +1,8 @@
 //! The registry client against a scripted in-process HTTP server: bearer
 //! token auth, resuming an interrupted blob download with a Range request,
-//! and a registry that serves the wrong bytes for a digest.
+//! blob GETs redirected to storage elsewhere (which must not see the
+//! registry's token), error bodies in messages, and a registry that serves
+//! the wrong bytes for a digest.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -25,8 +27,12 @@ struct Script {
     cut: Option<String>,
     /// Blob served with corrupted bytes.
     corrupt: Option<String>,
+    /// Blob GETs answer with a redirect to `/storage/` on another host name.
+    redirect: bool,
     token_requests: AtomicUsize,
     range_requests: Mutex<Vec<String>>,
+    /// The Authorization header (if any) of each storage request.
+    storage_auth: Mutex<Vec<Option<String>>>,
 }
 
 fn serve(script: Arc<Script>) -> u16 {
@@ -89,6 +95,15 @@ fn handle(mut conn: TcpStream, s: &Script, port: u16) {
         );
         return;
     }
+    if let Some(d) = path.strip_prefix("/storage/") {
+        s.storage_auth
+            .lock()
+            .unwrap()
+            .push(headers.get("authorization").cloned());
+        let blob = &s.blobs[d];
+        send(&mut conn, "200 OK", &[], blob, blob.len());
+        return;
+    }
     if headers.get("authorization").map(String::as_str) != Some("Bearer T0K") {
         let challenge = format!(
             r#"Bearer realm="http://127.0.0.1:{port}/token",service="mock",scope="repository:r/img:pull""#
@@ -118,6 +133,17 @@ fn handle(mut conn: TcpStream, s: &Script, port: u16) {
             send(&mut conn, "404 Not Found", &[], b"", 0);
             return;
         };
+        if s.redirect {
+            let to = format!("http://localhost:{port}/storage/{d}");
+            send(
+                &mut conn,
+                "307 Temporary Redirect",
+                &[("Location", to)],
+                b"",
+                0,
+            );
+            return;
+        }
         let mut blob = blob.clone();
         if s.corrupt.as_deref() == Some(d) {
             blob[0] ^= 0xff;
@@ -149,7 +175,8 @@ fn handle(mut conn: TcpStream, s: &Script, port: u16) {
         send(&mut conn, "200 OK", &[], &blob, blob.len());
         return;
     }
-    send(&mut conn, "404 Not Found", &[], b"", 0);
+    let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+    send(&mut conn, "404 Not Found", &[], body, body.len());
 }
 
 /// Serve the image of an OCI layout written by `write_layout`.
@@ -260,4 +287,45 @@ fn wrong_bytes_for_a_digest_are_refused_and_leave_nothing() {
         })
         .count();
     assert_eq!(partials, 0);
+}
+
+#[test]
+fn redirected_blobs_never_carry_the_token() {
+    if !require("root (layer conversion)", is_root())
+        || !require("mkfs.erofs", have_tool("mkfs.erofs"))
+    {
+        return;
+    }
+    let lay = tempfile::tempdir().unwrap();
+    sample(lay.path());
+    let mut script = script_from(lay.path());
+    script.redirect = true;
+    let layer = layer_digest(&script);
+    let script = Arc::new(script);
+    let port = serve(script.clone());
+
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path()).unwrap();
+    let r = Reference::parse(&format!("127.0.0.1:{port}/r/img:v1")).unwrap();
+    let p = registry::pull(&store, &r, &opts()).unwrap();
+    assert_eq!(p.image.layers[0].digest.as_str(), layer);
+    let seen = script.storage_auth.lock().unwrap().clone();
+    // The config and the layer, both fetched from storage.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().all(Option::is_none), "token leaked: {seen:?}");
+}
+
+#[test]
+fn error_bodies_reach_the_message() {
+    let lay = tempfile::tempdir().unwrap();
+    sample(lay.path());
+    let port = serve(Arc::new(script_from(lay.path())));
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path()).unwrap();
+    let r = Reference::parse(&format!("127.0.0.1:{port}/r/img:missing")).unwrap();
+    let e = registry::pull(&store, &r, &opts()).unwrap_err().to_string();
+    assert!(
+        e.contains("HTTP 404") && e.contains("MANIFEST_UNKNOWN"),
+        "{e}"
+    );
 }
