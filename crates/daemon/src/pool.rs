@@ -217,12 +217,19 @@ pub fn start(d: &Arc<Daemon>, configs: &[PoolConfig]) {
     }
 }
 
-/// Keeps `size` VMs ready, one boot at a time (boots are CPU-heavy under TCG).
+/// VMs of one pool booted (or restored) at once: two keep both cores of a small host
+/// busy without starving the invocations.
+const REFILL_PARALLEL: usize = 2;
+
+/// Keeps `size` VMs ready, up to [`REFILL_PARALLEL`] boots at a time.
 async fn fill(d: Arc<Daemon>, p: Arc<Pool>) {
     let one = Usage::one(p.memory_mib, p.vcpus);
     let mut backoff = Duration::from_millis(500);
+    let mut booting = tokio::task::JoinSet::new();
     loop {
-        while lock(&p.ready).len() < p.size as usize {
+        while booting.len() < REFILL_PARALLEL
+            && lock(&p.ready).len() + booting.len() < p.size as usize
+        {
             let admitted = {
                 let _a = lock(&d.reservations.admission);
                 let quota = d.config.quota_of(&p.tenant);
@@ -238,7 +245,15 @@ async fn fill(d: Arc<Daemon>, p: Arc<Pool>) {
                 break; // the tenant's quota is full: a smaller pool, never a bigger bill
             }
             let (d2, p2) = (d.clone(), p.clone());
-            match tokio::task::spawn_blocking(move || boot_prepared(&d2, &p2)).await {
+            booting.spawn_blocking(move || boot_prepared(&d2, &p2));
+        }
+        if booting.is_empty() {
+            // Refill when a VM is taken, and retry now and then in case quota freed up.
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.wake.notified()).await;
+            continue;
+        }
+        tokio::select! {
+            Some(done) = booting.join_next() => match done {
                 Ok(Ok(vm)) => {
                     tracing::debug!(
                         tenant = p.tenant,
@@ -254,13 +269,11 @@ async fn fill(d: Arc<Daemon>, p: Arc<Pool>) {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
-                Err(_) => {
-                    d.reservations.release(&p.tenant, one);
-                }
-            }
+                Err(_) => d.reservations.release(&p.tenant, one),
+            },
+            // A VM was taken: start its replacement beside the boots under way.
+            () = p.wake.notified() => {}
         }
-        // Refill when a VM is taken, and retry now and then in case quota freed up.
-        let _ = tokio::time::timeout(Duration::from_secs(2), p.wake.notified()).await;
     }
 }
 

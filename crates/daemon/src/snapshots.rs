@@ -51,7 +51,9 @@ impl Snapshots {
         let k = key(image_id, spec.memory_mib, spec.vcpus);
         let slot = lock(&self.slots).entry(k.clone()).or_default().clone();
         let mut slot = lock(&slot);
-        if let Some(s) = slot.as_ref() {
+        // A snapshot kept from an earlier request is checked again: a new agent or
+        // kernel installed since must not keep running as the old one.
+        if let Some(s) = slot.as_ref().filter(|s| s.is_current()) {
             return Ok(s.clone());
         }
         let dir: PathBuf = d.root.join("snapshots").join(&k);

@@ -241,6 +241,13 @@ impl Snapshot {
         })
     }
 
+    /// False once its kernel, initramfs or a layer was replaced or is gone (a few
+    /// stats; for callers that keep a snapshot open across requests).
+    pub fn is_current(&self) -> bool {
+        fingerprint(&self.meta.layers, &self.meta.kernel, &self.meta.initramfs)
+            .is_ok_and(|f| f == self.meta.files)
+    }
+
     /// Starts a new VM from the snapshot, up to its agent's hello. The VM dies with
     /// this process; its identity is set when [`WarmVm::run`] creates the container.
     pub fn restore(
@@ -399,11 +406,14 @@ mod tests {
         assert!(err.contains("state holds 5 bytes, not 10"), "{err}");
 
         std::fs::write(dir.path().join(STATE), b"0123456789").unwrap();
-        assert!(Snapshot::open(dir.path()).is_ok());
-        // A new agent installed over the initramfs makes the snapshot stale.
+        let kept = Snapshot::open(dir.path()).unwrap();
+        assert!(kept.is_current());
+        // A new agent installed over the initramfs makes the snapshot stale, also
+        // for a holder that opened it before.
         let replaced = dir.path().join("initramfs.new");
         std::fs::write(&replaced, b"agent v2").unwrap();
         std::fs::rename(&replaced, &initramfs).unwrap();
+        assert!(!kept.is_current());
         let err = Snapshot::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("changed since it was made"), "{err}");
         std::fs::write(
