@@ -126,7 +126,7 @@ pub fn convert(
         Compression::None => write_image(store, blob, file)?,
         _ => std::thread::scope(|s| {
             let (tx, rx) = crate::chunks::channel(INFLATE_CHUNK);
-            s.spawn(move || match decompress_buffered(blob, c) {
+            s.spawn(move || match inflater(blob, c) {
                 Ok(r) => crate::chunks::pump(r, tx),
                 Err(e) => tx.fail(std::io::Error::other(e.to_string())),
             });
@@ -149,6 +149,15 @@ pub fn convert(
         .map_err(|e| e.error)
         .ctx(|| format!("publish {}", out.display()))?;
     Ok(stats)
+}
+
+/// The decompressor for `convert`. gzip skips its CRC-32 here: the diff_id,
+/// checked before the disk is published, covers every byte (see `gunzip`).
+fn inflater<'a>(r: impl BufRead + 'a, c: Compression) -> Result<Box<dyn Read + 'a>> {
+    match c {
+        Compression::Gzip => Ok(Box::new(crate::gunzip::Gunzip::new(r))),
+        _ => decompress_buffered(r, c),
+    }
 }
 
 /// Inflated tar handed from the decompressing thread in pieces of this size.

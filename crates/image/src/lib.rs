@@ -57,6 +57,7 @@ pub mod digest;
 pub mod erofs;
 pub mod error;
 pub mod fsutil;
+mod gunzip;
 pub mod layerdisk;
 pub mod lock;
 pub mod manifest;
