@@ -383,7 +383,9 @@ pub async fn invoke(
     } else {
         Some(warm_spec(&d, layers, m, c))
     };
-    let restore = !hit && req.snapshot;
+    // A miss restores from the snapshot when asked, or when the pool itself is kept
+    // full from one (its operator chose restores over boots).
+    let restore = !hit && (req.snapshot || pool.as_ref().is_some_and(|p| p.snapshot));
     if let (true, Some(Ok(spec))) = (restore, &spec) {
         if let Err(e) = crate::snapshots::check_backend(spec) {
             d.reservations.release(&tenant, one);
