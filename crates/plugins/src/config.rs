@@ -16,6 +16,7 @@
 //! settings = { registries = ["docker.io"] }  # any value; the plugin validates it
 //! grants = { env = ["TZ"], dirs = { "/policy" = "/etc/skiff/policy" }, network = false }
 //! # host_hooks = ["/usr/libexec/skiff-hooks"]  # host programs it may add as OCI hooks
+//! # bind_sources = ["/srv/shared"]              # host dirs it may bind into containers
 //! ```
 //!
 //! Selection per container: `always` plugins run for every container and cannot be
@@ -118,6 +119,10 @@ pub struct Grants {
     /// it may name. In-guest hooks (createContainer, startContainer) need no grant.
     #[serde(default)]
     pub host_hooks: BTreeSet<PathBuf>,
+    /// Host directories whose contents the plugin may bind-mount into containers (a
+    /// bind gives the container the host's files, so none are allowed without a grant).
+    #[serde(default)]
+    pub bind_sources: BTreeSet<PathBuf>,
 }
 
 impl PluginsConfig {
@@ -198,14 +203,14 @@ impl PluginsConfig {
                     return invalid(format!("plugin '{}': sha256 must be 64 hex digits", p.name));
                 }
             }
-            for path in &p.grants.host_hooks {
+            for path in p.grants.host_hooks.iter().chain(&p.grants.bind_sources) {
                 let clean = path.is_absolute()
                     && path
                         .components()
                         .all(|c| !matches!(c, std::path::Component::ParentDir));
                 if !clean {
                     return invalid(format!(
-                        "plugin '{}': granted host hook {} must be an absolute path without '..'",
+                        "plugin '{}': granted path {} must be absolute, without '..'",
                         p.name,
                         path.display()
                     ));

@@ -276,6 +276,7 @@ impl PluginHost {
                     .map_err(|e| format!("admit-container returned an invalid adjustment: {e}"))
                     .and_then(|adj| {
                         check_host_hooks(&plugin.authority, &adj)?;
+                        check_bind_sources(&plugin.authority, &adj)?;
                         Ok(Verdict::Adjust(adj))
                     }),
             });
@@ -448,6 +449,31 @@ fn check_host_hooks(authority: &Authority, adj: &Adjustments) -> std::result::Re
     Ok(())
 }
 
+/// A bind mount hands the container host files, so a sandboxed plugin may only bind
+/// what lies in directories the operator granted it (`grants.bind_sources`). The source
+/// is resolved (symlinks and all) before it is compared, so a link inside a granted
+/// directory cannot lead out of it.
+fn check_bind_sources(authority: &Authority, adj: &Adjustments) -> std::result::Result<(), String> {
+    for m in &adj.mounts {
+        let refuse = |why: &str| {
+            format!(
+                "asked to bind {:.200?} at {:.200?}, {why}",
+                m.source, m.destination
+            )
+        };
+        let real = std::fs::canonicalize(&m.source)
+            .map_err(|e| refuse(&format!("which cannot be resolved ({e})")))?;
+        let granted = authority
+            .bind_sources
+            .iter()
+            .any(|g| std::fs::canonicalize(g).is_ok_and(|g| real.starts_with(g)));
+        if !granted {
+            return Err(refuse("which its grants.bind_sources do not allow"));
+        }
+    }
+    Ok(())
+}
+
 /// Authority = what the plugin asks for AND what the operator granted.
 fn authority(pc: &PluginConfig, asked: &wit::CapabilityRequest) -> Authority {
     let mut a = Authority::default();
@@ -467,6 +493,7 @@ fn authority(pc: &PluginConfig, asked: &wit::CapabilityRequest) -> Authority {
         }
     }
     a.host_hooks = pc.grants.host_hooks.iter().cloned().collect();
+    a.bind_sources = pc.grants.bind_sources.iter().cloned().collect();
     a.network = asked.network && pc.grants.network;
     if asked.network && !pc.grants.network {
         tracing::warn!(plugin = %pc.name, "plugin asks for network access, not granted");
@@ -554,5 +581,43 @@ mod tests {
         }
         let none = Authority::default();
         assert!(check_host_hooks(&none, &with(vec![hook(CreateRuntime, "/bin/true")])).is_err());
+    }
+
+    #[test]
+    fn bind_mounts_need_a_granted_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let granted = dir.path().join("shared");
+        std::fs::create_dir_all(granted.join("data")).unwrap();
+        std::fs::create_dir_all(dir.path().join("secret")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), granted.join("escape")).unwrap();
+        let authority = Authority {
+            bind_sources: vec![granted.clone()],
+            ..Authority::default()
+        };
+        let bind = |source: &std::path::Path| Adjustments {
+            mounts: vec![crate::model::Mount {
+                destination: "/mnt".into(),
+                source: source.display().to_string(),
+                kind: "bind".into(),
+                options: vec!["ro".into()],
+            }],
+            ..Adjustments::default()
+        };
+        assert_eq!(check_bind_sources(&authority, &bind(&granted)), Ok(()));
+        assert_eq!(
+            check_bind_sources(&authority, &bind(&granted.join("data"))),
+            Ok(())
+        );
+        for bad in [
+            dir.path().join("secret"),
+            granted.join("escape"),
+            granted.join("data/../../secret"),
+            granted.join("missing"),
+            std::path::PathBuf::from("/etc"),
+        ] {
+            let err = check_bind_sources(&authority, &bind(&bad)).unwrap_err();
+            assert!(err.contains("bind"), "{err}");
+        }
+        assert!(check_bind_sources(&Authority::default(), &bind(&granted)).is_err());
     }
 }

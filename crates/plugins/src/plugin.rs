@@ -32,6 +32,8 @@ pub(crate) struct Authority {
     pub(crate) network: bool,
     /// Host programs (files or directories) it may add as host-side hooks; operator-only.
     pub(crate) host_hooks: Vec<PathBuf>,
+    /// Host directories whose contents it may bind into containers; operator-only.
+    pub(crate) bind_sources: Vec<PathBuf>,
 }
 
 /// Memory cap over all linear memories of one instance, remembering that it hit.
