@@ -665,7 +665,10 @@ fn features() -> Result<i32> {
         ],
         "linux": {
             "namespaces": ["mount", "network", "pid", "ipc", "uts"],
-            "cgroup": {"v1": false, "v2": false, "systemd": false, "systemdUser": false},
+            // The microVM's VMM joins a cgroup of the cpu controller on either
+            // hierarchy (see skiff_runtime::oci::cgroup); systemd's slice form of
+            // cgroupsPath falls back to skiff-runtime/<id> rather than asking systemd.
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
         },
         "annotations": {
             "io.skiff.runtime.microvm": "true",
