@@ -74,6 +74,18 @@ impl Drop for Plugged {
     }
 }
 
+/// The backend the container was created for (or the best this host has).
+fn selection_for(spec: &ContainerSpec) -> Result<crate::Selection> {
+    let requested = spec
+        .boot
+        .hypervisor
+        .as_deref()
+        .map(str::parse::<HypervisorKind>)
+        .transpose()
+        .map_err(Error::Config)?;
+    hypervisor::select(requested)
+}
+
 /// Plugs the container into its network: the TAP (or passt) for the VM, the network's
 /// DNS responder, and the agent's settings. Without a network the agent gets no
 /// network settings (it brings lo up by itself), so agents that predate networking
@@ -176,14 +188,7 @@ impl Supervisor {
         let id = spec.id.clone();
         let artifacts =
             GuestArtifacts::locate(spec.boot.kernel.as_deref(), spec.boot.initramfs.as_deref())?;
-        let requested = spec
-            .boot
-            .hypervisor
-            .as_deref()
-            .map(str::parse::<HypervisorKind>)
-            .transpose()
-            .map_err(Error::Config)?;
-        let selection = hypervisor::select(requested)?;
+        let selection = selection_for(spec)?;
         let rw = containers.writable_disk(&id);
         if !rw.exists() {
             writable::create(&rw, spec.writable_bytes)?;
@@ -247,14 +252,7 @@ impl Supervisor {
         }
         let snapshot = crate::Snapshot::open(dir)?;
         snapshot.check_fits(&spec.layers, spec.memory_mib, spec.vcpus)?;
-        let requested = spec
-            .boot
-            .hypervisor
-            .as_deref()
-            .map(str::parse::<HypervisorKind>)
-            .transpose()
-            .map_err(Error::Config)?;
-        let selection = hypervisor::select(requested)?;
+        let selection = selection_for(spec)?;
         let (vm, line) = snapshot.restore_vm(&selection, Some(scratch_parent), BOOT_TIMEOUT)?;
         let (mux, mut agent) = AgentMux::start(line, &vm.work_dir().join("agent-mux.sock"))?;
         agent.reseed(crate::snapshot::host_entropy()?)?;
