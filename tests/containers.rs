@@ -525,6 +525,26 @@ fn volumes_share_a_host_directory_both_ways() {
         Some(0)
     );
     assert!(!host.join("x").exists());
+    // A share daemon that dies under a running container stops it with the reason,
+    // instead of leaving the guest hung on the share.
+    let daemons: Vec<u32> = skiff_tests::processes_mentioning(&host.display().to_string())
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "virtiofsd")
+        })
+        .collect();
+    assert!(!daemons.is_empty(), "no virtiofsd serves the container");
+    // SAFETY: kill(2) of a virtiofsd this test's container runs.
+    unsafe { libc::kill(daemons[0] as i32, libc::SIGKILL) };
+    wait_until("the container to stop", Duration::from_secs(60), || {
+        s.inspect("v", "{{.State.Status}}") == "exited"
+    });
+    let error = s.inspect("v", "{{.State.Error}}");
+    assert!(
+        error.contains("virtiofsd") && error.contains("exited"),
+        "{error}"
+    );
     s.ok(&["rm", "-f", "v"]);
     s.refused(&["run", "-v", "relative:/data", "busybox", "true"]);
     s.refused(&[

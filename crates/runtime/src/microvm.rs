@@ -380,6 +380,11 @@ impl MicroVm {
         self.process.pid()
     }
 
+    /// The device daemons serving the VM (virtiofsd, the vsock daemon), with their pids.
+    pub fn helpers(&self) -> Vec<(String, u32)> {
+        self.process.helpers()
+    }
+
     /// The vsock device's UNIX socket (for `CONNECT <port>`).
     pub fn vsock_uds(&self) -> &Path {
         &self.vsock_uds

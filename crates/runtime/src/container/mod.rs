@@ -8,6 +8,7 @@
 //! supervisor's control socket (signals, stop) or through the VM's vsock socket (exec).
 
 mod control;
+mod helper_watch;
 mod logfile;
 pub(crate) mod records;
 pub mod supervisor;

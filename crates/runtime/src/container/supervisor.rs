@@ -14,6 +14,7 @@ use std::time::Duration;
 use skiff_proto::{ContainerConfig, ExitStatus, GuestNetwork, SharedDir};
 
 use super::control::{self, ControlRequest};
+use super::helper_watch::HelperWatch;
 use super::logfile::{LogStream, LogWriter};
 use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
 use super::time::now_ms;
@@ -48,6 +49,8 @@ pub struct Supervisor {
     log: LogWriter,
     /// A restored VM's agent line shared with `exec` and `top` (see `agent_mux`).
     _mux: Option<AgentMux>,
+    /// Stops the VM if a device daemon dies under it.
+    watch: HelperWatch,
     /// Dropped last: removes the container's TAP once the VM is gone.
     _tap: Plugged,
 }
@@ -300,6 +303,7 @@ impl Supervisor {
             network: guest_network,
             mounts: None,
         })?;
+        let watch = HelperWatch::start(vm.helpers(), vm.pid());
         let control_path: PathBuf = vm.work_dir().join("ctl.sock");
         let listener = UnixListener::bind(&control_path)
             .map_err(Error::io(format!("listen on {}", control_path.display())))?;
@@ -354,6 +358,7 @@ impl Supervisor {
             failed,
             log,
             _mux: mux,
+            watch,
             _tap: tap,
         })
     }
@@ -414,6 +419,7 @@ impl Supervisor {
                 _ => {}
             }
         }
+        self.watch.stop();
         self.log.flush();
         self.agent.sender().hang_up();
         let vm_status = match self.vm.wait(Duration::from_secs(10)) {
@@ -429,7 +435,7 @@ impl Supervisor {
             Some(s) => (s.code(), None),
             None => {
                 let tail = self.vm.console_tail(5).join(" | ");
-                let why = agent_error.unwrap_or_else(|| {
+                let why = self.watch.failure().or(agent_error).unwrap_or_else(|| {
                     format!(
                         "the microVM stopped ({}) without reporting the exit status",
                         vm_status.as_deref().unwrap_or("killed")

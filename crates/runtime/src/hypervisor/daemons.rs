@@ -88,6 +88,14 @@ impl VmProcess for ProcessGroup {
         }
     }
 
+    fn helpers(&self) -> Vec<(String, u32)> {
+        let n = self.children.len().saturating_sub(1);
+        self.children[..n]
+            .iter()
+            .map(|(what, c)| (what.clone(), c.id()))
+            .collect()
+    }
+
     /// Kills the VMM first, then the device daemons, and reaps them all.
     fn kill(&mut self) {
         for (_, child) in self.children.iter_mut().rev() {

@@ -236,6 +236,8 @@ pub trait VmProcess: Send {
     fn try_wait(&mut self) -> io::Result<Option<String>>;
     /// Kills every host process of this VM and reaps them.
     fn kill(&mut self);
+    /// The device daemons serving the VM (what each is, and its pid).
+    fn helpers(&self) -> Vec<(String, u32)>;
 }
 
 pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn VmProcess>> {
