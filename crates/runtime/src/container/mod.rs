@@ -16,6 +16,7 @@ mod time;
 pub mod trace;
 
 pub use control::{request as control_request, ControlRequest};
+pub use helper_watch::HelperWatch;
 pub use logfile::{read_from as read_log_from, read_log, LogEntry, LogStream, LogWriter};
 pub use records::{
     process_start_ticks, Bind, BootSettings, ContainerSpec, ContainerState, Containers, StateLock,

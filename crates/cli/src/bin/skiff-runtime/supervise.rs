@@ -214,6 +214,8 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     config.boot_timeout = BOOT_TIMEOUT;
     config.die_with_parent = true;
     let (mut vm, mut agent) = MicroVm::boot(&config)?;
+    // A share daemon dying under the VM would hang the guest: stop it instead.
+    let watch = skiff_runtime::container::HelperWatch::start(vm.helpers(), vm.pid());
     agent.create_container(&ContainerConfig {
         id: id.to_owned(),
         hostname: bundle.hostname.clone(),
@@ -362,6 +364,8 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         relay::spawn_stdin_pump(agent.sender(), MAIN_STREAM);
     }
     let (status, error) = relay::relay_output(&mut agent, MAIN_STREAM, true);
+    watch.stop();
+    let error = watch.failure().or(error);
     agent.sender().hang_up();
     if !matches!(vm.wait(Duration::from_secs(10)), Ok(Some(_))) {
         vm.kill();
