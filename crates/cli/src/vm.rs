@@ -121,16 +121,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
     let selection = hypervisor::select(global.hypervisor)?;
     tracing::info!(backend = %selection.kind, reason = %selection.reason, "hypervisor");
 
-    let mut disks: Vec<Disk> = args
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, path)| Disk {
-            path: path.clone(),
-            readonly: true,
-            serial: format!("layer{i}"),
-        })
-        .collect();
+    let mut disks = Disk::layers(&args.layers);
     if let Some(rw) = &args.writable {
         if !rw.exists() {
             writable::create(rw, writable::parse_size(&args.rw_size)?)?;
@@ -157,9 +148,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
         .create_container(&ContainerConfig {
             id: "vm-run".into(),
             hostname: args.hostname.clone(),
-            layers: (0..args.layers.len())
-                .map(|i| format!("layer{i}"))
-                .collect(),
+            layers: Disk::layer_serials(args.layers.len()),
             writable: args.writable.as_ref().map(|_| "rw".into()),
             readonly_rootfs: args.read_only,
             shares: Vec::new(),

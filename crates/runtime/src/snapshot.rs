@@ -327,15 +327,7 @@ fn config_for(
     let mut config = VmConfig::new(artifacts.clone(), selection.clone());
     config.memory_mib = memory_mib;
     config.vcpus = vcpus;
-    config.disks = layers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Disk {
-            path: p.clone(),
-            readonly: true,
-            serial: format!("layer{i}"),
-        })
-        .collect();
+    config.disks = Disk::layers(layers);
     config
 }
 

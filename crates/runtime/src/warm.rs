@@ -76,16 +76,7 @@ impl WarmVm {
             .prefix("skiff-warm-")
             .tempdir_in(parent)
             .map_err(crate::Error::io("create the warm VM's disk directory"))?;
-        let mut disks: Vec<Disk> = spec
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Disk {
-                path: p.clone(),
-                readonly: true,
-                serial: format!("layer{i}"),
-            })
-            .collect();
+        let mut disks = Disk::layers(&spec.layers);
         if let Some(bytes) = spec.writable_disk_bytes {
             let rw = disk_dir.path().join("rw.img");
             writable::create(&rw, bytes)?;
@@ -157,7 +148,7 @@ impl WarmVm {
                 "the warm VM's container is already created".into(),
             ));
         }
-        let layers = (0..self.layers).map(|i| format!("layer{i}")).collect();
+        let layers = Disk::layer_serials(self.layers);
         let t0 = Instant::now();
         if self.reseed {
             self.agent.reseed(crate::snapshot::host_entropy()?)?;

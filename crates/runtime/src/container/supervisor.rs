@@ -196,16 +196,7 @@ impl Supervisor {
         if !rw.exists() {
             writable::create(&rw, spec.writable_bytes)?;
         }
-        let mut disks: Vec<Disk> = spec
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Disk {
-                path: p.clone(),
-                readonly: true,
-                serial: format!("layer{i}"),
-            })
-            .collect();
+        let mut disks = Disk::layers(&spec.layers);
         disks.push(Disk {
             path: rw,
             readonly: false,
@@ -281,9 +272,7 @@ impl Supervisor {
         agent.create_container(&ContainerConfig {
             id: id.clone(),
             hostname: spec.hostname.clone(),
-            layers: (0..spec.layers.len())
-                .map(|i| format!("layer{i}"))
-                .collect(),
+            layers: Disk::layer_serials(spec.layers.len()),
             // A restored VM's writable layer is a tmpfs (see `Snapshot`).
             writable: mux.is_none().then(|| "rw".into()),
             readonly_rootfs: spec.readonly_rootfs,

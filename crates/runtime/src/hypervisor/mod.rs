@@ -157,6 +157,27 @@ pub struct Disk {
     pub serial: String,
 }
 
+impl Disk {
+    /// An image's read-only layer disks, in order, with the serials the agent finds
+    /// them by ([`Disk::layer_serials`]).
+    pub fn layers(paths: &[PathBuf]) -> Vec<Disk> {
+        paths
+            .iter()
+            .zip(Self::layer_serials(paths.len()))
+            .map(|(p, serial)| Disk {
+                path: p.clone(),
+                readonly: true,
+                serial,
+            })
+            .collect()
+    }
+
+    /// The serials of `n` layer disks: what a `ContainerConfig` names as its layers.
+    pub fn layer_serials(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("layer{i}")).collect()
+    }
+}
+
 /// A host directory exposed to the guest with mount tag `tag`: virtio-fs (virtiofsd)
 /// on both backends, virtio-9p under `SKIFF_QEMU_DEVICES=qemu`.
 #[derive(Debug, Clone, PartialEq, Eq)]
