@@ -64,6 +64,16 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A table row: name, sample count, p50 and p99 in ms.
+pub fn latency_row(name: &str, s: &[Duration]) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        s.len().to_string(),
+        ms(percentile(s, 50.0)),
+        ms(percentile(s, 99.0)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

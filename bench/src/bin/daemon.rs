@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use skiff_bench::{ms, percentile, print_table, pss_kib};
+use skiff_bench::{latency_row as row, ms, percentile, print_table, pss_kib};
 
 const TENANT: &str = "bench";
 
@@ -273,15 +273,6 @@ fn throughput(d: &Daemon, refill: &str, conc: usize) -> Vec<String> {
         format!("{hits}/{}", lat.len()),
         ms(percentile(&lat, 50.0)),
         ms(percentile(&lat, 99.0)),
-    ]
-}
-
-fn row(name: &str, s: &[Duration]) -> Vec<String> {
-    vec![
-        name.to_owned(),
-        s.len().to_string(),
-        ms(percentile(s, 50.0)),
-        ms(percentile(s, 99.0)),
     ]
 }
 

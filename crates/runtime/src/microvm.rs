@@ -110,21 +110,7 @@ impl MicroVm {
             .set_nonblocking(true)
             .map_err(Error::io("agent listener"))?;
 
-        let spec = LaunchSpec {
-            artifacts: &config.artifacts,
-            memory_mib: config.memory_mib,
-            vcpus: config.vcpus,
-            disks: &config.disks,
-            shares: &config.shares,
-            nets: &config.nets,
-            balloon: config.balloon,
-            cmdline_extra: &config.cmdline_extra,
-            vsock_uds: &vsock_uds,
-            console_log: &console_log,
-            work_dir: work_dir.path(),
-            die_with_parent: config.die_with_parent,
-            snapshot: None,
-        };
+        let spec = launch_spec(config, &vsock_uds, &console_log, work_dir.path(), None);
         let t_launch = Instant::now();
         let process = hypervisor::launch(&config.selection, &spec)?;
         let mut vm = Self {
@@ -155,22 +141,13 @@ impl MicroVm {
             Some(VmSnapshot::Restore { ram, state }) => SnapshotRole::Restore { ram, state },
             None => return Err(Error::Config("not a snapshot VM".into())),
         };
-        let spec = LaunchSpec {
-            artifacts: &config.artifacts,
-            memory_mib: config.memory_mib,
-            vcpus: config.vcpus,
-            disks: &config.disks,
-            shares: &config.shares,
-            nets: &config.nets,
-            cmdline_extra: &config.cmdline_extra,
-            vsock_uds: &vsock_uds,
-            console_log: &console_log,
-            work_dir: work_dir.path(),
-            die_with_parent: config.die_with_parent,
-            // Both sides of a snapshot must have the same devices: never a balloon.
-            balloon: false,
-            snapshot: Some(role),
-        };
+        let spec = launch_spec(
+            config,
+            &vsock_uds,
+            &console_log,
+            work_dir.path(),
+            Some(role),
+        );
         let t_launch = Instant::now();
         let process = hypervisor::launch(&config.selection, &spec)?;
         Ok((
@@ -459,6 +436,32 @@ fn poll_readable(fd: i32, timeout: Duration) {
     let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
     // SAFETY: pfd is a valid pollfd array of length 1.
     unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+/// What the backend launches for `config`, with the VM's scratch paths. A VM that is
+/// saved or restored gets no balloon: both sides of a snapshot need the same devices.
+fn launch_spec<'a>(
+    config: &'a VmConfig,
+    vsock_uds: &'a Path,
+    console_log: &'a Path,
+    work_dir: &'a Path,
+    snapshot: Option<SnapshotRole<'a>>,
+) -> LaunchSpec<'a> {
+    LaunchSpec {
+        artifacts: &config.artifacts,
+        memory_mib: config.memory_mib,
+        vcpus: config.vcpus,
+        disks: &config.disks,
+        shares: &config.shares,
+        nets: &config.nets,
+        balloon: config.balloon && snapshot.is_none(),
+        cmdline_extra: &config.cmdline_extra,
+        vsock_uds,
+        console_log,
+        work_dir,
+        die_with_parent: config.die_with_parent,
+        snapshot,
+    }
 }
 
 /// A VM's scratch directory (under `config.scratch_parent`, else the temp dir), with

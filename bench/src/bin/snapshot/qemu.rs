@@ -11,17 +11,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use skiff_bench::{ms, percentile, print_table, pss_kib};
+use skiff_bench::{latency_row as row, percentile, print_table, pss_kib};
 use skiff_runtime::{hypervisor, HypervisorKind, Snapshot, WarmSpec, WarmVm};
-
-fn row(name: &str, s: &[Duration]) -> Vec<String> {
-    vec![
-        name.to_owned(),
-        s.len().to_string(),
-        ms(percentile(s, 50.0)),
-        ms(percentile(s, 99.0)),
-    ]
-}
 
 fn true_process() -> skiff_proto::ProcessSpec {
     let mut p = skiff_proto::ProcessSpec::new(vec!["true".into()]);
