@@ -310,6 +310,9 @@ pub struct CommitArgs {
 
 #[derive(Args)]
 pub struct CpArgs {
+    /// Archive mode: keep the owners (uid/gid) the container's files have
+    #[arg(short = 'a', long)]
+    archive: bool,
     /// SRC: CONTAINER:PATH or a host path
     src: String,
     /// DEST: CONTAINER:PATH or a host path
@@ -427,7 +430,7 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
         | ContainerCommand::Container(ContainerSubcommand::Inspect(a)) => inspect(&ctx, &a),
         ContainerCommand::Top(a) => top(&ctx, &a),
         ContainerCommand::Commit(a) => commit(&ctx, &a),
-        ContainerCommand::Cp(a) => crate::copy::run(&ctx.containers()?, &a.src, &a.dest),
+        ContainerCommand::Cp(a) => crate::copy::run(&ctx.containers()?, &a.src, &a.dest, a.archive),
         ContainerCommand::Rename(a) => {
             let c = ctx.containers()?;
             let id = c.resolve(&a.container)?.id;

@@ -1,12 +1,16 @@
 //! `skiff cp`: files between a running container and the host, as a tar stream through
 //! an exec of the image's own `tar` (so the image needs `sh` and `tar`, as busybox
-//! has). The host side runs the host's tar.
+//! has). Out of a container, the stream is the guest's and hostile: the host applies it
+//! with skiff's own extractor (`skiff_image::extract`: nothing outside DEST, no
+//! symlink followed, no device nodes, no set-id bits, owners only with `-a`, capped),
+//! never with the host's `tar`. Into a container, the host's `tar` reads host files.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use skiff_image::extract::{extract_untrusted, ExtractOptions};
 use skiff_runtime::container::{Containers, MAIN_STREAM};
 use skiff_runtime::{Event, StartOutcome};
 
@@ -18,9 +22,9 @@ fn split(arg: &str) -> Option<(&str, &str)> {
     (!c.is_empty() && !c.contains('/')).then_some((c, p))
 }
 
-pub fn run(c: &Containers, src: &str, dest: &str) -> Result<u8> {
+pub fn run(c: &Containers, src: &str, dest: &str, archive: bool) -> Result<u8> {
     match (split(src), split(dest)) {
-        (Some((ctr, path)), None) => from_container(c, ctr, path, Path::new(dest)),
+        (Some((ctr, path)), None) => from_container(c, ctr, path, Path::new(dest), archive),
         (None, Some((ctr, path))) => to_container(c, Path::new(src), ctr, path),
         (Some(_), Some(_)) => bail!("copying between containers is not supported"),
         (None, None) => bail!("one of SRC and DEST must be CONTAINER:PATH"),
@@ -59,7 +63,7 @@ fn exec_spec(
     Ok(p)
 }
 
-fn from_container(c: &Containers, ctr: &str, path: &str, dest: &Path) -> Result<u8> {
+fn from_container(c: &Containers, ctr: &str, path: &str, dest: &Path, archive: bool) -> Result<u8> {
     if !path.starts_with('/') {
         bail!("the container path {path:?} must be absolute");
     }
@@ -82,56 +86,37 @@ fn from_container(c: &Containers, ctr: &str, path: &str, dest: &Path) -> Result<
             .keep();
         (tmp, Some(dest.to_path_buf()))
     };
-    let mut tar = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
-        .arg(&extract_in)
-        .arg("-f")
-        .arg("-")
-        .stdin(Stdio::piped())
-        .spawn()
-        .context("run tar on the host")?;
-    let mut tar_in = tar.stdin.take().context("tar stdin")?;
-    let mut agent = agent_of(c, &id)?;
-    let spec = exec_spec(
-        c,
-        &id,
-        vec![
-            "tar".into(),
-            "-C".into(),
-            dir,
-            "-cf".into(),
-            "-".into(),
-            name.clone(),
-        ],
-        false,
-    )?;
-    let mut status = match agent.start(MAIN_STREAM, false, &spec)? {
-        StartOutcome::Failed { status } => Some(status),
-        StartOutcome::Running { .. } => None,
+    let opts = ExtractOptions {
+        root_name: Some(name.clone().into()),
+        keep_owners: archive,
+        ..ExtractOptions::default()
     };
-    let mut errors = Vec::new();
-    while status.is_none() {
-        match agent.next_event()? {
-            Some(Event::Stdout { bytes, .. }) => tar_in
-                .write_all(&bytes)
-                .context("write to the host's tar")?,
-            Some(Event::Stderr { bytes, .. }) => errors.extend_from_slice(&bytes),
-            Some(Event::Exited { status: s, .. }) => status = Some(s),
-            Some(_) => {}
-            None => break,
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+    let into = extract_in.clone();
+    let extractor =
+        std::thread::spawn(move || extract_untrusted(ChannelReader::new(rx), &into, &opts));
+    let copied = stream_out(c, &id, dir, &name, tx);
+    let extracted = extractor
+        .join()
+        .map_err(|_| anyhow::anyhow!("the extractor thread panicked"))?;
+    let result = match (copied, extracted) {
+        (Ok(()), Ok(report)) => {
+            if !report.skipped.is_empty() {
+                eprintln!(
+                    "skiff cp: left out {} device node(s) or special file(s): {}",
+                    report.skipped.len(),
+                    report.skipped.join(", ")
+                );
+            }
+            Ok(())
         }
-    }
-    agent.sender().hang_up();
-    drop(tar_in);
-    let host_ok = tar.wait()?.success();
-    let result = match status.map(|s| s.code()) {
-        Some(0) if host_ok => Ok(()),
-        Some(0) => Err(anyhow::anyhow!("the host's tar failed to extract")),
-        _ => Err(anyhow::anyhow!(
-            "copy from the container failed: {}",
-            String::from_utf8_lossy(&errors).trim()
-        )),
+        // A refused stream explains more than the guest's side of it.
+        (
+            _,
+            Err(e @ (skiff_image::Error::HostileStream(_) | skiff_image::Error::LimitExceeded(_))),
+        ) => Err(anyhow::Error::new(e).context("copy from the container refused")),
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(anyhow::Error::new(e).context("copy from the container failed")),
     };
     if let Some(to) = rename_to {
         if result.is_ok() {
@@ -141,6 +126,92 @@ fn from_container(c: &Containers, ctr: &str, path: &str, dest: &Path) -> Result<
         let _ = std::fs::remove_dir_all(&extract_in);
     }
     result.map(|()| 0)
+}
+
+/// Runs the container's `tar -c` of `dir/name` and sends its output to `tx`.
+fn stream_out(
+    c: &Containers,
+    id: &str,
+    dir: String,
+    name: &str,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<()> {
+    let mut agent = agent_of(c, id)?;
+    let spec = exec_spec(
+        c,
+        id,
+        vec![
+            "tar".into(),
+            "-C".into(),
+            dir,
+            "-cf".into(),
+            "-".into(),
+            name.to_owned(),
+        ],
+        false,
+    )?;
+    let mut status = match agent.start(MAIN_STREAM, false, &spec)? {
+        StartOutcome::Failed { status } => Some(status),
+        StartOutcome::Running { .. } => None,
+    };
+    let mut errors = Vec::new();
+    let mut refused = false;
+    while status.is_none() {
+        match agent.next_event()? {
+            // A full errors buffer stays bounded; a refused stream is drained.
+            Some(Event::Stdout { bytes, .. }) if !refused => refused = tx.send(bytes).is_err(),
+            Some(Event::Stderr { bytes, .. }) if errors.len() < 64 << 10 => {
+                errors.extend_from_slice(&bytes)
+            }
+            Some(Event::Exited { status: s, .. }) => status = Some(s),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    agent.sender().hang_up();
+    drop(tx);
+    match status.map(|s| s.code()) {
+        Some(0) => Ok(()),
+        _ => bail!(
+            "copy from the container failed: {}",
+            String::from_utf8_lossy(&errors).trim()
+        ),
+    }
+}
+
+/// The receiving end of the guest's stream, as a reader for the extractor.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn to_container(c: &Containers, src: &Path, ctr: &str, path: &str) -> Result<u8> {

@@ -27,6 +27,9 @@ pub enum Error {
     ImageMultiplyTagged(String),
     #[error("refusing hostile layer: {0}")]
     HostileLayer(String),
+    /// A tar stream made by a guest (`cp` out of a container, a commit) broke the rules.
+    #[error("refusing hostile data from the guest: {0}")]
+    HostileStream(String),
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
     #[error("malformed {what}: {detail}")]

@@ -30,11 +30,12 @@
 //! // the guest: overlay lowerdir=top:...:bottom).
 //! let _disks: Vec<std::path::PathBuf> = store.layer_disks(&image)?;
 //!
-//! // `skiff commit`: the container's overlayfs upper dir (0/0 char-device
-//! // whiteouts, trusted.overlay.opaque=y dirs) becomes a new layer with OCI
-//! // whiteouts, on top of the parent image, with a config change.
+//! // `skiff commit`: the layer tar the container's guest streams (OCI whiteouts;
+//! // hostile, checked entry by entry) becomes a new layer on top of the parent
+//! // image, with a config change.
 //! let change = ConfigChange { cmd: Some(vec!["sh".into()]), created_by: "skiff commit".into(), ..Default::default() };
-//! let _new = skiff_image::commit::commit(&store, image.id.as_str(), "/path/to/upper".as_ref(), &change, Some("mine:1"))?;
+//! let mut layer: &[u8] = &skiff_image::commit::empty_layer();
+//! let _new = skiff_image::commit::commit(&store, image.id.as_str(), &mut layer, &change, Some("mine:1"))?;
 //!
 //! // `skiff rm`: release the image.
 //! store.release_image("container-id")?;
@@ -56,6 +57,7 @@ pub mod commit;
 pub mod digest;
 pub mod erofs;
 pub mod error;
+pub mod extract;
 pub mod fsutil;
 mod gunzip;
 pub mod layerdisk;
