@@ -1506,42 +1506,6 @@ fn parse_change(change: &str, out: &mut ConfigChange) -> Result<()> {
     Ok(())
 }
 
-/// Mounts a stopped container's writable disk read-only and gives its upper dir.
-struct MountedWritable {
-    dir: tempfile::TempDir,
-}
-
-impl MountedWritable {
-    fn mount(disk: &Path, parent: &Path) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("commit-")
-            .tempdir_in(parent)?;
-        let out = Command::new("mount")
-            .args(["-t", "ext4", "-o", "loop,ro,noload"])
-            .arg(disk)
-            .arg(dir.path())
-            .output()
-            .context("run mount (commit needs root and loop devices)")?;
-        if !out.status.success() {
-            bail!(
-                "mount the writable layer: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(Self { dir })
-    }
-
-    fn upper(&self) -> PathBuf {
-        self.dir.path().join("upper")
-    }
-}
-
-impl Drop for MountedWritable {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 fn commit(ctx: &Ctx, a: &CommitArgs) -> Result<u8> {
     let c = ctx.containers()?;
     let spec = c.resolve(&a.container)?;
@@ -1563,30 +1527,23 @@ fn commit(ctx: &Ctx, a: &CommitArgs) -> Result<u8> {
             &spec.id[..12]
         );
     }
-    let disk = c.writable_disk(&spec.id);
-    let image = if disk.exists() {
-        let mounted = MountedWritable::mount(&disk, &store.tmp_dir())?;
-        let upper = mounted.upper();
-        let empty;
-        let upper = if upper.is_dir() {
-            upper
-        } else {
-            empty = tempfile::tempdir_in(store.tmp_dir())?;
-            empty.path().to_path_buf()
-        };
-        skiff_image::commit::commit(
+    // The guest streams its own changes; the host never mounts the disk it wrote.
+    let image = if c.writable_disk(&spec.id).exists() {
+        let mut changes = skiff_runtime::container::export_changes(&c, &spec)?;
+        let image = skiff_image::commit::commit(
             &store,
             &spec.image_id,
-            &upper,
+            &mut changes,
             &change,
             a.repository.as_deref(),
-        )?
+        )?;
+        changes.finish()?;
+        image
     } else {
-        let empty = tempfile::tempdir_in(store.tmp_dir())?;
         skiff_image::commit::commit(
             &store,
             &spec.image_id,
-            empty.path(),
+            &mut &skiff_image::commit::empty_layer()[..],
             &change,
             a.repository.as_deref(),
         )?

@@ -1,25 +1,23 @@
-//! Commit: turn a container's overlayfs upper directory into a new layer and
-//! a new image on top of its parent. overlayfs marks deletions with 0/0
-//! character devices and opaque directories with `trusted.overlay.opaque=y`;
-//! the layer tar carries OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) instead.
-//! Assumes the overlay ran without redirect_dir/metacopy (the guest mounts it
-//! that way), so every upper file holds its full content.
+//! Commit: a container's writable-layer changes, as its guest streams them (an OCI
+//! layer tar with `.wh.` whiteouts, see the agent's `changes`), become a new layer and a
+//! new image on top of its parent. The guest chooses every byte of that stream, so it
+//! is checked entry by entry as it is written to the ingest file, by the same rules as
+//! any image layer (`unpack::clean_path`, `TarGuard` caps): no absolute path or `..`, no
+//! hardlink to anything but an earlier entry, sane symlink targets and whiteout names,
+//! only the entry kinds a layer has. Device nodes and set-id files stay data inside the
+//! image: they only ever exist inside a guest.
 
-use std::collections::HashMap;
-use std::ffi::CString;
-use std::fs;
-use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
 
 use serde_json::{json, Value};
 
-use crate::digest::Hashing;
-use crate::error::{malformed, Error, IoContext, Result};
+use crate::error::{malformed, Error, Result};
 use crate::manifest::{self, NewLayer};
 use crate::reference::Reference;
 use crate::store::{Image, Store};
+use crate::targuard::{violation, TarGuard};
+use crate::unpack::clean_path;
 
 /// What a commit changes in the parent's config (`None` keeps the parent's).
 #[derive(Clone, Debug, Default)]
@@ -39,12 +37,13 @@ pub struct ConfigChange {
     pub author: Option<String>,
 }
 
-/// Create a new image: `parent` (anything `resolve` accepts) plus the
-/// changes in `upper`, with `change` applied to the config; tagged `tag`.
+/// Create a new image: `parent` (anything `resolve` accepts) plus the layer tar
+/// `layer` (hostile: checked while it is stored), with `change` applied to the config;
+/// tagged `tag`.
 pub fn commit(
     store: &Store,
     parent: &str,
-    upper: &Path,
+    layer: &mut dyn Read,
     change: &ConfigChange,
     tag: Option<&str>,
 ) -> Result<Image> {
@@ -52,7 +51,7 @@ pub fn commit(
     let parent = store.image(parent)?;
     let _ingest = store.ingest_guard()?;
     let mut ingest = store.ingest()?;
-    diff_tar(upper, &mut ingest)?;
+    check_layer(layer, &mut ingest, &store.limits)?;
     let (digest, size) = ingest.commit(None)?;
     let mut config = parent.config_json.clone();
     apply_change(&mut config, change, &digest)?;
@@ -75,6 +74,125 @@ pub fn commit(
         store.discard_unreferenced(&[digest])?;
     }
     r
+}
+
+/// An empty layer tar (a container that changed nothing).
+pub fn empty_layer() -> Vec<u8> {
+    vec![0u8; 1024]
+}
+
+/// Copies the layer tar `from` to `to`, checking every entry on the way.
+pub fn check_layer(from: &mut dyn Read, to: &mut dyn Write, limits: &crate::Limits) -> Result<()> {
+    let tee = Tee { from, to };
+    let guard = TarGuard::new(
+        tee,
+        limits.max_layer_uncompressed,
+        limits.max_entries,
+        limits.max_tar_extension,
+    );
+    let mut archive = tar::Archive::new(guard);
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    for entry in archive.entries().map_err(stream_error)? {
+        let mut entry = entry.map_err(stream_error)?;
+        check_entry(&mut entry, &mut seen)?;
+        // The data passes through the tee to the ingest file.
+        io::copy(&mut entry, &mut io::sink()).map_err(stream_error)?;
+    }
+    // Trailing blocks belong to the blob too.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(stream_error)?;
+    Ok(())
+}
+
+fn hostile(msg: impl Into<String>) -> Error {
+    Error::HostileStream(msg.into())
+}
+
+fn stream_error(e: io::Error) -> Error {
+    match violation(&e) {
+        Some(v) if v.hostile => hostile(v.message.clone()),
+        Some(v) => Error::LimitExceeded(v.message.clone()),
+        None => Error::Io {
+            context: "read the layer from the guest".into(),
+            source: e,
+        },
+    }
+}
+
+fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>, seen: &mut HashSet<Vec<u8>>) -> Result<()> {
+    let relabel = |e: Error| match e {
+        Error::HostileLayer(m) => hostile(m),
+        other => other,
+    };
+    let raw = entry.path_bytes().into_owned();
+    let comps = clean_path(&raw).map_err(relabel)?;
+    crate::unpack::header_meta(entry.header()).map_err(relabel)?;
+    let shown = String::from_utf8_lossy(&raw).into_owned();
+    let name = comps
+        .last()
+        .map(|c| std::os::unix::ffi::OsStrExt::as_bytes(*c));
+    if let Some(victim) = name.and_then(|n| n.strip_prefix(b".wh.")) {
+        if victim.is_empty() || victim == b"." || victim == b".." {
+            return Err(hostile(format!("bad whiteout {shown:?}")));
+        }
+    }
+    use tar::EntryType as T;
+    let kind = entry.header().entry_type();
+    match kind {
+        T::Regular | T::Continuous | T::GNUSparse | T::Directory | T::Char | T::Block | T::Fifo => {
+        }
+        T::Symlink => {
+            let t = entry
+                .link_name_bytes()
+                .ok_or_else(|| hostile(format!("symlink {shown:?} without a target")))?;
+            if t.is_empty() || t.len() > 4096 || t.contains(&0) {
+                return Err(hostile(format!("symlink {shown:?} with a bad target")));
+            }
+        }
+        T::Link => {
+            let t = entry
+                .link_name_bytes()
+                .ok_or_else(|| hostile(format!("hardlink {shown:?} without a target")))?;
+            let target = clean_path(&t).map_err(relabel)?;
+            if !seen.contains(&normal(&target)) {
+                return Err(hostile(format!(
+                    "hardlink {shown:?} to {:?}, not an earlier file of the layer",
+                    String::from_utf8_lossy(&t)
+                )));
+            }
+        }
+        other => return Err(hostile(format!("entry {shown:?} of kind {other:?}"))),
+    }
+    if comps.is_empty() && !kind.is_dir() {
+        return Err(hostile(format!("a {kind:?} entry with an empty name")));
+    }
+    if !kind.is_dir() {
+        seen.insert(normal(&comps));
+    }
+    Ok(())
+}
+
+fn normal(comps: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in comps {
+        out.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(*c));
+        out.push(b'/');
+    }
+    out
+}
+
+/// Everything read from `from` is also written to `to`.
+struct Tee<'a> {
+    from: &'a mut dyn Read,
+    to: &'a mut dyn Write,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.from.read(buf)?;
+        self.to.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 fn apply_change(config: &mut Value, c: &ConfigChange, diff_id: &crate::Digest) -> Result<()> {
@@ -157,219 +275,4 @@ fn apply_change(config: &mut Value, c: &ConfigChange, diff_id: &crate::Digest) -
         ports[p] = json!({});
     }
     Ok(())
-}
-
-/// Write the tar of an overlayfs upper directory with OCI whiteouts.
-/// Deterministic: entries sorted by name, hardlinks as tar links.
-pub fn diff_tar(upper: &Path, out: &mut dyn Write) -> Result<crate::Digest> {
-    let mut h = Hashing::new(out);
-    {
-        let mut b = tar::Builder::new(&mut h);
-        b.follow_symlinks(false);
-        let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-        walk(upper, Path::new(""), &mut b, &mut links)?;
-        b.finish().ctx(|| "finish layer tar".to_owned())?;
-    }
-    let (_, d, _) = h.finish();
-    Ok(d)
-}
-
-fn walk(
-    root: &Path,
-    rel: &Path,
-    b: &mut tar::Builder<&mut Hashing<&mut dyn Write>>,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<()> {
-    let dir = root.join(rel);
-    let mut names: Vec<_> = fs::read_dir(&dir)
-        .ctx(|| format!("list {}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .ctx(|| format!("list {}", dir.display()))?;
-    names.sort();
-    for name in names {
-        let path = dir.join(&name);
-        let rel = rel.join(&name);
-        let m = fs::symlink_metadata(&path).ctx(|| format!("stat {}", path.display()))?;
-        let ft = m.file_type();
-        if ft.is_char_device() && m.rdev() == 0 {
-            let mut wh = rel.clone();
-            wh.set_file_name(format!(".wh.{}", name.to_string_lossy()));
-            append(b, &wh, tar::EntryType::Regular, &m, 0o600, None, &[])?;
-            continue;
-        }
-        let xattrs = list_xattrs(&path)?;
-        if ft.is_dir() {
-            append(
-                b,
-                &rel,
-                tar::EntryType::Directory,
-                &m,
-                m.mode(),
-                None,
-                &xattrs,
-            )?;
-            if get_xattr(&path, "trusted.overlay.opaque")?.as_deref() == Some(b"y") {
-                append(
-                    b,
-                    &rel.join(".wh..wh..opq"),
-                    tar::EntryType::Regular,
-                    &m,
-                    0o600,
-                    None,
-                    &[],
-                )?;
-            }
-            walk(root, &rel, b, links)?;
-        } else if ft.is_file() {
-            if m.nlink() > 1 {
-                if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                    let first = first.clone();
-                    append(
-                        b,
-                        &rel,
-                        tar::EntryType::Link,
-                        &m,
-                        m.mode(),
-                        Some(&first),
-                        &xattrs,
-                    )?;
-                    continue;
-                }
-                links.insert((m.dev(), m.ino()), rel.clone());
-            }
-            let f = fs::File::open(&path).ctx(|| format!("open {}", path.display()))?;
-            let mut hdr = header(tar::EntryType::Regular, &m, m.mode());
-            hdr.set_size(m.len());
-            pax_xattrs(b, &xattrs)?;
-            b.append_data(&mut hdr, &rel, f)
-                .ctx(|| format!("add {}", rel.display()))?;
-        } else if ft.is_symlink() {
-            let t = fs::read_link(&path).ctx(|| format!("readlink {}", path.display()))?;
-            append(
-                b,
-                &rel,
-                tar::EntryType::Symlink,
-                &m,
-                0o777,
-                Some(&t),
-                &xattrs,
-            )?;
-        } else {
-            let kind = if ft.is_char_device() {
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else {
-                tracing::warn!("commit: skipping socket {}", rel.display());
-                continue;
-            };
-            let mut hdr = header(kind, &m, m.mode());
-            let rdev = m.rdev();
-            hdr.set_device_major(libc::major(rdev))
-                .ctx(|| "device major".to_owned())?;
-            hdr.set_device_minor(libc::minor(rdev))
-                .ctx(|| "device minor".to_owned())?;
-            pax_xattrs(b, &xattrs)?;
-            b.append_data(&mut hdr, &rel, std::io::empty())
-                .ctx(|| format!("add {}", rel.display()))?;
-        }
-    }
-    Ok(())
-}
-
-fn header(kind: tar::EntryType, m: &fs::Metadata, mode: u32) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode & 0o7777);
-    h.set_uid(u64::from(m.uid()));
-    h.set_gid(u64::from(m.gid()));
-    h.set_mtime(u64::try_from(m.mtime()).unwrap_or(0));
-    h.set_size(0);
-    h
-}
-
-fn append(
-    b: &mut tar::Builder<&mut Hashing<&mut dyn Write>>,
-    rel: &Path,
-    kind: tar::EntryType,
-    m: &fs::Metadata,
-    mode: u32,
-    link: Option<&Path>,
-    xattrs: &[(String, Vec<u8>)],
-) -> Result<()> {
-    let mut h = header(kind, m, mode);
-    pax_xattrs(b, xattrs)?;
-    let r = match link {
-        Some(t) => b.append_link(&mut h, rel, t),
-        None => b.append_data(&mut h, rel, std::io::empty()),
-    };
-    r.ctx(|| format!("add {}", rel.display()))
-}
-
-fn pax_xattrs(
-    b: &mut tar::Builder<&mut Hashing<&mut dyn Write>>,
-    xattrs: &[(String, Vec<u8>)],
-) -> Result<()> {
-    if xattrs.is_empty() {
-        return Ok(());
-    }
-    let recs: Vec<(String, &[u8])> = xattrs
-        .iter()
-        .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
-        .collect();
-    b.append_pax_extensions(recs.iter().map(|(k, v)| (k.as_str(), *v)))
-        .ctx(|| "add xattrs".to_owned())
-}
-
-fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Unsupported("path with NUL".into()))
-}
-
-/// All xattrs except overlayfs' own.
-fn list_xattrs(p: &Path) -> Result<Vec<(String, Vec<u8>)>> {
-    let c = cpath(p)?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid path and a buffer of buf.len() bytes.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOTSUP) {
-            return Ok(Vec::new());
-        }
-        return Err(e).ctx(|| format!("list xattrs of {}", p.display()));
-    }
-    let mut out = Vec::new();
-    for name in buf[..usize::try_from(n).unwrap_or(0)]
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-    {
-        let name = String::from_utf8_lossy(name).into_owned();
-        if name.starts_with("trusted.overlay.") {
-            continue;
-        }
-        if let Some(v) = get_xattr(p, &name)? {
-            out.push((name, v));
-        }
-    }
-    Ok(out)
-}
-
-fn get_xattr(p: &Path, name: &str) -> Result<Option<Vec<u8>>> {
-    let c = cpath(p)?;
-    let n = CString::new(name).map_err(|_| Error::Unsupported("xattr name with NUL".into()))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    // SAFETY: valid C strings and a buffer of buf.len() bytes.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA | libc::ENOTSUP) => Ok(None),
-            _ => Err(e).ctx(|| format!("get xattr {name} of {}", p.display())),
-        };
-    }
-    buf.truncate(usize::try_from(r).unwrap_or(0));
-    Ok(Some(buf))
 }

@@ -146,51 +146,26 @@ fn commit_turns_overlay_upper_into_whiteouts() {
     )
     .unwrap();
 
-    // An upper dir as overlayfs leaves it.
-    let up = tempfile::tempdir().unwrap();
-    let u = up.path();
-    std::fs::create_dir(u.join("etc")).unwrap();
-    let c = std::ffi::CString::new(u.join("etc/a").to_str().unwrap()).unwrap();
-    // SAFETY: valid path; creates a 0/0 character device (overlay whiteout).
-    assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) }, 0);
-    std::fs::create_dir(u.join("opq")).unwrap();
-    let c = std::ffi::CString::new(u.join("opq").to_str().unwrap()).unwrap();
-    let n = std::ffi::CString::new("trusted.overlay.opaque").unwrap();
-    // SAFETY: valid C strings, one-byte value.
-    let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
-    assert_eq!(rc, 0);
-    std::fs::write(u.join("opq/new"), b"n").unwrap();
-    std::fs::write(u.join("f1"), b"same").unwrap();
-    std::fs::hard_link(u.join("f1"), u.join("f2")).unwrap();
-
-    let mut tar = Vec::new();
-    commit::diff_tar(u, &mut tar).unwrap();
-    let mut names = Vec::new();
-    let mut ar = tar::Archive::new(&tar[..]);
-    for e in ar.entries().unwrap() {
-        let e = e.unwrap();
-        names.push((
-            e.path().unwrap().display().to_string(),
-            e.header().entry_type(),
-        ));
-    }
-    let has = |n: &str| names.iter().any(|(p, _)| p.trim_end_matches('/') == n);
-    assert!(has("etc/.wh.a"), "{names:?}");
-    assert!(has("opq/.wh..wh..opq"), "{names:?}");
-    assert!(
-        names
-            .iter()
-            .any(|(p, k)| p == "f2" && *k == tar::EntryType::Link),
-        "{names:?}"
-    );
-
+    // The layer tar the guest's agent streams for an upper dir: a deletion, an
+    // opaque directory, a hardlink pair.
+    let layer = tar_of(&[
+        E::Dir("etc/"),
+        E::File("etc/.wh.a", b""),
+        E::Dir("opq/"),
+        E::File("opq/.wh..wh..opq", b""),
+        E::File("opq/new", b"n"),
+        E::File("f1", b"same"),
+        E::Hardlink("f2", "f1"),
+        E::Char("dev-null", 1, 3),
+        E::FileMode("suid", b"#!/bin/sh\n", 0o4755, 0, 0),
+    ]);
     let change = commit::ConfigChange {
         cmd: Some(vec!["/bin/true".into()]),
         env: vec!["A=1".into()],
         created_by: "skiff commit".into(),
         ..Default::default()
     };
-    let img = commit::commit(&s, "base", u, &change, Some("derived:1")).unwrap();
+    let img = commit::commit(&s, "base", &mut &layer[..], &change, Some("derived:1")).unwrap();
     assert_eq!(img.layers.len(), 2);
     let cfg = img.config.config().as_ref().unwrap();
     assert_eq!(cfg.cmd().as_ref().unwrap(), &vec!["/bin/true".to_string()]);
@@ -203,6 +178,49 @@ fn commit_turns_overlay_upper_into_whiteouts() {
         s.layer_disks(&s.image("base").unwrap()).unwrap()[0]
     );
     assert!(std::fs::metadata(&disks[1]).unwrap().size() > 0);
+}
+
+#[test]
+fn a_hostile_commit_stream_is_refused_and_leaves_nothing() {
+    if !ready() {
+        return;
+    }
+    let (_d, s) = store();
+    let base = tar_of(&[E::File("a", b"a")]);
+    archive::import(
+        &s,
+        Box::new(std::io::Cursor::new(base)),
+        &[skiff_image::Reference::parse("base").unwrap()],
+    )
+    .unwrap();
+    let blobs = blob_count(&s);
+    let images = s.images().unwrap().len();
+    let change = commit::ConfigChange::default();
+    for (what, layer) in [
+        ("dot-dot", tar_of(&[E::File("../escape", b"x")])),
+        ("absolute", tar_of(&[E::File("/etc/shadow", b"x")])),
+        (
+            "foreign hardlink",
+            tar_of(&[E::Hardlink("x", "/etc/shadow")]),
+        ),
+        (
+            "hardlink forward",
+            tar_of(&[E::Hardlink("x", "later"), E::File("later", b"")]),
+        ),
+        ("bad whiteout", tar_of(&[E::File(".wh..", b"")])),
+        ("garbage", vec![0x5a; 4096]),
+    ] {
+        let e = commit::commit(&s, "base", &mut &layer[..], &change, Some("bad:1")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::HostileStream(_) | Error::Malformed { .. } | Error::Io { .. }
+            ),
+            "{what}: {e}"
+        );
+        assert_eq!(blob_count(&s), blobs, "{what}");
+        assert_eq!(s.images().unwrap().len(), images, "{what}");
+    }
 }
 
 #[test]

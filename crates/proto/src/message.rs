@@ -84,6 +84,14 @@ pub enum Message {
         realtime_ns: Option<u64>,
     },
     Reseeded,
+    /// Host -> agent: send the writable layer's changes (the overlay upper directory)
+    /// as an OCI layer tar (`.wh.` whiteouts) in `Stdout` data frames on `stream`
+    /// (non-zero, unused), then `Exited { stream, status: Exited(0) }`, or
+    /// `Error { stream: Some(stream), .. }` if it cannot. The guest chooses these bytes:
+    /// the host checks every entry before the tar becomes a layer.
+    ExportChanges {
+        stream: u32,
+    },
     /// Either side: a request failed (`stream` names the process if there is one).
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@
 //! writable disk, runs the container's process and any `exec`s inside it, relays their
 //! stdio, signals and exit statuses, and on stop syncs, unmounts and powers the VM off.
 
+mod changes;
 mod container;
 mod identity;
 mod init;

@@ -67,6 +67,18 @@ pub(crate) fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Resul
     .map_err(|p9| io::Error::new(p9.kind(), format!("virtiofs: {virtiofs}; 9p: {p9}")))
 }
 
+/// The overlay upper directory of the container's writable layer, once assembled.
+pub fn upper_dir() -> io::Result<PathBuf> {
+    let upper = Path::new(WRITABLE_DIR).join("upper");
+    if crate::container::rootfs().is_none() || !upper.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the container has no writable layer (not created, or its root is a shared directory)",
+        ));
+    }
+    Ok(upper)
+}
+
 pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
     if let Some(tag) = &config.root_share {
         // An OCI bundle's rootfs: the host directory is the root, no layers.

@@ -89,6 +89,44 @@ struct Session {
     hangup: Arc<Hangup>,
 }
 
+/// Bytes per data frame of a generated stream (well under the frame limit).
+const STREAM_CHUNK: usize = 64 << 10;
+
+/// `Write` into `Stdout` data frames of one stream.
+struct StreamSink {
+    writer: Writer,
+    stream: u32,
+    buf: Vec<u8>,
+}
+
+impl Write for StreamSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(STREAM_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == STREAM_CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK));
+        let frame = Frame::Data {
+            kind: DataKind::Stdout,
+            stream: self.stream,
+            bytes,
+        };
+        if self.writer.send(&frame) {
+            Ok(())
+        } else {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+}
+
 pub fn serve<C: Conn>(conn: C) {
     let writer = match conn.try_clone() {
         Ok(w) => Writer(Arc::new(Mutex::new(Some(Box::new(w) as Sink)))),
@@ -214,12 +252,46 @@ impl Session {
                 };
                 self.writer.control(reply);
             }
+            Message::ExportChanges { stream } => self.export_changes(stream),
             Message::Stop { signal, grace_ms } => {
                 container::stop(signal, Duration::from_millis(grace_ms.min(3_600_000)));
             }
             other => return Err(format!("unexpected message from the host: {other:?}")),
         }
         Ok(())
+    }
+
+    /// Streams the writable layer's changes on a thread of its own, so the session
+    /// keeps serving (and a host that stops reading stalls only this stream).
+    fn export_changes(&self, stream: u32) {
+        let writer = self.writer.clone();
+        if stream == 0 || self.lock_procs().contains_key(&stream) {
+            writer.control(Message::Error {
+                stream: Some(stream),
+                message: format!("stream {stream} is not free"),
+            });
+            return;
+        }
+        std::thread::spawn(move || {
+            let mut out = StreamSink {
+                writer: writer.clone(),
+                stream,
+                buf: Vec::with_capacity(STREAM_CHUNK),
+            };
+            let result = crate::changes::upper_dir()
+                .and_then(|upper| crate::changes::write_layer(&upper, &mut out))
+                .and_then(|()| out.flush());
+            writer.control(match result {
+                Ok(()) => Message::Exited {
+                    stream,
+                    status: ExitStatus::Exited(0),
+                },
+                Err(e) => Message::Error {
+                    stream: Some(stream),
+                    message: format!("export the writable layer: {e}"),
+                },
+            });
+        });
     }
 
     fn lock_procs(&self) -> std::sync::MutexGuard<'_, HashMap<u32, ProcEntry>> {

@@ -7,6 +7,7 @@
 //! and the main agent connection; other clients reach the container through the
 //! supervisor's control socket (signals, stop) or through the VM's vsock socket (exec).
 
+pub mod changes;
 mod control;
 mod helper_watch;
 mod logfile;
@@ -15,6 +16,7 @@ pub mod supervisor;
 mod time;
 pub mod trace;
 
+pub use changes::{export_changes, ChangesStream};
 pub use control::{request as control_request, ControlRequest};
 pub use helper_watch::HelperWatch;
 pub use logfile::{read_from as read_log_from, read_log, LogEntry, LogStream, LogWriter};

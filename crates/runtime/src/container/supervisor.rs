@@ -150,6 +150,36 @@ fn plug_passt(
     Ok((plugged, vec![dev], Some(Box::new(guest))))
 }
 
+/// The container's VM with its layer disks and writable disk (created if missing),
+/// sized as the spec says, dying with this process: what every boot of the container
+/// shares (shares and network are added by the supervisor).
+pub(crate) fn disks_vm_config(containers: &Containers, spec: &ContainerSpec) -> Result<VmConfig> {
+    let artifacts =
+        GuestArtifacts::locate(spec.boot.kernel.as_deref(), spec.boot.initramfs.as_deref())?;
+    let selection = selection_for(spec)?;
+    let rw = containers.writable_disk(&spec.id);
+    if !rw.exists() {
+        writable::create(&rw, spec.writable_bytes)?;
+    }
+    let mut disks = Disk::layers(&spec.layers);
+    disks.push(Disk {
+        path: rw,
+        readonly: false,
+        serial: WRITABLE_SERIAL.into(),
+    });
+    let mut config = VmConfig::new(artifacts, selection);
+    config.memory_mib = spec.memory_mib;
+    config.vcpus = spec.vcpus;
+    config.disks = disks;
+    config.boot_timeout = BOOT_TIMEOUT;
+    config.die_with_parent = true;
+    config.scratch_parent = Some(containers.run_dir().to_path_buf());
+    Ok(config)
+}
+
+/// The writable disk's virtio-blk serial, as the agent finds it.
+pub(crate) const WRITABLE_SERIAL: &str = "rw";
+
 impl Supervisor {
     /// Claims the container (it must not be running), boots its VM and starts its main
     /// process. On error the container is recorded as exited with the reason.
@@ -188,24 +218,7 @@ impl Supervisor {
         containers: &Containers,
         spec: &ContainerSpec,
     ) -> Result<(MicroVm, AgentConn, Plugged, Option<Box<GuestNetwork>>)> {
-        let id = spec.id.clone();
-        let artifacts =
-            GuestArtifacts::locate(spec.boot.kernel.as_deref(), spec.boot.initramfs.as_deref())?;
-        let selection = selection_for(spec)?;
-        let rw = containers.writable_disk(&id);
-        if !rw.exists() {
-            writable::create(&rw, spec.writable_bytes)?;
-        }
-        let mut disks = Disk::layers(&spec.layers);
-        disks.push(Disk {
-            path: rw,
-            readonly: false,
-            serial: "rw".into(),
-        });
-        let mut config = VmConfig::new(artifacts, selection);
-        config.memory_mib = spec.memory_mib;
-        config.vcpus = spec.vcpus;
-        config.disks = disks;
+        let mut config = disks_vm_config(containers, spec)?;
         config.shares = spec
             .binds
             .iter()
@@ -216,9 +229,6 @@ impl Supervisor {
                 readonly: b.readonly,
             })
             .collect();
-        config.boot_timeout = BOOT_TIMEOUT;
-        config.die_with_parent = true;
-        config.scratch_parent = Some(containers.run_dir().to_path_buf());
         let (tap, nets, guest_network) = plug_network(spec)?;
         if tap.passt.is_some() {
             // passt learns the guest's MAC from its first frame and cannot deliver a
@@ -274,7 +284,7 @@ impl Supervisor {
             hostname: spec.hostname.clone(),
             layers: Disk::layer_serials(spec.layers.len()),
             // A restored VM's writable layer is a tmpfs (see `Snapshot`).
-            writable: mux.is_none().then(|| "rw".into()),
+            writable: mux.is_none().then(|| WRITABLE_SERIAL.into()),
             readonly_rootfs: spec.readonly_rootfs,
             shares: spec
                 .binds
