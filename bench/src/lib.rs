@@ -15,17 +15,7 @@ pub fn percentile(samples: &[Duration], p: f64) -> Duration {
 
 /// Proportional set size of process `pid` in KiB (0 when it is gone).
 pub fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    skiff_sys::procfs::pss_bytes(pid) / 1024
 }
 
 pub fn ms(d: Duration) -> String {

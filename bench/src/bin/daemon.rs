@@ -278,31 +278,7 @@ fn throughput(d: &Daemon, refill: &str, conc: usize) -> Vec<String> {
 
 /// PSS (KiB) of every descendant of `pid` (not `pid` itself).
 fn descendants_pss_kib(pid: u32) -> (u64, usize) {
-    let mut all: Vec<(u32, u32)> = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let ppid = std::fs::read_to_string(e.path().join("stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .nth(1)?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
-        all.push((p, ppid));
-    }
-    let mut tree = vec![pid];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
-        i += 1;
-    }
+    let tree = skiff_sys::procfs::tree(pid);
     let kib: u64 = tree[1..].iter().map(|p| pss_kib(*p)).sum();
     (kib, tree.len() - 1)
 }

@@ -1554,60 +1554,6 @@ fn commit(ctx: &Ctx, a: &CommitArgs) -> Result<u8> {
 
 // ---- stats ------------------------------------------------------------------------------
 
-/// CPU ticks and PSS bytes of a process and all its descendants (the VMM and its
-/// device daemons are children of the supervisor).
-fn tree_usage(root: u32) -> (u64, u64) {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Some(ppid) = proc_stat(pid).map(|s| s.0) {
-                parents.push((pid, ppid));
-            }
-        }
-    }
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    let mut ticks = 0;
-    let mut pss = 0;
-    for pid in tree {
-        if let Some((_, t)) = proc_stat(pid) {
-            ticks += t;
-        }
-        pss += pss_bytes(pid);
-    }
-    (ticks, pss)
-}
-
-/// (ppid, utime + stime) from /proc/PID/stat.
-fn proc_stat(pid: u32) -> Option<(u32, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ppid = f.get(1)?.parse().ok()?;
-    let ut: u64 = f.get(11)?.parse().ok()?;
-    let st: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, ut + st))
-}
-
-pub fn pss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
     let c = ctx.containers()?;
     let pick = || -> Result<Vec<(ContainerSpec, ContainerState)>> {
@@ -1625,10 +1571,7 @@ fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
         }
         Ok(out)
     };
-    // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .unwrap_or(100)
-        .max(1);
+    let hz = skiff_sys::procfs::clock_ticks();
     loop {
         let list = pick()?;
         let before: Vec<u64> = list
@@ -1636,7 +1579,7 @@ fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
             .map(|(_, st)| {
                 st.pid
                     .filter(|_| st.is_running())
-                    .map_or(0, |p| tree_usage(p).0)
+                    .map_or(0, |p| skiff_sys::procfs::tree_usage(p).0)
             })
             .collect();
         let interval = Duration::from_millis(500);
@@ -1649,7 +1592,7 @@ fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
             let (ticks, pss) = st
                 .pid
                 .filter(|_| st.is_running())
-                .map_or((0, 0), tree_usage);
+                .map_or((0, 0), skiff_sys::procfs::tree_usage);
             let cpu = (ticks.saturating_sub(b)) as f64 / hz as f64 / interval.as_secs_f64() * 100.0;
             let limit = u64::from(spec.memory_mib) << 20;
             let mem_pct = pss as f64 / limit as f64 * 100.0;

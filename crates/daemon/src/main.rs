@@ -12,7 +12,6 @@ mod events;
 mod images;
 mod metrics;
 mod pool;
-mod procfs;
 mod sandboxes;
 mod server;
 mod snapshots;

@@ -721,14 +721,14 @@ pub fn stats(d: &Daemon, tenant: &str, key: &str) -> Result<Stats, ApiError> {
     let (ticks, pss) = st
         .pid
         .filter(|_| st.is_running())
-        .map_or((0, 0), crate::procfs::tree_usage);
+        .map_or((0, 0), skiff_sys::procfs::tree_usage);
     Ok(Stats {
         id: spec.id.clone(),
         state: state_name(&st),
         memory_limit_mib: spec.memory_mib,
         vcpus: spec.vcpus,
         host_pss_bytes: pss,
-        cpu_seconds: ticks as f64 / crate::procfs::clock_ticks() as f64,
+        cpu_seconds: ticks as f64 / skiff_sys::procfs::clock_ticks() as f64,
     })
 }
 

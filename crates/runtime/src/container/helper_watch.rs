@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use skiff_sys::procfs::gone;
+
 const POLL: Duration = Duration::from_millis(250);
 /// How long a daemon's death may precede its VM's own exit and still count as the VM's
 /// shutdown (virtiofsd leaves as soon as QEMU drops the connection).
@@ -70,17 +72,6 @@ fn watch(helpers: &[(String, u32)], vmm: u32, stop: &AtomicBool, failure: &Mutex
             return;
         }
         std::thread::sleep(POLL);
-    }
-}
-
-/// Exited (a zombie not yet reaped by its parent, or no such process).
-fn gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state == "Z" || state == "X"),
-        Err(_) => true,
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::time::{now_ns, rfc3339_ns};
 use crate::{Error, Result};
+use skiff_sys::time::{now_ns, rfc3339_ns};
 
 /// Size at which `log.json` is rotated (so at most twice this on disk).
 pub const MAX_LOG_BYTES: u64 = 8 << 20;

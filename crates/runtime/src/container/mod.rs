@@ -13,7 +13,6 @@ mod helper_watch;
 mod logfile;
 pub(crate) mod records;
 pub mod supervisor;
-mod time;
 pub mod trace;
 
 pub use changes::{export_changes, ChangesStream};
@@ -24,5 +23,5 @@ pub use records::{
     process_start_ticks, Bind, BootSettings, ContainerSpec, ContainerState, Containers, StateLock,
     Status, STATE_ERROR_GONE,
 };
+pub use skiff_sys::time::{now_ms, rfc3339_ms};
 pub use supervisor::{Attach, Supervisor, MAIN_STREAM};
-pub use time::{now_ms, rfc3339_ms};

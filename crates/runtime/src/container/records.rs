@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use skiff_proto::ProcessSpec;
 
-use super::time::now_ms;
 use crate::{Error, Result};
+use skiff_sys::time::now_ms;
 
 /// `error` of a container whose supervisor disappeared without recording an exit.
 pub const STATE_ERROR_GONE: &str = "the container's supervisor process died";
@@ -424,25 +424,11 @@ fn mark_gone(st: &mut ContainerState) {
 
 /// Is `pid` alive and still the process that started at `start` (clock ticks)?
 pub(crate) fn process_alive(pid: Option<u32>, start: Option<u64>) -> bool {
-    let Some(pid) = pid else { return false };
-    match (process_start_ticks(pid), start) {
-        (Some(now), Some(then)) => now == then,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
+    pid.is_some_and(|p| skiff_sys::procfs::alive(p, start))
 }
 
-/// Field 22 of /proc/PID/stat (start time in clock ticks since boot); `None` when the
-/// process does not exist or is a zombie.
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let mut fields = after.split_whitespace();
-    if fields.next()? == "Z" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
+/// Start time of a process in clock ticks since boot (see `skiff_sys::procfs`).
+pub use skiff_sys::procfs::start_ticks as process_start_ticks;
 
 /// Docker's rule for user-chosen names (containers, networks): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`,
 /// at most `max` bytes.

@@ -17,7 +17,6 @@ use super::control::{self, ControlRequest};
 use super::helper_watch::HelperWatch;
 use super::logfile::{LogStream, LogWriter};
 use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
-use super::time::now_ms;
 use crate::agent_mux::AgentMux;
 use crate::hypervisor::{self, Disk, HypervisorKind, NetBackend, NetDevice, Share};
 use crate::network::{passt, resolver, Attachment, NetworkMode, Networks};
@@ -25,6 +24,7 @@ use crate::{
     writable, AgentConn, AgentSender, Error, Event, GuestArtifacts, MicroVm, Result, StartOutcome,
     VmConfig,
 };
+use skiff_sys::time::now_ms;
 
 /// The stream number of the container's main process on the main connection.
 pub const MAIN_STREAM: u32 = 1;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::process_start_ticks;
 use crate::{Error, Result};
 
 const MAX_RECORD: u64 = 1 << 20;
@@ -87,16 +86,7 @@ pub struct Record {
 }
 
 /// Whether `pid` is the live (not zombie) process that started at `start` ticks.
-pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let zombie = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .is_some_and(|s| s == "Z" || s == "X");
-    !zombie && (start.is_none() || process_start_ticks(pid) == start)
-}
+pub use skiff_sys::procfs::alive as process_alive;
 
 impl Record {
     pub fn status(&self) -> Status {
@@ -316,7 +306,7 @@ mod tests {
         assert_eq!(lock.load().unwrap().status(), Status::Creating);
         let mut rec = lock.load().unwrap();
         rec.pid = Some(std::process::id());
-        rec.pid_start = process_start_ticks(std::process::id());
+        rec.pid_start = skiff_sys::procfs::start_ticks(std::process::id());
         lock.save(&rec).unwrap();
         assert_eq!(lock.load().unwrap().status(), Status::Created);
         rec.started = true;

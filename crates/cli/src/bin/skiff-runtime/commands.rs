@@ -419,56 +419,17 @@ fn pause(store: &Store, id: &str, pause: bool) -> Result<()> {
     Ok(())
 }
 
-/// `pid` and every descendant, from /proc/<pid>/task/*/children.
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() && out.len() < 4096 {
-        let p = out[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                out.extend(
-                    kids.split_whitespace()
-                        .filter_map(|k| k.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
 /// (CPU time in ns, resident bytes) of one process.
 fn usage_of(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command: state is field 0, utime 11, stime 12, rss 21 (pages).
-    let num = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // SAFETY: sysconf has no memory effects.
-    let (tick, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    let ns_per_tick = 1_000_000_000 / u64::try_from(tick).unwrap_or(100).max(1);
-    (
-        (num(11) + num(12)) * ns_per_tick,
-        num(21) * u64::try_from(page).unwrap_or(4096),
-    )
+    use skiff_sys::procfs;
+    let ns_per_tick = 1_000_000_000 / procfs::clock_ticks();
+    procfs::stat(pid).map_or((0, 0), |s| {
+        (s.cpu_ticks * ns_per_tick, s.rss_pages * procfs::page_size())
+    })
 }
 
 fn stats_line(id: &str, pid: u32) -> Value {
-    let tree = process_tree(pid);
+    let tree = skiff_sys::procfs::tree(pid);
     let (cpu, mem) = tree
         .iter()
         .map(|p| usage_of(*p))

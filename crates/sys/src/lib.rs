@@ -1,0 +1,11 @@
+//! skiff-sys: the host utilities every host-side crate shares, each written once and
+//! reviewed in one place (this crate is where host-side `unsafe` belongs):
+//! - [`procfs`]: processes as /proc shows them (state, parent, CPU ticks, start time,
+//!   memory, descendants);
+//! - [`time`]: wall-clock times as skiff stores and shows them (RFC 3339, UTC).
+//!
+//! Leaf crate: it depends on nothing of skiff's, so the image store, the runtime, the
+//! daemon, the CLIs and the benchmarks can all use it.
+
+pub mod procfs;
+pub mod time;
