@@ -16,7 +16,7 @@ use crate::error::{malformed, Error, Result};
 use crate::manifest::{self, NewLayer};
 use crate::reference::Reference;
 use crate::store::{Image, Store};
-use crate::targuard::{violation, TarGuard};
+use crate::targuard::TarGuard;
 use crate::unpack::clean_path;
 
 /// What a commit changes in the parent's config (`None` keeps the parent's).
@@ -109,21 +109,11 @@ fn hostile(msg: impl Into<String>) -> Error {
 }
 
 fn stream_error(e: io::Error) -> Error {
-    match violation(&e) {
-        Some(v) if v.hostile => hostile(v.message.clone()),
-        Some(v) => Error::LimitExceeded(v.message.clone()),
-        None => Error::Io {
-            context: "read the layer from the guest".into(),
-            source: e,
-        },
-    }
+    crate::unpack::stream_error_as(e, Error::HostileStream, "read the layer from the guest")
 }
 
 fn check_entry<R: Read>(entry: &mut tar::Entry<'_, R>, seen: &mut HashSet<Vec<u8>>) -> Result<()> {
-    let relabel = |e: Error| match e {
-        Error::HostileLayer(m) => hostile(m),
-        other => other,
-    };
+    let relabel = crate::extract::relabel;
     let raw = entry.path_bytes().into_owned();
     let comps = clean_path(&raw).map_err(relabel)?;
     crate::unpack::header_meta(entry.header()).map_err(relabel)?;

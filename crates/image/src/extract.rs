@@ -22,7 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
-use crate::targuard::{violation, TarGuard};
+use crate::targuard::TarGuard;
 use crate::unpack::clean_path;
 
 /// What the extraction may do and how much it may write.
@@ -67,14 +67,7 @@ fn hostile(msg: impl Into<String>) -> Error {
 }
 
 fn stream_error(e: io::Error) -> Error {
-    match violation(&e) {
-        Some(v) if v.hostile => hostile(v.message.clone()),
-        Some(v) => Error::LimitExceeded(v.message.clone()),
-        None => Error::Io {
-            context: "read the tar stream".into(),
-            source: e,
-        },
-    }
+    crate::unpack::stream_error_as(e, Error::HostileStream, "read the tar stream")
 }
 
 /// Extracts `stream` under `dest` (an existing directory the caller chose).
@@ -323,8 +316,9 @@ impl Extraction<'_> {
     }
 }
 
-/// Errors of `clean_path` and the header reader name a layer; here it is a stream.
-fn relabel(e: Error) -> Error {
+/// Errors of `clean_path` and the header reader name a layer; for a guest's stream
+/// they name the guest.
+pub(crate) fn relabel(e: Error) -> Error {
     match e {
         Error::HostileLayer(m) => Error::HostileStream(m),
         other => other,

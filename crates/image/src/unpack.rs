@@ -37,11 +37,17 @@ fn hostile(msg: impl Into<String>) -> Error {
 
 /// Map an I/O error from reading the stream to a clear error.
 pub(crate) fn stream_error(e: io::Error) -> Error {
+    stream_error_as(e, Error::HostileLayer, "read layer tar")
+}
+
+/// Map an I/O error from reading a tar stream: a guard violation becomes `hostile`
+/// (or a limit), anything else an I/O error with `context`.
+pub(crate) fn stream_error_as(e: io::Error, hostile: fn(String) -> Error, context: &str) -> Error {
     match violation(&e) {
-        Some(v) if v.hostile => Error::HostileLayer(v.message.clone()),
+        Some(v) if v.hostile => hostile(v.message.clone()),
         Some(v) => Error::LimitExceeded(v.message.clone()),
         None => Error::Io {
-            context: "read layer tar".into(),
+            context: context.into(),
             source: e,
         },
     }
