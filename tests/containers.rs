@@ -6,127 +6,11 @@
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Read;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use skiff_tests::{prerequisite, skiff_bin, vm_ready};
-
-struct Skiff {
-    root: tempfile::TempDir,
-}
-
-impl Skiff {
-    fn new(test: &str) -> Option<Self> {
-        if !prerequisite(test, vm_ready()) {
-            return None;
-        }
-        let busybox = if Path::new("/bin/busybox").is_file() {
-            Ok(())
-        } else {
-            Err("/bin/busybox missing (apt-get install busybox-static)".to_owned())
-        };
-        if !prerequisite(test, busybox) {
-            return None;
-        }
-        Some(Self {
-            root: tempfile::Builder::new()
-                .prefix("skiff-ct")
-                .tempdir_in("/tmp")
-                .unwrap(),
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(skiff_bin());
-        c.arg("--root").arg(self.root.path()).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_with_input(args, None)
-    }
-
-    fn run_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(bytes) = input {
-            let mut w = child.stdin.take().unwrap();
-            w.write_all(bytes).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs and insists on exit status `code`; returns stdout.
-    fn expect(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "skiff {args:?}\nstdout: {}\nstderr: {}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.expect(args, 0)
-    }
-
-    /// A refused command: exit 125 and exactly one line on stderr.
-    fn refused(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(125), "skiff {args:?}: {err}");
-        let lines: Vec<&str> = err
-            .lines()
-            .filter(|l| !l.starts_with("Unable to find image"))
-            .collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "skiff {args:?}: one error line expected: {err}"
-        );
-        err
-    }
-
-    fn inspect(&self, name: &str, format: &str) -> String {
-        self.ok(&["inspect", "-f", format, name]).trim().to_owned()
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.ok(&["ps", "-aq"]).lines().map(str::to_owned).collect()
-    }
-}
-
-impl Drop for Skiff {
-    fn drop(&mut self) {
-        // Detached containers outlive the CLI: stop them before the root goes away.
-        let _ = self.command(&["ps", "-aq"]).output().map(|o| {
-            let ids: Vec<String> = text(&o.stdout).lines().map(str::to_owned).collect();
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids.iter().map(String::as_str));
-                let _ = self.command(&args).output();
-            }
-        });
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use skiff_tests::cli::{text, Skiff};
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -138,7 +22,10 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn run_applies_the_image_config_and_flags_like_docker() {
-    let Some(s) = Skiff::new("run_applies_the_image_config_and_flags_like_docker") else {
+    let Some(s) = Skiff::new(
+        "run_applies_the_image_config_and_flags_like_docker",
+        "skiff-ct",
+    ) else {
         return;
     };
     // The README's first command, on a store with no images.
@@ -273,7 +160,10 @@ fn run_applies_the_image_config_and_flags_like_docker() {
 
 #[test]
 fn bad_input_is_one_line_exit_125_and_changes_nothing() {
-    let Some(s) = Skiff::new("bad_input_is_one_line_exit_125_and_changes_nothing") else {
+    let Some(s) = Skiff::new(
+        "bad_input_is_one_line_exit_125_and_changes_nothing",
+        "skiff-ct",
+    ) else {
         return;
     };
     s.ok(&["create", "--name", "taken", "busybox", "true"]);
@@ -296,7 +186,7 @@ fn bad_input_is_one_line_exit_125_and_changes_nothing() {
 
 #[test]
 fn detached_containers_live_beyond_the_cli() {
-    let Some(s) = Skiff::new("detached_containers_live_beyond_the_cli") else {
+    let Some(s) = Skiff::new("detached_containers_live_beyond_the_cli", "skiff-ct") else {
         return;
     };
     let script = "trap 'echo got TERM; sleep 1; echo bye; exit 7' TERM; \
@@ -434,7 +324,10 @@ fn detached_containers_live_beyond_the_cli() {
 
 #[test]
 fn writes_are_private_and_commit_makes_a_runnable_image() {
-    let Some(s) = Skiff::new("writes_are_private_and_commit_makes_a_runnable_image") else {
+    let Some(s) = Skiff::new(
+        "writes_are_private_and_commit_makes_a_runnable_image",
+        "skiff-ct",
+    ) else {
         return;
     };
     s.ok(&[
@@ -477,7 +370,7 @@ fn writes_are_private_and_commit_makes_a_runnable_image() {
 
 #[test]
 fn volumes_share_a_host_directory_both_ways() {
-    let Some(s) = Skiff::new("volumes_share_a_host_directory_both_ways") else {
+    let Some(s) = Skiff::new("volumes_share_a_host_directory_both_ways", "skiff-ct") else {
         return;
     };
     let host = s.root.path().join("vol");
@@ -562,7 +455,10 @@ fn volumes_share_a_host_directory_both_ways() {
 #[test]
 fn volumes_are_virtio_fs_keep_owners_and_9p_remains_available() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let Some(s) = Skiff::new("volumes_are_virtio_fs_keep_owners_and_9p_remains_available") else {
+    let Some(s) = Skiff::new(
+        "volumes_are_virtio_fs_keep_owners_and_9p_remains_available",
+        "skiff-ct",
+    ) else {
         return;
     };
     let host = s.root.path().join("vol");
@@ -606,8 +502,10 @@ fn volumes_are_virtio_fs_keep_owners_and_9p_remains_available() {
 
 #[test]
 fn four_containers_start_concurrently_and_a_dead_supervisor_is_noticed() {
-    let Some(s) = Skiff::new("four_containers_start_concurrently_and_a_dead_supervisor_is_noticed")
-    else {
+    let Some(s) = Skiff::new(
+        "four_containers_start_concurrently_and_a_dead_supervisor_is_noticed",
+        "skiff-ct",
+    ) else {
         return;
     };
     // Build the image once so the four runs race on containers, not on the image.

@@ -10,72 +10,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use skiff_tests::{prerequisite, skiff_bin, vm_ready};
+use skiff_tests::cli::{text, Skiff};
+use skiff_tests::{prerequisite, skiff_bin};
 
-struct Skiff {
-    root: tempfile::TempDir,
-}
-
-impl Skiff {
-    fn new(test: &str) -> Option<Self> {
-        if !prerequisite(test, vm_ready()) {
-            return None;
-        }
-        Some(Self {
-            root: tempfile::Builder::new()
-                .prefix("skiff-gd")
-                .tempdir_in("/tmp")
-                .unwrap(),
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(skiff_bin());
-        c.arg("--root").arg(self.root.path()).args(args);
-        c.stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "skiff {args:?}: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    /// A failed command with exactly one line on stderr; returns it.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let err = text(&out.stderr);
-        assert!(!out.status.success(), "skiff {args:?} succeeded: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "skiff {args:?}: {err}");
-        err
-    }
-}
-
-impl Drop for Skiff {
-    fn drop(&mut self) {
-        if let Ok(o) = self.command(&["ps", "-aq"]).output() {
-            let ids: Vec<String> = text(&o.stdout).lines().map(str::to_owned).collect();
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids.iter().map(String::as_str));
-                let _ = self.command(&args).output();
-            }
-        }
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// A failed command with exactly one line on stderr; returns it.
+fn fails(s: &Skiff, args: &[&str]) -> String {
+    let out = s.run(args);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "skiff {args:?} succeeded: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "skiff {args:?}: {err}");
+    err
 }
 
 /// Every path under `dir` with its kind, mode and size, to compare before and after.
@@ -128,9 +72,10 @@ fn finished(mut t: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn cp_out_of_a_container_with_a_hostile_tar_writes_nothing_outside_dest() {
-    let Some(s) =
-        Skiff::new("cp_out_of_a_container_with_a_hostile_tar_writes_nothing_outside_dest")
-    else {
+    let Some(s) = Skiff::new(
+        "cp_out_of_a_container_with_a_hostile_tar_writes_nothing_outside_dest",
+        "skiff-gd",
+    ) else {
         return;
     };
     use tar::EntryType as T;
@@ -240,7 +185,7 @@ fn cp_out_of_a_container_with_a_hostile_tar_writes_nothing_outside_dest() {
         if *accepted {
             s.ok(&["cp", "evil:/data/x", dest_arg]);
         } else {
-            let err = s.fails(&["cp", "evil:/data/x", dest_arg]);
+            let err = fails(&s, &["cp", "evil:/data/x", dest_arg]);
             eprintln!("{name}: {err}");
             assert!(
                 err.contains("refus") || err.contains("fail"),
@@ -307,8 +252,10 @@ fn rw_img(s: &Skiff, name: &str) -> PathBuf {
 
 #[test]
 fn commit_never_mounts_the_guest_disk_and_checks_what_the_guest_sends() {
-    let Some(s) = Skiff::new("commit_never_mounts_the_guest_disk_and_checks_what_the_guest_sends")
-    else {
+    let Some(s) = Skiff::new(
+        "commit_never_mounts_the_guest_disk_and_checks_what_the_guest_sends",
+        "skiff-gd",
+    ) else {
         return;
     };
     if !prerequisite(

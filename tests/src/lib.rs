@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod cli;
 pub mod clients;
 
 pub fn require_all() -> bool {
