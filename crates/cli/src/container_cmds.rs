@@ -20,8 +20,8 @@ use skiff_runtime::container::{
 use skiff_runtime::network::{Egress, NetworkMode, Networks, PortMapping};
 use skiff_runtime::{writable, AgentConn, Event, StartOutcome};
 
-use crate::run_config::{self, ImageDefaults};
 use crate::{attach, signals, template, terminal, GlobalOpts};
+use skiff_engine::run_config::{self, ImageDefaults};
 
 #[derive(Subcommand)]
 pub enum ContainerCommand {
@@ -634,7 +634,7 @@ fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<ContainerSpec>
         hooks: None,
     };
     let containers = ctx.containers()?;
-    let policy = crate::policy::get()?;
+    let policy = skiff_engine::policy::get()?;
     let image_config = image.config_json.clone();
     let spec = containers.create_admitted(spec, |spec| {
         policy
@@ -742,7 +742,7 @@ fn attach_foreground(c: &Containers, spec: &ContainerSpec, stdin: bool) -> Resul
     if stdin && sup.start_failure().is_none() {
         attach::spawn_stdin_pump(sender.clone(), MAIN_STREAM);
     }
-    let policy = crate::policy::get()?;
+    let policy = skiff_engine::policy::get()?;
     if sup.start_failure().is_none() {
         policy.event(c, spec, EventKind::Started);
     }
@@ -864,7 +864,7 @@ fn supervise(ctx: &Ctx, id: &str) -> Result<u8> {
     target.set(sup.sender(), MAIN_STREAM);
     let spec = sup.spec().clone();
     let auto_remove = spec.auto_remove;
-    let policy = crate::policy::get()?;
+    let policy = skiff_engine::policy::get()?;
     if sup.start_failure().is_none() {
         policy.event(&c, &spec, EventKind::Started);
     }
@@ -969,7 +969,7 @@ fn remove(c: &Containers, store: &Store, id: &str, force: bool) -> Result<()> {
         Networks::open()?.detach(id)?;
     }
     if let Some(spec) = spec {
-        crate::policy::get()?.event(c, &spec, EventKind::Removed);
+        skiff_engine::policy::get()?.event(c, &spec, EventKind::Removed);
     }
     Ok(())
 }
@@ -1242,7 +1242,7 @@ fn inspect_value(c: &Containers, spec: &ContainerSpec) -> Result<Value> {
         "NetworkSettings": crate::network_cmds::inspect_settings(spec)?,
         "Plugins": {
             "Admission": spec.plugin_decision,
-            "Audit": crate::policy::audit_records(&c.dir_of(&spec.id)),
+            "Audit": skiff_engine::policy::audit_records(&c.dir_of(&spec.id)),
         },
     }))
 }

@@ -278,9 +278,9 @@ fn pull(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
         Err(e) => return Err(e.into()),
     };
     // Admission by the plugins: a denied image does not stay in the store.
-    if let Err(e) = crate::policy::get()?.admit_image(&r.to_string(), &pulled.image) {
+    if let Err(e) = skiff_engine::policy::get()?.admit_image(&r.to_string(), &pulled.image) {
         let _ = store.remove(&r.to_string(), true);
-        return Err(e);
+        return Err(e.into());
     }
     if a.quiet {
         println!("{shown}");
@@ -473,7 +473,7 @@ fn load(store: &Store, a: LoadArgs) -> anyhow::Result<i32> {
             archive::load_stream(store, Box::new(std::io::stdin()))?
         }
     };
-    let policy = crate::policy::get()?;
+    let policy = skiff_engine::policy::get()?;
     for l in &loaded {
         let reference = l
             .names
@@ -486,7 +486,7 @@ fn load(store: &Store, a: LoadArgs) -> anyhow::Result<i32> {
                 }
                 let _ = store.remove(&other.image.id.to_string(), true);
             }
-            return Err(e);
+            return Err(e.into());
         }
     }
     for l in loaded {

@@ -6,8 +6,6 @@ mod copy;
 mod image_cmds;
 mod info;
 mod network_cmds;
-mod policy;
-mod run_config;
 mod signals;
 mod template;
 mod terminal;

@@ -82,7 +82,7 @@ fn build_process(args: &RunArgs) -> Result<ProcessSpec> {
         format!("PATH={DEFAULT_PATH}"),
         format!("HOSTNAME={}", args.hostname),
     ];
-    let mut env = crate::run_config::merge_env(&env, &args.env)?;
+    let mut env = skiff_engine::run_config::merge_env(&env, &args.env)?;
     if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }

@@ -11,8 +11,8 @@ use skiff_proto::ProcessSpec;
 use skiff_runtime::container::{BootSettings, ContainerSpec};
 
 use crate::error::ApiError;
-use crate::run_config::ImageDefaults;
 use crate::sandboxes::{self, SANDBOX_LABEL, TENANT_LABEL};
+use skiff_engine::run_config::ImageDefaults;
 
 /// Marks the container plugins see as an invocation (a throw-away VM, no record).
 pub const INVOCATION_LABEL: &str = "io.skiff.invocation";
@@ -44,7 +44,7 @@ fn denied(message: impl Into<String>) -> ApiError {
 
 /// Runs container admission for an invocation (blocking: plugins run here).
 pub fn admit(inv: Invocation<'_>) -> Result<Admitted, ApiError> {
-    let policy = crate::policy::get().map_err(ApiError::from)?;
+    let policy = skiff_engine::policy::get().map_err(ApiError::from)?;
     let mut spec = container_view(&inv);
     policy
         .admit_container(&mut spec, inv.image_config)

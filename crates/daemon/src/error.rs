@@ -60,6 +60,19 @@ impl ApiError {
     }
 }
 
+/// By kind: a denial (or an adjustment skiff cannot honour) is 403 `denied`, a bad
+/// request 400, anything else ours (500).
+impl From<skiff_engine::Error> for ApiError {
+    fn from(e: skiff_engine::Error) -> Self {
+        use skiff_engine::Error as E;
+        match e {
+            E::Denied(m) | E::Adjustment(m) => Self::new(StatusCode::FORBIDDEN, "denied", m),
+            E::Invalid(m) => Self::invalid(m),
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         Self::internal(format!("{e:#}"))

@@ -105,7 +105,7 @@ pub fn pull(d: &Daemon, reference: &str) -> Result<ImageView, ApiError> {
             })?
             .image
     };
-    let policy = crate::policy::get().map_err(ApiError::from)?;
+    let policy = skiff_engine::policy::get().map_err(ApiError::from)?;
     if let Err(e) = policy.admit_image(reference, &image) {
         let _ = d.store.remove(reference, true);
         return Err(ApiError::new(

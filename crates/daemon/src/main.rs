@@ -18,15 +18,6 @@ mod snapshots;
 mod state;
 mod tenants;
 
-// The CLI's rules for turning an image config plus overrides into a process, and its
-// plugin calls, used as they are so the daemon and `skiff run` cannot drift apart.
-#[path = "../../cli/src/policy.rs"]
-#[allow(dead_code)]
-mod policy;
-#[path = "../../cli/src/run_config.rs"]
-#[allow(dead_code)]
-mod run_config;
-
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -151,7 +142,7 @@ async fn run(args: Args) -> Result<()> {
     let store = Store::open(&root).with_context(|| format!("open the store {}", root.display()))?;
     let containers = Containers::open(&root)?;
     // Load the plugins now: a broken plugin config is a startup error, not a 500 later.
-    policy::get()?;
+    skiff_engine::policy::get()?;
     let pools_config = config.pools.clone();
     let d = Arc::new(Daemon {
         root: root.clone(),

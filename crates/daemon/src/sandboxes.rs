@@ -23,9 +23,9 @@ use skiff_runtime::container::{
 use skiff_runtime::{AgentConn, Event, StartOutcome};
 
 use crate::error::{printable, ApiError};
-use crate::run_config::{self, ImageDefaults};
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
+use skiff_engine::run_config::{self, ImageDefaults};
 
 /// The label plugins read the tenant from (see plugins/examples/tenant-limits).
 pub const TENANT_LABEL: &str = "tenant";
@@ -387,7 +387,7 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         passt_ports: Vec::new(),
         hooks: None,
     };
-    let policy = crate::policy::get().map_err(ApiError::from)?;
+    let policy = skiff_engine::policy::get().map_err(ApiError::from)?;
     let image_config = image.config_json.clone();
     let snapshot = if req.snapshot {
         // Quota first: making a snapshot boots a VM.
@@ -441,7 +441,7 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
                     e.to_string(),
                 ))
             }
-            Err(e) if e.to_string().contains("already in use") => {
+            Err(skiff_runtime::Error::NameInUse { .. }) => {
                 return Err(ApiError::conflict(
                     "name_in_use",
                     format!("a sandbox named {name:?} already exists"),
@@ -664,7 +664,7 @@ pub fn delete(d: &Daemon, tenant: &str, key: &str) -> Result<(), ApiError> {
         .remove(&spec.id)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let _ = d.store.release_image(&spec.id);
-    if let Ok(policy) = crate::policy::get() {
+    if let Ok(policy) = skiff_engine::policy::get() {
         policy.event(&d.containers, &spec, EventKind::Removed);
     }
     d.events

@@ -23,6 +23,11 @@ pub enum Error {
     NoBackend(String),
     #[error("{0}")]
     Config(String),
+    /// Another container already has the name.
+    #[error(
+        "the container name {name:?} is already in use by container {holder}; remove or rename that container first"
+    )]
+    NameInUse { name: String, holder: String },
     #[error("could not start {what}: {source}")]
     Launch {
         what: String,

@@ -242,11 +242,10 @@ impl Containers {
         } else {
             validate_name(&spec.name)?;
             if let Some(other) = existing.iter().find(|s| s.name == spec.name) {
-                return Err(Error::Config(format!(
-                    "the container name {:?} is already in use by container {}; remove or rename that container first",
-                    spec.name,
-                    &other.id[..12]
-                )));
+                return Err(Error::NameInUse {
+                    name: spec.name.clone(),
+                    holder: other.id[..12].to_owned(),
+                });
             }
         }
         spec.id = loop {
@@ -367,10 +366,10 @@ impl Containers {
         validate_name(new_name)?;
         let _names = self.names_lock()?;
         if let Some(other) = self.list_specs()?.iter().find(|s| s.name == new_name) {
-            return Err(Error::Config(format!(
-                "the container name {new_name:?} is already in use by container {}",
-                &other.id[..12]
-            )));
+            return Err(Error::NameInUse {
+                name: new_name.to_owned(),
+                holder: other.id[..12].to_owned(),
+            });
         }
         let _lock = self.lock(id)?;
         let mut spec = self.spec(id)?;
@@ -589,11 +588,10 @@ mod tests {
         let c = Containers::open(dir.path()).unwrap();
         let a = c.create(spec("web")).unwrap();
         assert_eq!(a.id.len(), 64);
-        assert!(c
-            .create(spec("web"))
-            .unwrap_err()
-            .to_string()
-            .contains("already in use"));
+        assert!(matches!(
+            c.create(spec("web")),
+            Err(Error::NameInUse { .. })
+        ));
         assert!(c.create(spec("bad name")).is_err());
         let b = c.create(spec("")).unwrap();
         assert!(!b.name.is_empty());

@@ -1,5 +1,5 @@
 //! Plugin admission and lifecycle events for skiff-runtime, through the same policy
-//! code as `skiff` (crates/cli/src/policy.rs, compiled into both binaries). `create`
+//! code as `skiff` and skiffd (`skiff_engine::policy`). `create`
 //! admits the bundle and keeps the decision beside the record so the supervisor, which
 //! re-reads config.json, applies the same adjustments.
 
@@ -10,12 +10,7 @@ use anyhow::{bail, Context, Result};
 use skiff_plugins::{ContainerDecision, EventKind};
 use skiff_runtime::oci::Bundle;
 
-#[allow(
-    dead_code,
-    reason = "image admission and skiff's own container paths are unused here"
-)]
-#[path = "../../policy.rs"]
-mod policy;
+use skiff_engine::policy;
 
 const DECISION_FILE: &str = "admission.json";
 

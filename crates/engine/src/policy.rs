@@ -8,13 +8,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
 use skiff_image::Image;
 use skiff_plugins::{
     AuditRecord, ContainerAdmission, ContainerDecision, ContainerEvent, EventKind, ImageAdmission,
     LayerInfo, PluginHost,
 };
 use skiff_runtime::container::{Bind, ContainerSpec, Containers};
+
+use crate::{Error, Result};
 
 const CONFIG_ENV: &str = "SKIFF_PLUGINS_CONFIG";
 const DEFAULT_CONFIG: &str = "/etc/skiff/plugins.toml";
@@ -45,15 +46,11 @@ fn load() -> Result<Policy> {
         None if Path::new(DEFAULT_CONFIG).is_file() => PathBuf::from(DEFAULT_CONFIG),
         None => return Ok(Policy { host: None }),
     };
-    let host = PluginHost::load_file(&path)
-        .with_context(|| format!("load plugins from {}", path.display()))?;
+    let host = PluginHost::load_file(&path).map_err(|source| Error::Plugins {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(Policy { host: Some(host) })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Policy {
@@ -78,7 +75,10 @@ impl Policy {
                 .collect(),
         });
         if !d.allowed {
-            bail!("image {reference} denied: {}", d.reason.unwrap_or_default());
+            return Err(Error::Denied(format!(
+                "image {reference} denied: {}",
+                d.reason.unwrap_or_default()
+            )));
         }
         Ok(())
     }
@@ -119,10 +119,10 @@ impl Policy {
             tenant: spec.labels.get("tenant").cloned(),
         });
         if !decision.allowed {
-            bail!(
+            return Err(Error::Denied(format!(
                 "container denied: {}",
                 decision.reason.clone().unwrap_or_default()
-            );
+            )));
         }
         apply(spec, &decision)?;
         spec.plugin_decision = Some(serde_json::to_value(&decision)?);
@@ -132,10 +132,6 @@ impl Policy {
     /// Container admission for an OCI bundle (skiff-runtime): the plugins see the whole
     /// config.json. Denial is an error; an allowed decision is returned for the caller
     /// to apply (`None` when no plugin is configured).
-    #[allow(
-        dead_code,
-        reason = "skiff-runtime compiles this file too and calls it"
-    )]
     pub fn admit_oci(
         &self,
         id: &str,
@@ -155,10 +151,10 @@ impl Policy {
             labels: BTreeMap::new(),
         });
         if !decision.allowed {
-            bail!(
+            return Err(Error::Denied(format!(
                 "container denied: {}",
                 decision.reason.clone().unwrap_or_default()
-            );
+            )));
         }
         Ok(Some(decision))
     }
@@ -184,7 +180,7 @@ impl Policy {
             annotations: BTreeMap::new(),
             labels: labels.clone(),
             tenant: labels.get("tenant").cloned(),
-            timestamp_ms: now_ms(),
+            timestamp_ms: skiff_sys::time::now_ms(),
         });
         if let Err(e) = append_audit(dir, &records) {
             for r in &records {
@@ -195,12 +191,12 @@ impl Policy {
     }
 }
 
-fn append_audit(dir: &Path, records: &[AuditRecord]) -> Result<()> {
+fn append_audit(dir: &Path, records: &[AuditRecord]) -> std::io::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
     if !dir.is_dir() {
-        bail!("{} is gone", dir.display());
+        return Err(std::io::ErrorKind::NotFound.into());
     }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -211,8 +207,7 @@ fn append_audit(dir: &Path, records: &[AuditRecord]) -> Result<()> {
         serde_json::to_writer(&mut buf, r)?;
         buf.push(b'\n');
     }
-    f.write_all(&buf)?;
-    Ok(())
+    f.write_all(&buf)
 }
 
 /// Audit records of a container, for `skiff inspect`.
@@ -246,11 +241,10 @@ fn apply(spec: &mut ContainerSpec, d: &ContainerDecision) -> Result<()> {
     }
     for m in &a.mounts {
         if m.kind != "bind" && !m.options.iter().any(|o| o == "bind" || o == "rbind") {
-            bail!(
+            return Err(Error::Adjustment(format!(
                 "a plugin asked for a {:?} mount at {}; skiff run only adds bind mounts",
-                m.kind,
-                m.destination
-            );
+                m.kind, m.destination
+            )));
         }
         spec.binds.push(Bind {
             host: PathBuf::from(&m.source),
@@ -271,10 +265,11 @@ fn apply(spec: &mut ContainerSpec, d: &ContainerDecision) -> Result<()> {
 pub fn vm_size(a: &skiff_plugins::Adjustments) -> Result<(Option<u32>, Option<u32>)> {
     let r = &a.resources;
     if r.cpu_shares.is_some() || r.pids_limit.is_some() {
-        bail!(
+        return Err(Error::Adjustment(
             "a plugin asked for cpu-shares or pids-limit; a microVM is sized instead \
              (vm.memory-mib, vm.vcpus, or resources memory-limit-bytes and cpu-quota)"
-        );
+                .into(),
+        ));
     }
     let from_limit = r
         .memory_limit_bytes
@@ -284,13 +279,17 @@ pub fn vm_size(a: &skiff_plugins::Adjustments) -> Result<(Option<u32>, Option<u3
             let period = r.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
             Some(u32::try_from((q as u64).div_ceil(period)).unwrap_or(u32::MAX))
         }
-        Some(q) => bail!("a plugin asked for cpu-quota {q}; it must be positive"),
+        Some(q) => {
+            return Err(Error::Adjustment(format!(
+                "a plugin asked for cpu-quota {q}; it must be positive"
+            )))
+        }
         None => None,
     };
     let pick = |what: &str, sized: Option<u32>, derived: Option<u32>| match (sized, derived) {
-        (Some(s), Some(d)) if s != d => {
-            bail!("a plugin asked for a microVM with {what} {s} and resources that mean {d}")
-        }
+        (Some(s), Some(d)) if s != d => Err(Error::Adjustment(format!(
+            "a plugin asked for a microVM with {what} {s} and resources that mean {d}"
+        ))),
         (s, d) => Ok(s.or(d)),
     };
     Ok((
@@ -310,7 +309,9 @@ pub fn add_hooks(hooks: &mut oci_spec::runtime::Hooks, add: &[skiff_plugins::Hoo
         if let Some(t) = h.timeout_secs {
             b = b.timeout(i64::from(t));
         }
-        let hook = b.build().context("plugin hook")?;
+        let hook = b
+            .build()
+            .map_err(|e| Error::Adjustment(format!("plugin hook: {e}")))?;
         let list = match h.stage {
             HookStage::CreateRuntime => hooks.create_runtime_mut(),
             HookStage::CreateContainer => hooks.create_container_mut(),

@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use skiff_proto::{User, DEFAULT_PATH};
+
+use crate::error::invalid;
+use crate::{Error, Result};
 
 /// The parts of an image's `config` a container uses.
 #[derive(Debug, Default, Clone)]
@@ -68,7 +70,7 @@ pub fn entrypoint_and_cmd(
         None => (image.entrypoint.clone(), cli_cmd.to_vec()),
     };
     if ep.is_empty() && cmd.is_empty() {
-        bail!("no command specified (the image has no Entrypoint or Cmd)");
+        invalid!("no command specified (the image has no Entrypoint or Cmd)");
     }
     Ok((ep, cmd))
 }
@@ -79,9 +81,9 @@ pub fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>> {
     let mut env: Vec<String> = base.to_vec();
     for e in overrides {
         let entry = match e.split_once('=') {
-            Some(("", _)) => bail!("invalid environment variable {e:?}: empty name"),
+            Some(("", _)) => invalid!("invalid environment variable {e:?}: empty name"),
             Some(_) => e.clone(),
-            None if e.is_empty() => bail!("invalid environment variable: empty"),
+            None if e.is_empty() => invalid!("invalid environment variable: empty"),
             None => match std::env::var(e) {
                 Ok(v) => format!("{e}={v}"),
                 Err(_) => continue,
@@ -96,7 +98,10 @@ pub fn merge_env(base: &[String], overrides: &[String]) -> Result<Vec<String>> {
 
 /// Lines of an `--env-file`: `KEY=VALUE` or `KEY`; blank lines and `#` comments skipped.
 pub fn read_env_file(path: &str) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read --env-file {path}"))?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        context: format!("read --env-file {path}"),
+        source,
+    })?;
     Ok(text
         .lines()
         .map(str::trim_start)
@@ -131,7 +136,7 @@ pub fn working_dir(image: &ImageDefaults, flag: Option<&str>) -> Result<String> 
         return Ok("/".into());
     }
     if !w.starts_with('/') {
-        bail!("the working directory {w:?} is invalid: it needs to be an absolute path");
+        invalid!("the working directory {w:?} is invalid: it needs to be an absolute path");
     }
     Ok(w.to_owned())
 }
@@ -154,7 +159,7 @@ pub fn parse_user(s: &str) -> Result<(User, Option<String>)> {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'))
     };
     if !valid(u) || g.is_some_and(|g| !valid(g)) {
-        bail!("invalid user {s:?}: expected NAME|UID[:GROUP|GID]");
+        invalid!("invalid user {s:?}: expected NAME|UID[:GROUP|GID]");
     }
     let numeric = |x: &str| x.parse::<u32>().ok();
     let uid = numeric(u).unwrap_or(0);
@@ -176,7 +181,7 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         if (1..=64).contains(&n) {
             return Ok(n);
         }
-        bail!("invalid signal {s:?}");
+        invalid!("invalid signal {s:?}");
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -211,7 +216,7 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         "IO" | "POLL" => libc::SIGIO,
         "PWR" => libc::SIGPWR,
         "SYS" => libc::SIGSYS,
-        _ => bail!("invalid signal {s:?}"),
+        _ => invalid!("invalid signal {s:?}"),
     };
     Ok(n)
 }
@@ -222,7 +227,7 @@ pub fn labels(image: &ImageDefaults, flags: &[String]) -> Result<BTreeMap<String
     for l in flags {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         if k.is_empty() {
-            bail!("invalid label {l:?}: empty key");
+            invalid!("invalid label {l:?}: empty key");
         }
         out.insert(k.to_owned(), v.to_owned());
     }
