@@ -2,7 +2,7 @@
 //! signals and window-size changes forwarded. Shared by `vm run`, `run`, `start -a` and
 //! `exec`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use skiff_proto::ExitStatus;
@@ -61,23 +61,7 @@ pub fn exit_code(s: ExitStatus) -> u8 {
 
 /// Copies our stdin to `stream` until EOF, then closes the process's stdin.
 pub fn spawn_stdin_pump(sender: AgentSender, stream: u32) {
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = sender.stdin(stream, Vec::new());
-                    return;
-                }
-                Ok(n) => {
-                    if sender.stdin(stream, buf[..n].to_vec()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
+    sender.spawn_stdin_pump(stream, std::io::stdin());
 }
 
 /// Forwards the signals we receive to `stream` once [`SignalTarget::set`] names the

@@ -91,6 +91,27 @@ impl AgentSender {
     }
 
     /// Closes our side so the agent sees the hang-up.
+    /// Copies `input` to the stdin of `stream` on a thread of its own; end of input (or
+    /// a read error) closes the process's stdin.
+    pub fn spawn_stdin_pump(self, stream: u32, mut input: impl std::io::Read + Send + 'static) {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = self.stdin(stream, Vec::new());
+                        return;
+                    }
+                    Ok(n) => {
+                        if self.stdin(stream, buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     pub fn hang_up(&self) {
         let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let _ = s.shutdown(std::net::Shutdown::Both);

@@ -2,10 +2,13 @@
 //! reviewed in one place (this crate is where host-side `unsafe` belongs):
 //! - [`procfs`]: processes as /proc shows them (state, parent, CPU ticks, start time,
 //!   memory, descendants);
+//! - [`signals`]: signals meant for a container, blocked everywhere and taken by one
+//!   forwarding thread;
 //! - [`time`]: wall-clock times as skiff stores and shows them (RFC 3339, UTC).
 //!
 //! Leaf crate: it depends on nothing of skiff's, so the image store, the runtime, the
 //! daemon, the CLIs and the benchmarks can all use it.
 
 pub mod procfs;
+pub mod signals;
 pub mod time;

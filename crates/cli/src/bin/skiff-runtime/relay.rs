@@ -1,7 +1,7 @@
 //! What the supervisor and the exec proxies share: signals picked up by a dedicated
 //! thread, stdin pumped to the guest, the guest's output written to our stdio.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use skiff_proto::ExitStatus;
 use skiff_runtime::{AgentConn, AgentSender, Event};
@@ -19,58 +19,20 @@ const FORWARDED: [i32; 9] = [
     libc::SIGCONT,
 ];
 
-fn set() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: set is a valid sigset_t.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, s);
-        }
-    }
-    set
-}
-
 /// Blocks the forwarded signals; call before any thread starts.
 pub fn block_signals() {
-    let set = set();
-    // SAFETY: set is valid; the old mask is not needed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if let Err(e) = skiff_sys::signals::block(&FORWARDED) {
+        tracing::warn!("block signals: {e}");
+    }
 }
 
 pub fn spawn_signal_thread(on_signal: impl Fn(i32) + Send + 'static) {
-    std::thread::spawn(move || {
-        let set = set();
-        loop {
-            let mut sig = 0;
-            // SAFETY: set and sig are valid; the signals are blocked.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                on_signal(sig);
-            }
-        }
-    });
+    skiff_sys::signals::spawn_forwarder(&FORWARDED, on_signal);
 }
 
-/// Copies our stdin to `stream`; end of input closes the process's stdin.
+/// Copies our stdin to `stream` until EOF, then closes the process's stdin.
 pub fn spawn_stdin_pump(sender: AgentSender, stream: u32) {
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = sender.stdin(stream, Vec::new());
-                    return;
-                }
-                Ok(n) => {
-                    if sender.stdin(stream, buf[..n].to_vec()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
+    sender.spawn_stdin_pump(stream, std::io::stdin());
 }
 
 /// Relays `stream`'s output to our stdout/stderr until the agent reports its exit (or
