@@ -202,10 +202,7 @@ fn append_audit(dir: &Path, records: &[AuditRecord]) -> Result<()> {
     if !dir.is_dir() {
         bail!("{} is gone", dir.display());
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(AUDIT_FILE))?;
+    let mut f = skiff_runtime::owner_only::append(&dir.join(AUDIT_FILE))?;
     let mut buf = Vec::new();
     for r in records {
         serde_json::to_writer(&mut buf, r)?;

@@ -15,6 +15,7 @@ pub mod hypervisor;
 mod microvm;
 pub mod network;
 pub mod oci;
+pub mod owner_only;
 pub mod snapshot;
 pub mod spec;
 mod tools;

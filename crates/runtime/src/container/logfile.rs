@@ -2,14 +2,14 @@
 //! (`{"stream":"stdout","time":"...","log":"..."}`, as Docker's json-file driver), in
 //! `log.json` plus one rotated `log.json.1`, so a chatty container uses bounded disk.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::time::{now_ns, rfc3339_ns};
-use crate::{Error, Result};
+use crate::{owner_only, Error, Result};
 
 /// Size at which `log.json` is rotated (so at most twice this on disk).
 pub const MAX_LOG_BYTES: u64 = 8 << 20;
@@ -40,11 +40,7 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(Error::io(format!("open {}", path.display())))?;
+        let file = owner_only::append(path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self {
             path: path.to_path_buf(),
@@ -106,11 +102,7 @@ impl LogWriter {
         if fs::rename(&self.path, &old).is_err() {
             return;
         }
-        if let Ok(f) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
+        if let Ok(f) = owner_only::append(&self.path) {
             self.file = f;
             self.size = 0;
         }
