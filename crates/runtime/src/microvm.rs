@@ -458,10 +458,7 @@ fn scratch(config: &VmConfig) -> Result<(tempfile::TempDir, PathBuf, ConsoleLog)
         .scratch_parent
         .clone()
         .unwrap_or_else(std::env::temp_dir);
-    let work_dir = tempfile::Builder::new()
-        .prefix("skiff-vm-")
-        .tempdir_in(parent)
-        .map_err(Error::io("create the VM's scratch directory"))?;
+    let work_dir = crate::owner_only::temp_dir(&parent, "skiff-vm-")?;
     let vsock_uds = work_dir.path().join("vsock.sock");
     let console = ConsoleLog::start(work_dir.path())?;
     Ok((work_dir, vsock_uds, console))

@@ -24,6 +24,19 @@ pub fn dir(path: &Path) -> Result<()> {
     narrow(path, DIR_MODE)
 }
 
+/// A new directory `<parent>/<prefix>XXXXXX`, 0700 (tempfile's default follows the
+/// umask), removed when dropped.
+pub fn temp_dir(parent: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(Permissions::from_mode(DIR_MODE))
+        .tempdir_in(parent)
+        .map_err(Error::io(format!(
+            "create a directory in {}",
+            parent.display()
+        )))
+}
+
 /// Creates (or truncates) `path` for writing, 0600.
 pub fn create(path: &Path) -> Result<File> {
     open(
@@ -110,6 +123,8 @@ mod tests {
         fs::set_permissions(&old, Permissions::from_mode(0o755)).unwrap();
         dir(&old).unwrap();
         assert_eq!(mode(&old), 0o700);
+        let t = temp_dir(d.path(), "vm-").unwrap();
+        assert_eq!(mode(t.path()), 0o700);
     }
 
     #[test]
