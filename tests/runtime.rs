@@ -1204,7 +1204,7 @@ fn pause_and_resume_reach_skiff_vmm_through_its_api_socket() {
         balloon: false,
         cmdline_extra: "testguest.snapwork=12 testguest.snapmib=1",
         vsock_uds: &work.join("vsock.sock"),
-        console_log: &console,
+        console: &console,
         work_dir: &work,
         die_with_parent: true,
         snapshot: None,

@@ -775,7 +775,7 @@ fn vmm_backend_serves_shares_through_virtiofsd() {
         cmdline_extra:
             "testguest.skipvsock testguest.fsfile=from-host.txt testguest.fswrite=from-guest.txt",
         vsock_uds: &work.join("vsock.sock"),
-        console_log: &console,
+        console: &console,
         work_dir: &work,
         die_with_parent: true,
         snapshot: None,

@@ -781,7 +781,7 @@ fn start_detached(ctx: &Ctx, c: &Containers, id: &str) -> Result<()> {
         bail!("container {} is already running", &id[..12]);
     }
     let exe = std::env::current_exe().context("find the skiff executable")?;
-    let log = std::fs::File::create(c.dir_of(id).join("supervisor.log"))
+    let log = skiff_runtime::owner_only::create(&c.dir_of(id).join("supervisor.log"))
         .context("create the supervisor log")?;
     let mut cmd = Command::new(exe);
     cmd.arg("--root")

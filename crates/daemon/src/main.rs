@@ -141,6 +141,8 @@ async fn run(args: Args) -> Result<()> {
     };
     let store = Store::open(&root).with_context(|| format!("open the store {}", root.display()))?;
     let containers = Containers::open(&root)?;
+    // Snapshots hold guest memory; an older daemon made this directory 0755.
+    skiff_runtime::owner_only::dir(&root.join("snapshots"))?;
     // Load the plugins now: a broken plugin config is a startup error, not a 500 later.
     skiff_engine::policy::get()?;
     let pools_config = config.pools.clone();

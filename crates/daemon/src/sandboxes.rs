@@ -20,7 +20,7 @@ use skiff_runtime::container::{
     control_request, read_log, BootSettings, ContainerSpec, ContainerState, ControlRequest,
     LogStream, Status, MAIN_STREAM, STATE_ERROR_GONE,
 };
-use skiff_runtime::{AgentConn, Event, StartOutcome};
+use skiff_runtime::{owner_only, AgentConn, Event, StartOutcome};
 
 use crate::error::{printable, ApiError};
 use crate::state::Daemon;
@@ -492,7 +492,7 @@ fn start_id(d: &Daemon, tenant: &str, spec: &ContainerSpec) -> Result<(), ApiErr
                 Usage::one(spec.memory_mib, spec.vcpus),
             )?;
         }
-        let log = std::fs::File::create(d.containers.dir_of(id).join("supervisor.log"))
+        let log = owner_only::create(&d.containers.dir_of(id).join("supervisor.log"))
             .map_err(|e| ApiError::internal(format!("create the supervisor log: {e}")))?;
         let mut cmd = Command::new(&d.skiff_bin);
         cmd.arg("--root")

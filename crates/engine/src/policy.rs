@@ -198,10 +198,8 @@ fn append_audit(dir: &Path, records: &[AuditRecord]) -> std::io::Result<()> {
     if !dir.is_dir() {
         return Err(std::io::ErrorKind::NotFound.into());
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(AUDIT_FILE))?;
+    let mut f =
+        skiff_runtime::owner_only::append(&dir.join(AUDIT_FILE)).map_err(std::io::Error::other)?;
     let mut buf = Vec::new();
     for r in records {
         serde_json::to_writer(&mut buf, r)?;

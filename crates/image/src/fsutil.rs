@@ -46,8 +46,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fsync_dir(dir)
 }
 
-pub fn create_dir_all(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).ctx(|| format!("create {}", path.display()))
+/// Creates `path` and its missing parents 0700, and narrows an existing `path` to
+/// 0700: the store holds images committed from containers, which may hold secrets.
+pub fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .ctx(|| format!("create {}", path.display()))?;
+    let mode = fs::metadata(path)
+        .ctx(|| format!("stat {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o7777 != 0o700 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("chmod {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Bytes a file really occupies on disk (sparse files count less).

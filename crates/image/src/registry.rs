@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -411,6 +412,7 @@ impl Client {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(partial)
             .ctx(|| format!("open {}", partial.display()))?;
         let have = f.metadata().ctx(|| "stat partial".to_owned())?.len();

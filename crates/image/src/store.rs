@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hashing};
 use crate::error::{malformed, Error, IoContext, Result};
-use crate::fsutil::{self, create_dir_all, write_atomic};
+use crate::fsutil::{self, create_private_dir, write_atomic};
 use crate::lock::{FileLock, LockKind};
 use crate::reference::Reference;
 
@@ -178,8 +178,10 @@ impl Store {
     /// Open (creating if needed) the store under `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        for d in ["blobs/sha256", "ingest", "layers", "tmp"] {
-            create_dir_all(&root.join(d))?;
+        // The root holds the containers too (their specs carry their environment).
+        create_private_dir(&root)?;
+        for d in ["blobs", "blobs/sha256", "ingest", "layers", "tmp"] {
+            create_private_dir(&root.join(d))?;
         }
         Ok(Self {
             root,
@@ -524,6 +526,9 @@ impl Store {
         if !self.has_blob(d) {
             let f = fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
             f.sync_all().ctx(|| format!("fsync {}", path.display()))?;
+            // As every blob: a committed container's layer may hold its secrets.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .ctx(|| format!("chmod {}", path.display()))?;
             fs::rename(path, self.blob_path(d)).ctx(|| format!("adopt {}", path.display()))?;
         }
         Ok(())

@@ -9,12 +9,15 @@
 pub mod agent;
 pub mod agent_mux;
 pub mod artifacts;
+pub mod console_log;
 pub mod container;
 mod error;
 pub mod hypervisor;
 mod microvm;
 pub mod network;
 pub mod oci;
+pub mod owner_only;
+mod rotating;
 pub mod snapshot;
 pub mod spec;
 mod tools;

@@ -11,6 +11,7 @@ use skiff_proto::{AGENT_PORT, READY_PORT};
 
 use crate::agent::AgentConn;
 use crate::artifacts::GuestArtifacts;
+use crate::console_log::{self, ConsoleLog};
 use crate::hypervisor::{
     self, Disk, LaunchSpec, NetDevice, Selection, Share, SnapshotRole, VmProcess,
 };
@@ -82,9 +83,10 @@ pub struct BootTimings {
 
 pub struct MicroVm {
     process: Box<dyn VmProcess>,
+    /// Before `work_dir`: its thread writes in there until stopped.
+    console: ConsoleLog,
     work_dir: tempfile::TempDir,
     vsock_uds: PathBuf,
-    console_log: PathBuf,
     pub timings: BootTimings,
 }
 
@@ -102,7 +104,7 @@ impl MicroVm {
             }
         }
         let t0 = Instant::now();
-        let (work_dir, vsock_uds, console_log) = scratch(config)?;
+        let (work_dir, vsock_uds, console) = scratch(config)?;
         let ready_path = PathBuf::from(format!("{}_{READY_PORT}", vsock_uds.display()));
         let ready = UnixListener::bind(&ready_path)
             .map_err(Error::io(format!("listen on {}", ready_path.display())))?;
@@ -110,14 +112,14 @@ impl MicroVm {
             .set_nonblocking(true)
             .map_err(Error::io("agent listener"))?;
 
-        let spec = launch_spec(config, &vsock_uds, &console_log, work_dir.path(), None);
+        let spec = launch_spec(config, &vsock_uds, console.fifo(), work_dir.path(), None);
         let t_launch = Instant::now();
         let process = hypervisor::launch(&config.selection, &spec)?;
         let mut vm = Self {
             process,
+            console,
             work_dir,
             vsock_uds,
-            console_log,
             timings: BootTimings {
                 prepare: t_launch - t0,
                 ..BootTimings::default()
@@ -135,7 +137,7 @@ impl MicroVm {
     /// waits on its serial port for a host that never connects) or a restored VM.
     fn start(config: &VmConfig) -> Result<(Self, Instant)> {
         let t0 = Instant::now();
-        let (work_dir, vsock_uds, console_log) = scratch(config)?;
+        let (work_dir, vsock_uds, console) = scratch(config)?;
         let role = match &config.snapshot {
             Some(VmSnapshot::Template { ram }) => SnapshotRole::Template { ram },
             Some(VmSnapshot::Restore { ram, state }) => SnapshotRole::Restore { ram, state },
@@ -144,7 +146,7 @@ impl MicroVm {
         let spec = launch_spec(
             config,
             &vsock_uds,
-            &console_log,
+            console.fifo(),
             work_dir.path(),
             Some(role),
         );
@@ -153,9 +155,9 @@ impl MicroVm {
         Ok((
             Self {
                 process,
+                console,
                 work_dir,
                 vsock_uds,
-                console_log,
                 timings: BootTimings {
                     prepare: t_launch - t0,
                     ..BootTimings::default()
@@ -235,7 +237,7 @@ impl MicroVm {
         let early = |vm: &mut Self, what: String| -> Error {
             match vm.process.try_wait() {
                 Ok(Some(status)) => {
-                    let log = console_tail(&vm.work_dir().join("qemu.log"), 3);
+                    let log = console_log::tail(&vm.work_dir().join("qemu.log"), 3);
                     Error::VmExitedEarly {
                         status: format!("{status}; QEMU said: {}", log.join(" / ")),
                         console_tail: Vec::new(),
@@ -299,7 +301,7 @@ impl MicroVm {
         std::thread::sleep(Duration::from_millis(20));
         let exited = self.process.try_wait().ok().flatten();
         self.process.kill();
-        let qemu_log = console_tail(&self.work_dir().join("qemu.log"), 3);
+        let qemu_log = console_log::tail(&self.work_dir().join("qemu.log"), 3);
         match exited {
             Some(status) => Error::VmExitedEarly {
                 status: format!("{status}; QEMU said: {}", qemu_log.join(" / ")),
@@ -401,30 +403,15 @@ impl MicroVm {
 
     /// The last `n` lines the guest printed on its serial console.
     pub fn console_tail(&self, n: usize) -> Vec<String> {
-        console_tail(&self.console_log, n)
+        self.console.tail(n)
     }
 }
 
 impl Drop for MicroVm {
     fn drop(&mut self) {
         self.process.kill();
+        self.console.stop();
     }
-}
-
-fn console_tail(path: &Path, n: usize) -> Vec<String> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Vec::new();
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
 }
 
 fn poll_readable(fd: i32, timeout: Duration) {
@@ -443,7 +430,7 @@ fn poll_readable(fd: i32, timeout: Duration) {
 fn launch_spec<'a>(
     config: &'a VmConfig,
     vsock_uds: &'a Path,
-    console_log: &'a Path,
+    console: &'a Path,
     work_dir: &'a Path,
     snapshot: Option<SnapshotRole<'a>>,
 ) -> LaunchSpec<'a> {
@@ -457,40 +444,22 @@ fn launch_spec<'a>(
         balloon: config.balloon && snapshot.is_none(),
         cmdline_extra: &config.cmdline_extra,
         vsock_uds,
-        console_log,
+        console,
         work_dir,
         die_with_parent: config.die_with_parent,
         snapshot,
     }
 }
 
-/// A VM's scratch directory (under `config.scratch_parent`, else the temp dir), with
-/// the paths of its vsock socket and console log inside it.
-fn scratch(config: &VmConfig) -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+/// A VM's scratch directory (under `config.scratch_parent`, else the temp dir; 0700),
+/// with the path of its vsock socket and its console, drained from here on.
+fn scratch(config: &VmConfig) -> Result<(tempfile::TempDir, PathBuf, ConsoleLog)> {
     let parent = config
         .scratch_parent
         .clone()
         .unwrap_or_else(std::env::temp_dir);
-    let work_dir = tempfile::Builder::new()
-        .prefix("skiff-vm-")
-        .tempdir_in(parent)
-        .map_err(Error::io("create the VM's scratch directory"))?;
+    let work_dir = crate::owner_only::temp_dir(&parent, "skiff-vm-")?;
     let vsock_uds = work_dir.path().join("vsock.sock");
-    let console_log = work_dir.path().join("console.log");
-    Ok((work_dir, vsock_uds, console_log))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn console_tail_keeps_the_last_non_empty_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.log");
-        std::fs::write(&p, "a\r\n\nb\nc\n").unwrap();
-        assert_eq!(console_tail(&p, 2), ["b", "c"]);
-        assert_eq!(console_tail(&p, 10), ["a", "b", "c"]);
-        assert!(console_tail(&dir.path().join("none"), 3).is_empty());
-    }
+    let console = ConsoleLog::start(work_dir.path())?;
+    Ok((work_dir, vsock_uds, console))
 }

@@ -21,7 +21,9 @@ use serde_json::{json, Value};
 
 use crate::hypervisor::{self, Disk, HypervisorKind};
 use crate::microvm::VmSnapshot;
-use crate::{Error, GuestArtifacts, MicroVm, Result, Selection, VmConfig, WarmSpec, WarmVm};
+use crate::{
+    owner_only, Error, GuestArtifacts, MicroVm, Result, Selection, VmConfig, WarmSpec, WarmVm,
+};
 
 const META: &str = "snapshot.json";
 const RAM: &str = "ram";
@@ -87,7 +89,8 @@ impl Snapshot {
                 "a snapshot's writable layer is a tmpfs: a disk would be shared by every restored VM".into(),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+        // The VM's memory holds whatever the guest had: its owner's alone.
+        owner_only::dir(dir)?;
         for f in [META, STATE, RAM] {
             match std::fs::remove_file(dir.join(f)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -108,6 +111,12 @@ impl Snapshot {
         config.scratch_parent = spec.scratch_parent.clone();
         // A daemon that dies mid-snapshot must not leave the template running.
         config.die_with_parent = true;
+        // QEMU creates missing files with its umask's mode: they are made here first
+        // (QEMU sizes the RAM file itself; `cat >` keeps the state file's mode).
+        let state_tmp = dir.join("state.partial");
+        for f in [&dir.join(RAM), &state_tmp] {
+            owner_only::create(f)?;
+        }
         config.snapshot = Some(VmSnapshot::Template { ram: dir.join(RAM) });
         let mut vm = MicroVm::launch_template(&config)?;
         // The agent says so on its serial port once the guest is up, then waits for a
@@ -118,7 +127,6 @@ impl Snapshot {
         let boot = t0.elapsed();
         let t1 = Instant::now();
         qmp.execute("stop", json!({}))?;
-        let state_tmp = dir.join("state.partial");
         let uri = format!("exec:cat > {}", hypervisor::shell_quote(&state_tmp));
         qmp.execute("migrate", json!({ "uri": uri }))?;
         loop {
@@ -163,12 +171,9 @@ impl Snapshot {
             state_bytes,
             files,
         };
-        let tmp = dir.join("snapshot.json.partial");
         let text = serde_json::to_vec_pretty(&meta)
             .map_err(|e| Error::Config(format!("snapshot metadata: {e}")))?;
-        std::fs::write(&tmp, text).map_err(Error::io(format!("write {}", tmp.display())))?;
-        std::fs::rename(&tmp, dir.join(META))
-            .map_err(Error::io(format!("rename {}", tmp.display())))?;
+        owner_only::write_atomic(&dir.join(META), &text)?;
         let save = t1.elapsed();
         tracing::debug!(dir = %dir.display(), ?boot, ?save, state_bytes, "snapshot saved");
         Ok((

@@ -72,10 +72,7 @@ impl WarmVm {
             .scratch_parent
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        let disk_dir = tempfile::Builder::new()
-            .prefix("skiff-warm-")
-            .tempdir_in(parent)
-            .map_err(crate::Error::io("create the warm VM's disk directory"))?;
+        let disk_dir = crate::owner_only::temp_dir(&parent, "skiff-warm-")?;
         let mut disks = Disk::layers(&spec.layers);
         if let Some(bytes) = spec.writable_disk_bytes {
             let rw = disk_dir.path().join("rw.img");
@@ -114,10 +111,8 @@ impl WarmVm {
         layers: usize,
         scratch_parent: Option<PathBuf>,
     ) -> Result<Self> {
-        let disk_dir = tempfile::Builder::new()
-            .prefix("skiff-warm-")
-            .tempdir_in(scratch_parent.unwrap_or_else(std::env::temp_dir))
-            .map_err(crate::Error::io("create the warm VM's directory"))?;
+        let parent = scratch_parent.unwrap_or_else(std::env::temp_dir);
+        let disk_dir = crate::owner_only::temp_dir(&parent, "skiff-warm-")?;
         Ok(Self {
             vm,
             agent,

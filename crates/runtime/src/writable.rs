@@ -22,8 +22,8 @@ pub fn create(path: &Path, size_bytes: u64) -> Result<()> {
         });
     }
     let tmp = path.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).map_err(Error::io(format!("create {}", tmp.display())))?;
+    // The container's files: its owner's alone.
+    let file = crate::owner_only::create(&tmp)?;
     file.set_len(size_bytes)
         .map_err(Error::io(format!("size {}", tmp.display())))?;
     drop(file);

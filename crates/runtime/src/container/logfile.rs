@@ -2,12 +2,13 @@
 //! (`{"stream":"stdout","time":"...","log":"..."}`, as Docker's json-file driver), in
 //! `log.json` plus one rotated `log.json.1`, so a chatty container uses bounded disk.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rotating::{rotated, RotatingFile};
 use crate::{Error, Result};
 use skiff_sys::time::{now_ns, rfc3339_ns};
 
@@ -31,25 +32,15 @@ pub struct LogEntry {
 }
 
 pub struct LogWriter {
-    path: PathBuf,
-    file: File,
-    size: u64,
+    file: RotatingFile,
     /// Bytes of an unfinished line per stream.
     partial: [Vec<u8>; 2],
 }
 
 impl LogWriter {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(Error::io(format!("open {}", path.display())))?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            size,
+            file: RotatingFile::open(path, MAX_LOG_BYTES)?,
             partial: [Vec::new(), Vec::new()],
         })
     }
@@ -92,35 +83,9 @@ impl LogWriter {
             return;
         };
         line.push(b'\n');
-        if self.size + line.len() as u64 > MAX_LOG_BYTES {
-            self.rotate();
-        }
         // A full disk must not stop the container: the log just loses lines.
-        if self.file.write_all(&line).is_ok() {
-            self.size += line.len() as u64;
-        }
+        self.file.write_record(&line);
     }
-
-    fn rotate(&mut self) {
-        let old = rotated(&self.path);
-        if fs::rename(&self.path, &old).is_err() {
-            return;
-        }
-        if let Ok(f) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            self.file = f;
-            self.size = 0;
-        }
-    }
-}
-
-fn rotated(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".1");
-    PathBuf::from(s)
 }
 
 /// All entries, oldest first, and the byte offset reached in the current file (to
@@ -166,6 +131,7 @@ pub fn read_from(path: &Path, offset: u64, out: &mut Vec<LogEntry>) -> Result<u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn lines_are_split_and_partials_flushed() {

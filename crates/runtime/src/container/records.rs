@@ -3,15 +3,15 @@
 //! writes, and detection of a supervisor that died.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use skiff_proto::ProcessSpec;
 
-use crate::{Error, Result};
+use crate::{owner_only, Error, Result};
 use skiff_sys::time::now_ms;
 
 /// `error` of a container whose supervisor disappeared without recording an exit.
@@ -174,7 +174,7 @@ impl StateLock {
     }
 
     pub fn save(&self, state: &ContainerState) -> Result<()> {
-        write_atomic(&self.dir.join("state.json"), state)
+        write_json(&self.dir.join("state.json"), state)
     }
 
     pub fn spec(&self) -> Result<ContainerSpec> {
@@ -188,8 +188,9 @@ impl Containers {
     pub fn open(root: &Path) -> Result<Self> {
         let dir = root.join("containers");
         let run_dir = root.join("run");
-        for d in [&dir, &run_dir] {
-            fs::create_dir_all(d).map_err(Error::io(format!("create {}", d.display())))?;
+        // Specs hold the containers' environments: nobody else may list or read them.
+        for d in [root, &dir, &run_dir] {
+            owner_only::dir(d)?;
         }
         Ok(Self { dir, run_dir })
     }
@@ -269,9 +270,9 @@ impl Containers {
         }
         admit(&mut spec).map_err(Error::Config)?;
         let staging = self.dir.join(format!(".new-{}", spec.id));
-        fs::create_dir_all(&staging).map_err(Error::io(format!("create {}", staging.display())))?;
-        let result = write_atomic(&staging.join("spec.json"), &spec)
-            .and_then(|()| write_atomic(&staging.join("state.json"), &ContainerState::default()))
+        owner_only::dir(&staging)?;
+        let result = write_json(&staging.join("spec.json"), &spec)
+            .and_then(|()| write_json(&staging.join("state.json"), &ContainerState::default()))
             .and_then(|()| {
                 fs::rename(&staging, self.dir_of(&spec.id))
                     .map_err(Error::io("publish the container record"))
@@ -374,7 +375,7 @@ impl Containers {
         let _lock = self.lock(id)?;
         let mut spec = self.spec(id)?;
         spec.name = new_name.to_owned();
-        write_atomic(&self.dir_of(id).join("spec.json"), &spec)
+        write_json(&self.dir_of(id).join("spec.json"), &spec)
     }
 
     /// `network connect`/`disconnect` of a stopped container: the only other change a
@@ -389,7 +390,7 @@ impl Containers {
         }
         let mut spec = self.spec(id)?;
         spec.network = mode;
-        write_atomic(&self.dir_of(id).join("spec.json"), &spec)
+        write_json(&self.dir_of(id).join("spec.json"), &spec)
     }
 
     /// Deletes the record, its writable disk and its log. The caller has made sure the
@@ -501,13 +502,7 @@ fn generated_name() -> Result<String> {
 }
 
 pub(crate) fn lock_file(path: &Path) -> Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(Error::io(format!("open {}", path.display())))?;
+    let f = owner_only::read_write(path)?;
     // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(Error::io(format!("lock {}", path.display()))(
@@ -536,15 +531,11 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
         .map_err(|e| Error::Config(format!("{}: corrupt record: {e}", path.display())))
 }
 
-pub(crate) fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Replaces `path` with `value` as JSON, atomically and readable only by its owner.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Config(format!("serialise {}: {e}", path.display())))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(Error::io(format!("create {}", tmp.display())))?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(Error::io(format!("write {}", tmp.display())))?;
-    fs::rename(&tmp, path).map_err(Error::io(format!("rename to {}", path.display())))
+    owner_only::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

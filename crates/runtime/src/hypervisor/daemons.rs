@@ -112,5 +112,5 @@ impl Drop for ProcessGroup {
 }
 
 fn open_log(path: &Path) -> Result<File> {
-    File::create(path).map_err(Error::io(format!("create {}", path.display())))
+    crate::owner_only::create(path)
 }

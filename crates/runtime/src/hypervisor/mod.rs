@@ -240,7 +240,9 @@ pub struct LaunchSpec<'a> {
     pub cmdline_extra: &'a str,
     /// The vsock device's host-side UNIX socket (`CONNECT <port>` convention).
     pub vsock_uds: &'a Path,
-    pub console_log: &'a Path,
+    /// Where the guest's serial console goes: a FIFO the host drains (see
+    /// [`crate::console_log`]), opened for writing like a file.
+    pub console: &'a Path,
     /// Private scratch directory for backend sockets and logs.
     pub work_dir: &'a Path,
     /// Kill the VM if the launching thread's process dies (CLI use).

@@ -122,10 +122,7 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
     );
     let mut cmd = base_command(&qemu_bin, accel, spec, &mem);
     cmd.args(["-append", &super::kernel_cmdline('t', spec.cmdline_extra)])
-        .args([
-            "-serial",
-            &format!("file:{}", qemu_escape(spec.console_log)),
-        ]);
+        .args(["-serial", &format!("file:{}", qemu_escape(spec.console))]);
     cmd.args([
         "-chardev",
         &format!("socket,id=vsock0,path={}", qemu_escape(&vhost_vsock)),

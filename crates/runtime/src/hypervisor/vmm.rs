@@ -24,7 +24,7 @@ pub fn launch(vmm: &Path, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
         .arg("--vsock")
         .arg(spec.vsock_uds)
         .arg("--console")
-        .arg(spec.console_log)
+        .arg(spec.console)
         // Pause and resume (skiff-runtime) go through the VMM's API socket.
         .arg("--api-socket")
         .arg(spec.work_dir.join(super::VMM_API_SOCKET));

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use skiff_proto::{GuestInterface, GuestNetwork};
 
 use crate::container::now_ms;
-use crate::container::records::{lock_file, random_hex, read_json, write_atomic};
+use crate::container::records::{lock_file, random_hex, read_json, write_json};
 use crate::{Error, Result};
 pub use ipam::Subnet;
 pub use ports::{PortMapping, Proto};
@@ -212,7 +212,7 @@ impl Networks {
     }
 
     fn write(&self, f: &NetworkFile) -> Result<()> {
-        write_atomic(&self.path(&f.network.name), f)
+        write_json(&self.path(&f.network.name), f)
     }
 
     fn all(&self) -> Result<Vec<NetworkFile>> {

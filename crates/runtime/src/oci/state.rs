@@ -4,14 +4,14 @@
 //! is still alive, so a crashed supervisor reads as stopped rather than running.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{owner_only, Error, Result};
 
 const MAX_RECORD: u64 = 1 << 20;
 
@@ -173,16 +173,9 @@ impl Store {
     /// Takes the container's lock (the container need not exist).
     pub fn lock(&self, id: &str) -> Result<Lock> {
         check_id(id)?;
-        fs::create_dir_all(&self.root)
-            .map_err(Error::io(format!("create {}", self.root.display())))?;
+        owner_only::dir(&self.root)?;
         let path = self.root.join(format!(".{id}.lock"));
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io(format!("open {}", path.display())))?;
+        let f = owner_only::read_write(&path)?;
         // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(Error::io(format!("lock {}", path.display()))(
@@ -243,21 +236,14 @@ impl Lock {
                 self.id
             )));
         }
-        fs::create_dir_all(&self.dir)
-            .map_err(Error::io(format!("create {}", self.dir.display())))?;
+        owner_only::dir(&self.dir)?;
         self.save(record)
     }
 
     pub fn save(&self, record: &Record) -> Result<()> {
-        let path = self.dir.join("state.json");
-        let tmp = self.dir.join(".state.json.tmp");
         let bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::Config(format!("encode state: {e}")))?;
-        let mut f = File::create(&tmp).map_err(Error::io(format!("write {}", tmp.display())))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(Error::io(format!("write {}", tmp.display())))?;
-        fs::rename(&tmp, &path).map_err(Error::io(format!("rename to {}", path.display())))
+        owner_only::write_atomic(&self.dir.join("state.json"), &bytes)
     }
 
     /// Removes the container's directory and lock file.
@@ -271,16 +257,6 @@ impl Lock {
         }
         Ok(())
     }
-}
-
-/// Writes `contents` to `path` atomically (pid files).
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Config(format!("invalid file name {}", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    fs::write(&tmp, contents).map_err(Error::io(format!("write {}", tmp.display())))?;
-    fs::rename(&tmp, path).map_err(Error::io(format!("rename to {}", path.display())))
 }
 
 #[cfg(test)]
@@ -303,6 +279,12 @@ mod tests {
         };
         lock.create(&rec).unwrap();
         assert!(lock.create(&rec).is_err());
+        let mode = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(p).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(mode(d.path()), 0o700, "the state root is the owner's");
+        assert_eq!(mode(&d.path().join("c1/state.json")), 0o600);
         assert_eq!(lock.load().unwrap().status(), Status::Creating);
         let mut rec = lock.load().unwrap();
         rec.pid = Some(std::process::id());

@@ -29,8 +29,7 @@ pub fn admit(bundle: &mut Bundle, id: &str, state_dir: &Path) -> Result<()> {
     };
     apply(bundle, &decision)?;
     let path = state_dir.join(DECISION_FILE);
-    std::fs::write(&path, serde_json::to_vec(&decision)?)
-        .with_context(|| format!("write {}", path.display()))?;
+    skiff_runtime::owner_only::write_atomic(&path, &serde_json::to_vec(&decision)?)?;
     Ok(())
 }
 

@@ -70,11 +70,7 @@ fn init_tracing(cli: &Cli, cmd: &Cmd) {
     match cmd {
         Cmd::Supervise { id } | Cmd::ExecProxy { id } => {
             let dir = cli.root.join(id);
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("debug.log"))
-            {
+            if let Ok(f) = skiff_runtime::owner_only::append(&dir.join("debug.log")) {
                 let _ = tracing_subscriber::fmt()
                     .with_env_filter(filter)
                     .with_ansi(false)
@@ -249,7 +245,7 @@ fn create_prepared(cli: &Cli, store: &Store, a: &CreateArgs, bundle: &Bundle) ->
         control(&rec, "create-hooks")?;
     }
     if let Some(f) = &a.pid_file {
-        state::write_atomic(f, pid.to_string().as_bytes())?;
+        skiff_runtime::owner_only::write_atomic(f, pid.to_string().as_bytes())?;
     }
     Ok(child)
 }

@@ -82,7 +82,7 @@ pub fn exec(root: &Store, cli_args: Vec<String>, a: &ExecArgs) -> Result<i32> {
     drop(pty);
     let pid = commands::await_ready(child.id(), ready)?;
     if let Some(f) = &a.pid_file {
-        skiff_runtime::oci::state::write_atomic(f, pid.to_string().as_bytes())?;
+        skiff_runtime::owner_only::write_atomic(f, pid.to_string().as_bytes())?;
     }
     if a.detach {
         return Ok(0);

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use skiff_proto::GuestProcess;
 use skiff_runtime::container::process_start_ticks;
 use skiff_runtime::oci::{state, Status, Store};
+use skiff_runtime::owner_only;
 use skiff_runtime::AgentConn;
 
 const EXECS_DIR: &str = "execs";
@@ -26,11 +27,11 @@ impl Drop for ExecEntry {
 /// Records the calling process as an exec proxy of the container in `state_dir`.
 pub fn register_exec(state_dir: &Path) -> Result<ExecEntry> {
     let dir = state_dir.join(EXECS_DIR);
-    std::fs::create_dir_all(&dir)?;
+    owner_only::dir(&dir)?;
     let pid = std::process::id();
     let ticks = process_start_ticks(pid).unwrap_or(0);
     let path = dir.join(pid.to_string());
-    state::write_atomic(&path, ticks.to_string().as_bytes())?;
+    owner_only::write_atomic(&path, ticks.to_string().as_bytes())?;
     Ok(ExecEntry(path))
 }
 
