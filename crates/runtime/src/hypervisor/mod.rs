@@ -8,9 +8,11 @@
 mod daemons;
 mod qemu;
 pub(crate) use qemu::{set_snapshot_capabilities, shell_quote, start_incoming};
+pub mod control;
 pub(crate) mod qmp;
 mod virtiofs;
 mod vmm;
+pub mod vmm_api;
 
 use std::fmt;
 use std::io;

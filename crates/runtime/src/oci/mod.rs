@@ -8,13 +8,11 @@ pub mod guest_hooks;
 pub mod hooks;
 pub mod mounts;
 pub mod netns;
-pub mod qmp;
 pub mod seccomp;
 pub mod state;
 mod syscalls_i386;
 mod syscalls_x86_64;
 pub mod vmctl;
-pub mod vmm_api;
 
 pub use bundle::Bundle;
 pub use mounts::{BundleShare, Mounts};

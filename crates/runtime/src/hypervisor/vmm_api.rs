@@ -1,5 +1,5 @@
 //! The control API of skiff-vmm (`--api-socket`): one request line, one reply line
-//! (`ok ...` or `error ...`). Used for pause and resume on the vmm backend.
+//! (`ok ...` or `error ...`). Used for pause and resume on the vmm backend (`control`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
