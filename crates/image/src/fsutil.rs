@@ -2,15 +2,12 @@
 //! same directory, fsync, rename over the target, fsync the directory.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{IoContext, Result};
 
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx(|| format!("fsync {}", dir.display()))
+    skiff_sys::files::fsync_dir(dir).ctx(|| format!("fsync {}", dir.display()))
 }
 
 /// Start writing `len` bytes at `offset` of `f` back to disk without waiting
@@ -32,38 +29,16 @@ pub fn start_writeback(f: &File, offset: u64, len: u64) {
 /// Bytes written between `start_writeback` calls.
 pub const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// Replace `path` with `bytes` atomically: readers see the old or the new file.
+/// Replace `path` with `bytes` atomically: readers see the old or the new file (0600,
+/// fsynced, the directory too).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).ctx(|| format!("temp file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .ctx(|| format!("write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .ctx(|| format!("rename into {}", path.display()))?;
-    fsync_dir(dir)
+    skiff_sys::files::write_atomic(path, bytes).ctx(|| format!("write {}", path.display()))
 }
 
 /// Creates `path` and its missing parents 0700, and narrows an existing `path` to
 /// 0700: the store holds images committed from containers, which may hold secrets.
 pub fn create_private_dir(path: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .ctx(|| format!("create {}", path.display()))?;
-    let mode = fs::metadata(path)
-        .ctx(|| format!("stat {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o7777 != 0o700 {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-            .ctx(|| format!("chmod {}", path.display()))?;
-    }
-    Ok(())
+    skiff_sys::files::private_dir(path).ctx(|| format!("create {}", path.display()))
 }
 
 /// Bytes a file really occupies on disk (sparse files count less).

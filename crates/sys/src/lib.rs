@@ -1,5 +1,7 @@
 //! skiff-sys: the host utilities every host-side crate shares, each written once and
 //! reviewed in one place (this crate is where host-side `unsafe` belongs):
+//! - [`files`]: private (0700/0600) directories and files, atomic replacement,
+//!   `flock` locks;
 //! - [`procfs`]: processes as /proc shows them (state, parent, CPU ticks, start time,
 //!   memory, descendants);
 //! - [`signals`]: signals meant for a container, blocked everywhere and taken by one
@@ -9,6 +11,7 @@
 //! Leaf crate: it depends on nothing of skiff's, so the image store, the runtime, the
 //! daemon, the CLIs and the benchmarks can all use it.
 
+pub mod files;
 pub mod procfs;
 pub mod signals;
 pub mod time;

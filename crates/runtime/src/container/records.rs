@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use skiff_proto::ProcessSpec;
 
 use crate::{owner_only, Error, Result};
+use skiff_sys::files::FileLock;
 use skiff_sys::time::now_ms;
 
 /// `error` of a container whose supervisor disappeared without recording an exit.
@@ -154,7 +154,7 @@ pub struct Containers {
 
 /// An exclusive lock on one container's record; state changes happen under it.
 pub struct StateLock {
-    _file: File,
+    _file: FileLock,
     dir: PathBuf,
 }
 
@@ -212,8 +212,8 @@ impl Containers {
     }
 
     /// The lock that serialises name allocation (create, rename).
-    fn names_lock(&self) -> Result<File> {
-        lock_file(&self.dir.join(".names.lock"))
+    fn names_lock(&self) -> Result<FileLock> {
+        owner_only::lock(&self.dir.join(".names.lock"))
     }
 
     /// Records a new container. `spec.id` is filled in; `spec.name` is generated when
@@ -344,7 +344,7 @@ impl Containers {
             return Err(Error::Config(format!("No such container: {id}")));
         }
         Ok(StateLock {
-            _file: lock_file(&dir.join("lock"))?,
+            _file: owner_only::lock(&dir.join("lock"))?,
             dir,
         })
     }
@@ -499,17 +499,6 @@ fn generated_name() -> Result<String> {
         NAMES[pick(1, NAMES.len())],
         pick(2, 100)
     ))
-}
-
-pub(crate) fn lock_file(path: &Path) -> Result<File> {
-    let f = owner_only::read_write(path)?;
-    // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(Error::io(format!("lock {}", path.display()))(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(f)
 }
 
 /// Caps what a record file may be (they are small; anything bigger is corrupt).

@@ -18,7 +18,7 @@ pub mod passt;
 pub mod ports;
 pub mod resolver;
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use skiff_proto::{GuestInterface, GuestNetwork};
 
 use crate::container::now_ms;
-use crate::container::records::{lock_file, random_hex, read_json, write_json};
+use crate::container::records::{random_hex, read_json, write_json};
 use crate::{Error, Result};
 pub use ipam::Subnet;
 pub use ports::{PortMapping, Proto};
@@ -195,8 +195,8 @@ impl Networks {
         })
     }
 
-    fn lock(&self) -> Result<File> {
-        lock_file(&self.dir.join(".lock"))
+    fn lock(&self) -> Result<skiff_sys::files::FileLock> {
+        crate::owner_only::lock(&self.dir.join(".lock"))
     }
 
     fn path(&self, name: &str) -> PathBuf {

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -152,7 +151,7 @@ pub struct Store {
 
 /// A held per-container lock; released on drop.
 pub struct Lock {
-    _file: File,
+    _file: skiff_sys::files::FileLock,
     dir: PathBuf,
     id: String,
 }
@@ -175,13 +174,7 @@ impl Store {
         check_id(id)?;
         owner_only::dir(&self.root)?;
         let path = self.root.join(format!(".{id}.lock"));
-        let f = owner_only::read_write(&path)?;
-        // SAFETY: flock on a descriptor we own; blocks until the lock is ours.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(format!("lock {}", path.display()))(
-                std::io::Error::last_os_error(),
-            ));
-        }
+        let f = owner_only::lock(&path)?;
         Ok(Lock {
             _file: f,
             dir: self.dir(id),
