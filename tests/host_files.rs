@@ -175,3 +175,52 @@ fn the_store_is_readable_by_its_owner_only() {
         assert_eq!(mode(&d), 0o700, "{} after `skiff ps`", d.display());
     }
 }
+
+/// `Name:` field of /proc/PID/status.
+fn status_field(pid: u32, name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_owned())
+        })
+}
+
+#[test]
+fn no_host_process_of_a_vm_can_gain_privileges_and_qemu_is_filtered() {
+    let Some(s) = Skiff::new(
+        "no_host_process_of_a_vm_can_gain_privileges_and_qemu_is_filtered",
+        "skiff-hf",
+    ) else {
+        return;
+    };
+    s.ok(&["run", "-d", "--name", "jailed", "busybox", "sleep", "600"]);
+    let supervisor: u32 = s.inspect("jailed", "{{.State.Pid}}").parse().unwrap();
+    let vm = skiff_sys::procfs::tree(supervisor);
+    let helpers: Vec<(u32, String)> = vm[1..]
+        .iter()
+        .filter_map(|&p| Some((p, status_field(p, "Name")?)))
+        .collect();
+    assert!(
+        helpers.iter().any(|(_, n)| n.starts_with("qemu-system")),
+        "no QEMU under the supervisor: {helpers:?}"
+    );
+    for (pid, name) in &helpers {
+        assert_eq!(
+            status_field(*pid, "NoNewPrivs").as_deref(),
+            Some("1"),
+            "{name} ({pid}) may gain privileges"
+        );
+        if name.starts_with("qemu-system") {
+            // QEMU's -sandbox: a seccomp filter (mode 2) on every thread.
+            assert_eq!(
+                status_field(*pid, "Seccomp").as_deref(),
+                Some("2"),
+                "{name}"
+            );
+        }
+    }
+    // The sandbox leaves the guest working.
+    assert_eq!(s.ok(&["exec", "jailed", "echo", "inside"]), "inside\n");
+}

@@ -18,6 +18,8 @@ pub struct ProcessGroup {
 
 impl ProcessGroup {
     /// Spawns `cmd` with stdout and stderr to `log`, optionally dying with its parent.
+    /// Every host process of a VM starts here, and none can gain privileges
+    /// (no_new_privs) whatever the guest makes of it.
     pub fn spawn(
         &mut self,
         what: &str,
@@ -30,9 +32,12 @@ impl ProcessGroup {
             .try_clone()
             .map_err(Error::io(format!("open {}", log.display())))?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        if die_with_parent {
-            // SAFETY: the closure only calls prctl, which is async-signal-safe.
-            unsafe { cmd.pre_exec(super::die_with_parent) };
+        // SAFETY: the closures only call prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(skiff_sys::confine::no_new_privs);
+            if die_with_parent {
+                cmd.pre_exec(super::die_with_parent);
+            }
         }
         tracing::debug!(?cmd, "starting {what}");
         let child = cmd.spawn().map_err(|source| Error::Launch {

@@ -381,11 +381,7 @@ fn kernel_cmdline(reboot: char, extra: &str) -> String {
 
 /// Sets PR_SET_PDEATHSIG in a child about to exec (used through `pre_exec`).
 pub(crate) fn die_with_parent() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only; async-signal-safe.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    skiff_sys::confine::die_with_parent()
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
         spec.memory_mib
     );
     let mut cmd = base_command(&qemu_bin, accel, spec, &mem);
+    cmd.args(["-sandbox", SANDBOX]);
     cmd.args(["-append", &super::kernel_cmdline('t', spec.cmdline_extra)])
         .args(["-serial", &format!("file:{}", qemu_escape(spec.console))]);
     cmd.args([
@@ -243,6 +244,12 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
     Ok(processes)
 }
 
+/// QEMU's own seccomp filter (Kata's recommended value): no obsolete system calls, no
+/// set*id, no fork/exec, no scheduler or resource changes. A VM that is snapshotted
+/// keeps `spawn`: QEMU 7.2 saves and loads its state through an `exec:` URI.
+const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+const SANDBOX_MIGRATABLE: &str = "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny";
+
 /// The command line every QEMU microVM shares: machine, memory backend `mem_object`,
 /// CPUs, QMP monitor, kernel and initramfs.
 fn base_command(qemu_bin: &Path, accel: Accel, spec: &LaunchSpec<'_>, mem_object: &str) -> Command {
@@ -303,6 +310,7 @@ fn launch_migratable(
         format!("{} {}", skiff_proto::SERIAL_SWITCH, spec.cmdline_extra)
     };
     let mut cmd = base_command(qemu_bin, accel, spec, &mem);
+    cmd.args(["-sandbox", SANDBOX_MIGRATABLE]);
     // The serial port is the agent's channel; the agent silences the console on it.
     cmd.args(["-append", &super::kernel_cmdline('t', &extra)])
         .args([

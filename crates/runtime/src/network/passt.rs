@@ -125,9 +125,10 @@ pub fn start(ports: &[PortMapping]) -> Result<Passt> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: die_with_parent only calls prctl, which is async-signal-safe.
+    // SAFETY: both closures only call prctl, which is async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
+        cmd.pre_exec(skiff_sys::confine::no_new_privs);
         cmd.pre_exec(crate::hypervisor::die_with_parent);
     }
     let mut child = cmd.spawn().map_err(Error::io("run passt"))?;

@@ -1,0 +1,44 @@
+//! Confinement a host process of a VM takes on before it runs: the first steps of the
+//! jail (Firecracker's jailer is the model). Each function here is async-signal-safe,
+//! so it can run between fork and exec (`CommandExt::pre_exec`).
+
+use std::io;
+
+/// `PR_SET_NO_NEW_PRIVS`: neither this process nor anything it execs can gain
+/// privileges (set-id binaries, file capabilities); also what lets an unprivileged
+/// process install a seccomp filter.
+pub fn no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only; async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `PR_SET_PDEATHSIG` = SIGKILL: the process dies with the thread that spawned it.
+pub fn die_with_parent() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only; async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn a_child_runs_with_no_new_privs() {
+        let mut cmd = std::process::Command::new("grep");
+        cmd.args(["^NoNewPrivs:", "/proc/self/status"]);
+        // SAFETY: no_new_privs only calls prctl, which is async-signal-safe.
+        unsafe { cmd.pre_exec(no_new_privs) };
+        let out = cmd.output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "NoNewPrivs:\t1"
+        );
+    }
+}
