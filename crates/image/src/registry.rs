@@ -415,7 +415,23 @@ impl Client {
             .mode(0o600)
             .open(partial)
             .ctx(|| format!("open {}", partial.display()))?;
-        let have = f.metadata().ctx(|| "stat partial".to_owned())?.len();
+        let mut have = f.metadata().ctx(|| "stat partial".to_owned())?.len();
+        // A download killed after its last byte leaves a complete partial: asking for
+        // `bytes=<size>-` would only get 416. Use it if it is the blob, else start over.
+        if have > 0 && size > 0 && have >= size {
+            if have == size {
+                let mut hasher = Hashing::new(io::sink());
+                f.seek(SeekFrom::Start(0)).ctx(|| "rewind".to_owned())?;
+                io::copy(&mut (&mut f).take(have), &mut hasher)
+                    .ctx(|| "rehash partial".to_owned())?;
+                if hasher.finish().1 == *d {
+                    bar.set_position(have);
+                    return Ok(0);
+                }
+            }
+            f.set_len(0).ctx(|| "truncate partial".to_owned())?;
+            have = 0;
+        }
         let mut headers = Vec::new();
         if have > 0 {
             headers.push(("Range", format!("bytes={have}-")));

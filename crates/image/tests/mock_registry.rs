@@ -155,6 +155,18 @@ fn handle(mut conn: TcpStream, s: &Script, port: u16) {
                 .trim_end_matches('-')
                 .parse()
                 .unwrap();
+            if from >= blob.len() {
+                // As the distribution registry answers a range past the end.
+                let body = br#"{"errors":[{"code":"UNKNOWN","message":"invalid range"}]}"#;
+                send(
+                    &mut conn,
+                    "416 Range Not Satisfiable",
+                    &[],
+                    body,
+                    body.len(),
+                );
+                return;
+            }
             let rest = &blob[from..];
             let cr = format!("bytes {from}-{}/{}", blob.len() - 1, blob.len());
             send(
@@ -254,6 +266,46 @@ fn token_auth_and_resumed_download() {
         std::fs::read_dir(d.path().join("ingest")).unwrap().count(),
         0
     );
+}
+
+/// A pull killed after its download finished (or one that left a damaged or oversized
+/// partial file) must not brick the image: the next pull uses or discards the partial.
+#[test]
+fn a_leftover_partial_download_never_bricks_the_next_pull() {
+    if !require("root (layer conversion)", is_root())
+        || !require("mkfs.erofs", have_tool("mkfs.erofs"))
+    {
+        return;
+    }
+    let lay = tempfile::tempdir().unwrap();
+    sample(lay.path());
+    let script = Arc::new(script_from(lay.path()));
+    let layer = layer_digest(&script);
+    let blob = script.blobs[&layer].clone();
+    let port = serve(script.clone());
+    let r = Reference::parse(&format!("127.0.0.1:{port}/r/img:v1")).unwrap();
+    let mut damaged = blob.clone();
+    damaged[7] ^= 0x55;
+    let mut longer = blob.clone();
+    longer.extend_from_slice(b"trailing junk");
+    for (what, leftover) in [
+        ("complete", blob.clone()),
+        ("damaged", damaged),
+        ("longer", longer),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let hex = layer.trim_start_matches("sha256:");
+        std::fs::write(d.path().join(format!("ingest/{hex}.partial")), &leftover).unwrap();
+        let p =
+            registry::pull(&store, &r, &opts()).unwrap_or_else(|e| panic!("{what} partial: {e}"));
+        assert_eq!(p.image.layers[0].digest.as_str(), layer, "{what}");
+        assert_eq!(
+            std::fs::read_dir(d.path().join("ingest")).unwrap().count(),
+            0,
+            "{what}"
+        );
+    }
 }
 
 #[test]
