@@ -728,6 +728,87 @@ fn bad_input_gets_precise_4xx_json_errors() {
     assert!(String::from_utf8_lossy(&bytes).contains("skiffd_server_errors_total 0"));
 }
 
+/// Reads whatever the server sends until it closes or `within` passes: `Some(bytes)`
+/// if it closed (or reset) the connection, `None` if it is still open.
+fn closed_within(s: &mut UnixStream, within: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A slowloris client (connections that never finish their request headers) holds no
+/// slot past the header timeout and locks no tenant out; past the connection cap new
+/// connections get 503 with Retry-After.
+#[test]
+fn half_sent_requests_are_shed_and_timed_out_while_tenants_keep_working() {
+    if !prerequisite("daemon::half_sent_requests", daemon_ready()) {
+        return;
+    }
+    let root = Root::new();
+    let d = Daemon::start(
+        &root,
+        "[connections]\nheader_timeout_ms = 3000\nmax = 40\nmax_per_peer = 40\n",
+    );
+    let half_sent = |n: usize| -> Vec<UnixStream> {
+        (0..n)
+            .map(|_| {
+                let mut s = UnixStream::connect(&d.socket).unwrap();
+                s.write_all(b"GET /v1/sandboxes HTTP/1.1\r\nHost: skiffd\r\nX-Skiff-")
+                    .unwrap();
+                s
+            })
+            .collect()
+    };
+    let mut flood = half_sent(30);
+    // Below the cap, tenants are served while the flood holds its slots.
+    let (status, _) = d.call("team-a", "GET", "/v1/sandboxes", None);
+    assert_eq!(status, 200);
+    // Past the cap (45 connections, 40 slots): the last ones are shed at once with
+    // 503 and Retry-After, not left hanging. (Admitted ones send nothing before the
+    // header timeout closes them.)
+    let mut more = half_sent(15);
+    let answers: Vec<String> = more
+        .iter_mut()
+        .rev()
+        .filter_map(|s| closed_within(s, Duration::from_millis(500)))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .filter(|r| !r.is_empty())
+        .collect();
+    assert!(answers.len() >= 5, "{} shed: {answers:?}", answers.len());
+    for r in &answers {
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        assert!(r.contains("Retry-After: 1"), "{r}");
+    }
+    // The half-sent requests are closed by the header timeout...
+    for s in flood.iter_mut().chain(more.iter_mut()) {
+        assert!(
+            closed_within(s, Duration::from_secs(20)).is_some(),
+            "a half-sent request outlived the header timeout"
+        );
+    }
+    // ...and their slots are free again.
+    let (status, _) = d.call("team-a", "GET", "/v1/sandboxes", None);
+    assert_eq!(status, 200);
+    let (_, metrics) = d.raw(None, "GET", "/metrics", None);
+    assert!(
+        String::from_utf8_lossy(&metrics).contains("skiffd_shed_connections_total"),
+        "no shed counter in /metrics"
+    );
+}
+
 fn sha256_hex(s: &str) -> String {
     let out = Command::new("sha256sum")
         .stdin(Stdio::piped())

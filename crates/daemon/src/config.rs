@@ -13,6 +13,10 @@
 //! [tenants.team-a]
 //! tokens_sha256 = ["<hex sha256 of the token>"]
 //! quota = { max_sandboxes = 2, max_memory_mib = 1024, max_vcpus = 2 }
+//! [connections]          # every one optional; these are the defaults
+//! header_timeout_ms = 10000   # a request's headers must be in within this
+//! max = 1024                  # open connections, all clients together
+//! max_per_peer = 64           # open connections from one TCP address
 //! [[pools]]
 //! tenant = "team-a"
 //! image = "busybox"
@@ -44,6 +48,8 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     #[serde(default)]
     pub pools: Vec<PoolConfig>,
+    #[serde(default)]
+    pub connections: Connections,
 }
 
 impl Default for Config {
@@ -53,6 +59,29 @@ impl Default for Config {
             default_quota: Quota::default(),
             tenants: BTreeMap::new(),
             pools: Vec::new(),
+            connections: Connections::default(),
+        }
+    }
+}
+
+/// How many connections skiffd keeps and how long a client may take to send its
+/// request headers: half-sent requests (slowloris) are closed, and past the caps new
+/// connections get `503` with `Retry-After` instead of exhausting the daemon's file
+/// descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Connections {
+    pub header_timeout_ms: u64,
+    pub max: usize,
+    pub max_per_peer: usize,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            max: 1024,
+            max_per_peer: 64,
         }
     }
 }
@@ -148,6 +177,10 @@ impl Config {
                     bail!("tenant {name}: tokens_sha256 entries are 64 hex digits");
                 }
             }
+        }
+        let c = &self.connections;
+        if c.header_timeout_ms == 0 || c.max == 0 || c.max_per_peer == 0 {
+            bail!("[connections]: header_timeout_ms, max and max_per_peer must be above 0");
         }
         for p in &self.pools {
             if !valid_tenant(&p.tenant) {

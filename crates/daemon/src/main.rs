@@ -9,6 +9,7 @@ mod api;
 mod config;
 mod error;
 mod events;
+mod gate;
 mod images;
 mod metrics;
 mod pool;
@@ -178,11 +179,18 @@ async fn run(args: Args) -> Result<()> {
     };
     pool::start(&d, &pools_config);
 
+    let gate = gate::Gate::new(d.config.connections);
     let d_unix = d.clone();
+    let gate_unix = gate.clone();
     tokio::spawn(async move {
         loop {
             match unix.accept().await {
-                Ok((s, _)) => server::serve_connection(d_unix.clone(), s, Transport::Unix),
+                Ok((s, _)) => server::serve_connection(
+                    d_unix.clone(),
+                    s,
+                    Transport::Unix,
+                    gate_unix.admit(None),
+                ),
                 Err(e) => {
                     tracing::warn!("accept: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -195,7 +203,12 @@ async fn run(args: Args) -> Result<()> {
         tokio::spawn(async move {
             loop {
                 match tcp.accept().await {
-                    Ok((s, _)) => server::serve_connection(d_tcp.clone(), s, Transport::Tcp),
+                    Ok((s, peer)) => server::serve_connection(
+                        d_tcp.clone(),
+                        s,
+                        Transport::Tcp,
+                        gate.admit(Some(peer.ip())),
+                    ),
                     Err(e) => {
                         tracing::warn!("accept: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub requests: AtomicU64,
     pub client_errors: AtomicU64,
     pub server_errors: AtomicU64,
+    /// Connections refused with 503 at a connection cap.
+    pub shed_connections: AtomicU64,
 }
 
 impl Metrics {
@@ -150,6 +152,12 @@ impl Metrics {
             "skiffd_server_errors_total",
             "Requests answered 5xx.",
             &self.server_errors,
+        );
+        counter(
+            &mut o,
+            "skiffd_shed_connections_total",
+            "Connections answered 503 at a connection cap.",
+            &self.shed_connections,
         );
         let _ = writeln!(
             o,

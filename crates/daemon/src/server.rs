@@ -9,18 +9,20 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::config::valid_tenant;
 use crate::error::ApiError;
+use crate::gate::{Pass, SHED_RESPONSE};
 use crate::state::Daemon;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -88,18 +90,40 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Res
     r
 }
 
-/// Serves one connection until the client closes it.
-pub fn serve_connection<S>(d: Arc<Daemon>, io: S, transport: Transport)
+/// How long a shed connection may take to take its 503.
+const SHED_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves one connection until the client closes it, if the gate gave it a `pass`;
+/// otherwise answers 503 and closes it. A client must send each request's headers
+/// within the configured timeout (also when a kept-alive connection sits idle), so
+/// half-sent requests cannot hold slots; authentication follows as soon as the
+/// headers are in, before any body is read.
+pub fn serve_connection<S>(d: Arc<Daemon>, mut io: S, transport: Transport, pass: Option<Pass>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Some(pass) = pass else {
+        d.metrics.shed_connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(SHED_WRITE_TIMEOUT, async {
+                let _ = io.write_all(SHED_RESPONSE).await;
+                let _ = io.shutdown().await;
+            })
+            .await;
+        });
+        return;
+    };
+    let header_timeout = Duration::from_millis(d.config.connections.header_timeout_ms);
     tokio::spawn(async move {
+        let _pass = pass;
         let service = hyper::service::service_fn(move |req| {
             let d = d.clone();
             async move { Ok::<_, Infallible>(handle(d, req, transport).await) }
         });
         if let Err(e) = hyper::server::conn::http1::Builder::new()
             .max_buf_size(64 * 1024)
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(io), service)
             .await
         {
