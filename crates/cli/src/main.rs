@@ -1,8 +1,7 @@
 //! `skiff`: the command line. It parses and reports; the runtime crates act.
 
 mod attach;
-mod container_cmds;
-mod copy;
+mod containers;
 mod image_cmds;
 mod info;
 mod network_cmds;
@@ -52,7 +51,7 @@ pub struct GlobalOpts {
 #[derive(Subcommand)]
 enum Command {
     #[command(flatten)]
-    Container(container_cmds::ContainerCommand),
+    Container(containers::ContainerCommand),
     #[command(flatten)]
     Image(image_cmds::ImageCommand),
     /// Manage networks
@@ -83,7 +82,7 @@ fn main() -> ExitCode {
     };
     init_logging(&cli.global.log_level);
     let result = match cli.command {
-        Command::Container(cmd) => container_cmds::run(cmd, &cli.global),
+        Command::Container(cmd) => containers::run(cmd, &cli.global),
         Command::Image(cmd) => image_cmds::run(cmd, cli.global.root.clone())
             .map(|code| u8::try_from(code).unwrap_or(EXIT_SKIFF_ERROR)),
         Command::Vm(cmd) => vm::run(cmd, &cli.global),

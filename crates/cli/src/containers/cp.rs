@@ -14,7 +14,7 @@ use skiff_image::extract::{extract_untrusted, ExtractOptions};
 use skiff_runtime::container::{Containers, MAIN_STREAM};
 use skiff_runtime::{Event, StartOutcome};
 
-use crate::container_cmds::agent_of;
+use super::exec::agent_of;
 
 /// A `CONTAINER:PATH` argument (a host path may not contain ':' before a '/').
 fn split(arg: &str) -> Option<(&str, &str)> {
