@@ -2,7 +2,7 @@
 
 mod attach;
 mod containers;
-mod image_cmds;
+mod images;
 mod info;
 mod network_cmds;
 mod signals;
@@ -53,7 +53,7 @@ enum Command {
     #[command(flatten)]
     Container(containers::ContainerCommand),
     #[command(flatten)]
-    Image(image_cmds::ImageCommand),
+    Image(images::ImageCommand),
     /// Manage networks
     #[command(subcommand)]
     Network(network_cmds::NetworkCommand),
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     init_logging(&cli.global.log_level);
     let result = match cli.command {
         Command::Container(cmd) => containers::run(cmd, &cli.global),
-        Command::Image(cmd) => image_cmds::run(cmd, cli.global.root.clone())
+        Command::Image(cmd) => images::run(cmd, cli.global.root.clone())
             .map(|code| u8::try_from(code).unwrap_or(EXIT_SKIFF_ERROR)),
         Command::Vm(cmd) => vm::run(cmd, &cli.global),
         Command::Network(cmd) => {
