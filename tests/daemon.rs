@@ -722,6 +722,9 @@ fn bad_input_gets_precise_4xx_json_errors() {
     }
     let (s, v) = tcp(&format!("Authorization: Bearer {token}\r\n"));
     assert_eq!(s, 200, "{v}");
+    // The scheme is case-insensitive (RFC 7235).
+    let (s, v) = tcp(&format!("Authorization: bearer {token}\r\n"));
+    assert_eq!(s, 200, "{v}");
     // The daemon is still fine after all of that.
     assert_eq!(d.call("team-a", "GET", "/healthz", None).0, 200);
     let (_, bytes) = d.raw(None, "GET", "/metrics", None);

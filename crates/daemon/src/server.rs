@@ -182,6 +182,18 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>, transport: Transport) -> 
     }
 }
 
+/// The token of `Authorization: Bearer <token>`: the scheme is case-insensitive (RFC
+/// 7235), one or more spaces follow it, and the token is taken exactly as sent (a
+/// token with stray spaces is a different token, not the same one trimmed).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_start_matches(' ');
+    (!token.is_empty()).then_some(token)
+}
+
 /// The tenant of a request: from the bearer token on TCP, from the header on the UNIX
 /// socket. `None` only for `/metrics` on the UNIX socket without a header.
 fn tenant_of(
@@ -195,13 +207,12 @@ fn tenant_of(
             let Some(h) = req.headers().get(hyper::header::AUTHORIZATION) else {
                 return Err(unauthorized("missing Authorization: Bearer <token>"));
             };
-            let token = h
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| unauthorized("the Authorization header must be Bearer <token>"))?;
+            let token =
+                h.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+                    unauthorized("the Authorization header must be Bearer <token>")
+                })?;
             d.config
-                .tenant_for_token(token.trim())
+                .tenant_for_token(token)
                 .map(Some)
                 .ok_or_else(|| unauthorized("invalid token"))
         }
@@ -219,5 +230,25 @@ fn tenant_of(
                 )),
             },
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_as_rfc_7235_says() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(
+            bearer_token("Bearer abc "),
+            Some("abc "),
+            "not trimmed into a match"
+        );
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }
