@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
@@ -20,7 +19,7 @@ use skiff_runtime::container::{
     control_request, read_log, BootSettings, ContainerSpec, ContainerState, ControlRequest,
     LogStream, Status, MAIN_STREAM, STATE_ERROR_GONE,
 };
-use skiff_runtime::{owner_only, AgentConn, Event, StartOutcome};
+use skiff_runtime::{AgentConn, Event, StartOutcome};
 
 use crate::error::{printable, ApiError};
 use crate::state::Daemon;
@@ -492,27 +491,11 @@ fn start_id(d: &Daemon, tenant: &str, spec: &ContainerSpec) -> Result<(), ApiErr
                 Usage::one(spec.memory_mib, spec.vcpus),
             )?;
         }
-        let log = owner_only::create(&d.containers.dir_of(id).join("supervisor.log"))
-            .map_err(|e| ApiError::internal(format!("create the supervisor log: {e}")))?;
-        let mut cmd = Command::new(&d.skiff_bin);
-        cmd.arg("--root")
-            .arg(&d.root)
-            .args(["--log-level", &d.log_level])
-            .args(["supervise", id])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // SAFETY: setsid is async-signal-safe; the supervisor gets its own session so it
-        // outlives the daemon (state survives a daemon restart).
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| ApiError::internal(format!("start {}: {e}", d.skiff_bin.display())))?;
+        // Its own session: the supervisor outlives the daemon (state survives a restart).
+        let child = d
+            .containers
+            .spawn_supervisor(&d.skiff_bin, &d.root, &d.log_level, id)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         // Until the supervisor claims the record, another start could race us.
         let deadline = Instant::now() + Duration::from_secs(10);
         while state(d, id)?.pid != Some(child.id()) && Instant::now() < deadline {

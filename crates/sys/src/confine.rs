@@ -15,6 +15,17 @@ pub fn no_new_privs() -> io::Result<()> {
     Ok(())
 }
 
+/// A new session (`setsid`): the process leaves its parent's terminal and process
+/// group, so it outlives the command that started it.
+pub fn new_session() -> io::Result<()> {
+    // SAFETY: setsid has no arguments; async-signal-safe. It fails only for a process
+    // group leader, which a freshly forked child is not.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `PR_SET_PDEATHSIG` = SIGKILL: the process dies with the thread that spawned it.
 pub fn die_with_parent() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only; async-signal-safe.

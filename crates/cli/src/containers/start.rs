@@ -1,6 +1,5 @@
 //! `start` (attached or detached) and the hidden `supervise`: the process that owns a running container's VM.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -41,25 +40,7 @@ pub(super) fn start_detached(ctx: &Ctx, c: &Containers, id: &str) -> Result<()> 
         bail!("container {} is already running", &id[..12]);
     }
     let exe = std::env::current_exe().context("find the skiff executable")?;
-    let log = skiff_runtime::owner_only::create(&c.dir_of(id).join("supervisor.log"))
-        .context("create the supervisor log")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--root")
-        .arg(&ctx.root)
-        .args(["--log-level", &ctx.global.log_level])
-        .args(["supervise", id])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches the supervisor from our
-    // session so it outlives this command and our terminal.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("start the container's supervisor")?;
+    let mut child = c.spawn_supervisor(&exe, &ctx.root, &ctx.global.log_level, id)?;
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let st = c.state(id)?;

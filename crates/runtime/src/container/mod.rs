@@ -9,6 +9,7 @@
 
 pub mod changes;
 mod control;
+mod detach;
 mod helper_watch;
 mod logfile;
 pub(crate) mod records;
