@@ -1331,6 +1331,15 @@ fn update_sets_the_cpu_quota_of_the_microvm_cgroup() {
     std::fs::write(&res, r#"{"cpu": {"quota": 20000, "period": 50000}}"#).unwrap();
     f.ok(&["update", "--resources", res.to_str().unwrap(), "cpu"]);
     assert_eq!(quota(), "20000 50000");
+    // What `docker update` sends for a change it does not make: zeros, which runc
+    // reads as "unchanged" (the limit is kept, not lifted or refused).
+    std::fs::write(
+        &res,
+        r#"{"cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0, "realtimePeriod": 0}}"#,
+    )
+    .unwrap();
+    f.ok(&["update", "--resources", res.to_str().unwrap(), "cpu"]);
+    assert_eq!(quota(), "20000 50000");
     f.fails(
         &["update", "--cpu-period", "5", "cpu"],
         "invalid CPU period",

@@ -27,17 +27,19 @@ pub struct CpuMax {
 }
 
 impl CpuMax {
-    /// From the OCI `cpu.quota` / `cpu.period` (a quota of -1 or 0 is unlimited).
+    /// From the OCI `cpu.quota` / `cpu.period` as runc reads them: absent or 0 keeps
+    /// the current value (Docker sends zeros for what `update` does not change), a
+    /// negative quota is unlimited.
     pub fn from_oci(quota: Option<i64>, period: Option<u64>, current: CpuMax) -> Result<Self> {
-        let period = period.unwrap_or(current.period);
+        let period = period.filter(|p| *p != 0).unwrap_or(current.period);
         if !PERIOD_RANGE.contains(&period) {
             return Err(Error::Config(format!(
                 "invalid CPU period {period}: expected 1000 to 1000000 microseconds"
             )));
         }
         let quota = match quota {
-            None => current.quota,
-            Some(q) if q <= 0 => None,
+            None | Some(0) => current.quota,
+            Some(q) if q < 0 => None,
             Some(q) if q < 1_000 => {
                 return Err(Error::Config(format!(
                     "invalid CPU quota {q}: at least 1000 microseconds"
@@ -254,6 +256,11 @@ mod tests {
             period: 50_000,
         };
         assert_eq!(CpuMax::from_oci(None, None, limited).unwrap(), limited);
+        // docker update --memory sends zeros for the CPU: nothing changes.
+        assert_eq!(
+            CpuMax::from_oci(Some(0), Some(0), limited).unwrap(),
+            limited
+        );
         assert!(CpuMax::from_oci(Some(10), None, cur).is_err());
         assert!(CpuMax::from_oci(None, Some(10), cur).is_err());
         assert!(CpuMax::from_oci(None, Some(2_000_000), cur).is_err());

@@ -500,7 +500,11 @@ fn update(store: &Store, id: &str, a: &UpdateArgs) -> Result<()> {
 
     // Plan (and refuse) before changing anything.
     let cpu = wanted.cpu().as_ref();
-    let (quota, period) = (cpu.and_then(|c| c.quota()), cpu.and_then(|c| c.period()));
+    // Zero means unchanged, as in runc (Docker sends zeros for what it does not update).
+    let (quota, period) = (
+        cpu.and_then(|c| c.quota()).filter(|q| *q != 0),
+        cpu.and_then(|c| c.period()).filter(|p| *p != 0),
+    );
     let cpu_plan = if quota.is_some() || period.is_some() {
         let dir = rec
             .cgroup
