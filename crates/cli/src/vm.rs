@@ -126,11 +126,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
         if !rw.exists() {
             writable::create(rw, writable::parse_size(&args.rw_size)?)?;
         }
-        disks.push(Disk {
-            path: rw.clone(),
-            readonly: false,
-            serial: "rw".into(),
-        });
+        disks.push(Disk::writable(rw.clone()));
     }
     let mut config = VmConfig::new(artifacts, selection);
     config.memory_mib = memory_mib;
@@ -149,7 +145,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
             id: "vm-run".into(),
             hostname: args.hostname.clone(),
             layers: Disk::layer_serials(args.layers.len()),
-            writable: args.writable.as_ref().map(|_| "rw".into()),
+            writable: args.writable.as_ref().map(|_| Disk::WRITABLE_SERIAL.into()),
             readonly_rootfs: args.read_only,
             shares: Vec::new(),
             root_share: None,

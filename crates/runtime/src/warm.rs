@@ -77,11 +77,7 @@ impl WarmVm {
         if let Some(bytes) = spec.writable_disk_bytes {
             let rw = disk_dir.path().join("rw.img");
             writable::create(&rw, bytes)?;
-            disks.push(Disk {
-                path: rw,
-                readonly: false,
-                serial: "rw".into(),
-            });
+            disks.push(Disk::writable(rw));
         }
         let mut config = VmConfig::new(spec.artifacts.clone(), spec.selection.clone());
         config.memory_mib = spec.memory_mib;
@@ -153,7 +149,7 @@ impl WarmVm {
             id: hostname.to_owned(),
             hostname: hostname.to_owned(),
             layers,
-            writable: self.disk_writable.then(|| "rw".into()),
+            writable: self.disk_writable.then(|| Disk::WRITABLE_SERIAL.into()),
             readonly_rootfs: false,
             shares: Vec::new(),
             root_share: None,

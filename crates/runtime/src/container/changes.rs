@@ -10,7 +10,7 @@ use std::time::Duration;
 use skiff_proto::{ContainerConfig, ExitStatus, Message};
 
 use super::records::{ContainerSpec, Containers};
-use super::supervisor::{disks_vm_config, WRITABLE_SERIAL};
+use super::supervisor::disks_vm_config;
 use crate::hypervisor::Disk;
 use crate::{AgentConn, Error, Event, MicroVm, Result};
 
@@ -43,7 +43,7 @@ pub fn export_changes(containers: &Containers, spec: &ContainerSpec) -> Result<C
     agent.create_container(&ContainerConfig {
         id: spec.id.clone(),
         layers: Disk::layer_serials(spec.layers.len()),
-        writable: Some(WRITABLE_SERIAL.into()),
+        writable: Some(Disk::WRITABLE_SERIAL.into()),
         ..ContainerConfig::default()
     })?;
     agent.sender().control(Message::ExportChanges {

@@ -162,11 +162,7 @@ pub(crate) fn disks_vm_config(containers: &Containers, spec: &ContainerSpec) -> 
         writable::create(&rw, spec.writable_bytes)?;
     }
     let mut disks = Disk::layers(&spec.layers);
-    disks.push(Disk {
-        path: rw,
-        readonly: false,
-        serial: WRITABLE_SERIAL.into(),
-    });
+    disks.push(Disk::writable(rw));
     let mut config = VmConfig::new(artifacts, selection);
     config.memory_mib = spec.memory_mib;
     config.vcpus = spec.vcpus;
@@ -176,9 +172,6 @@ pub(crate) fn disks_vm_config(containers: &Containers, spec: &ContainerSpec) -> 
     config.scratch_parent = Some(containers.run_dir().to_path_buf());
     Ok(config)
 }
-
-/// The writable disk's virtio-blk serial, as the agent finds it.
-pub(crate) const WRITABLE_SERIAL: &str = "rw";
 
 impl Supervisor {
     /// Claims the container (it must not be running), boots its VM and starts its main
@@ -284,7 +277,7 @@ impl Supervisor {
             hostname: spec.hostname.clone(),
             layers: Disk::layer_serials(spec.layers.len()),
             // A restored VM's writable layer is a tmpfs (see `Snapshot`).
-            writable: mux.is_none().then(|| WRITABLE_SERIAL.into()),
+            writable: mux.is_none().then(|| Disk::WRITABLE_SERIAL.into()),
             readonly_rootfs: spec.readonly_rootfs,
             shares: spec
                 .binds

@@ -178,6 +178,18 @@ impl Disk {
     pub fn layer_serials(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("layer{i}")).collect()
     }
+
+    /// The writable layer's disk, with the serial a `ContainerConfig` names as
+    /// `writable` ([`Disk::WRITABLE_SERIAL`]).
+    pub fn writable(path: PathBuf) -> Disk {
+        Disk {
+            path,
+            readonly: false,
+            serial: Self::WRITABLE_SERIAL.into(),
+        }
+    }
+
+    pub const WRITABLE_SERIAL: &'static str = "rw";
 }
 
 /// A host directory exposed to the guest with mount tag `tag`: virtio-fs (virtiofsd)
