@@ -30,6 +30,9 @@ const INLINE_BUDGET: usize = 256 << 20;
 /// erofs block addresses are 32-bit.
 const MAX_BLOCKS: u64 = u32::MAX as u64;
 
+/// Size of erofs' in-inode xattr header (`erofs_xattr_ibody_header`).
+const XATTR_HEADER_LEN: u64 = 12;
+
 fn too_big() -> Error {
     Error::LimitExceeded("layer too large for an erofs image (16 TiB)".into())
 }
@@ -152,7 +155,11 @@ impl Writer {
         // Directory blocks and long symlinks, then the metadata area.
         let region_start = self.next_blk;
         let mut region = Vec::with_capacity(plan.extra_blocks as usize * BLOCK);
-        let mut meta = vec![0u8; plan.meta_len.next_multiple_of(BLOCK as u64) as usize];
+        // erofs-utils 1.5's fsck reads the 12-byte xattr header after every inode, even
+        // one without xattrs: an image that ends right after an inode fails its check
+        // (the kernel is fine). Keep those bytes inside the image.
+        let meta_end = plan.meta_len + XATTR_HEADER_LEN;
+        let mut meta = vec![0u8; meta_end.next_multiple_of(BLOCK as u64) as usize];
         for (i, &id) in plan.order.iter().enumerate() {
             let p = &plan.inodes[i];
             let node = tree.node(id);
