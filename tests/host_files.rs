@@ -221,6 +221,20 @@ fn no_host_process_of_a_vm_can_gain_privileges_and_qemu_is_filtered() {
             );
         }
     }
+    // `skiff inspect` shows the same.
+    let jail: serde_json::Value =
+        serde_json::from_str(&s.inspect("jailed", "{{json .Jail}}")).unwrap();
+    let shown = jail["Processes"].as_array().unwrap();
+    assert_eq!(shown.len(), helpers.len(), "{jail}");
+    assert!(shown.iter().all(|p| p["NoNewPrivs"] == true), "{jail}");
+    assert!(
+        shown
+            .iter()
+            .any(|p| p["Name"].as_str().unwrap().starts_with("qemu-system")
+                && p["Seccomp"] == "filter"),
+        "{jail}"
+    );
+    assert!(s.ok(&["info"]).contains("Jail: no_new_privs"));
     // The sandbox leaves the guest working.
     assert_eq!(s.ok(&["exec", "jailed", "echo", "inside"]), "inside\n");
 }

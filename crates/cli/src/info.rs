@@ -24,7 +24,15 @@ struct Info {
     kernel: Option<String>,
     initramfs: Option<String>,
     guest_error: Option<String>,
+    /// What confines every host process of a VM today.
+    jail: &'static str,
 }
+
+/// Kept in step with `skiff_runtime::hypervisor` (where VM processes are spawned);
+/// `skiff inspect` shows each running process's own uid, no_new_privs and seccomp mode.
+const JAIL: &str = "no_new_privs for every VM host process; QEMU under its seccomp \
+-sandbox; skiff-vmm run/restore under per-thread seccomp; processes run as the caller \
+(no per-VM uid, namespaces or pivot_root yet; see docs/security.md)";
 
 pub fn run(args: &InfoArgs, global: &GlobalOpts) -> Result<u8> {
     let (hv, accel, reason) = match hypervisor::select(global.hypervisor) {
@@ -58,6 +66,7 @@ pub fn run(args: &InfoArgs, global: &GlobalOpts) -> Result<u8> {
         kernel,
         initramfs,
         guest_error,
+        jail: JAIL,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -73,6 +82,7 @@ pub fn run(args: &InfoArgs, global: &GlobalOpts) -> Result<u8> {
     );
     println!("  why: {}", info.reason);
     println!("KVM: {}", info.kvm);
+    println!("Jail: {}", info.jail);
     match (&info.kernel, &info.initramfs, &info.guest_error) {
         (Some(k), Some(i), _) => println!("Guest kernel: {k}\nGuest initramfs: {i}"),
         (_, _, Some(e)) => println!("Guest: {e}"),

@@ -60,6 +60,16 @@ pub fn gone(pid: u32) -> bool {
     stat(pid).is_none_or(|s| s.exited())
 }
 
+/// The value of `name:` in /proc/PID/status (`NoNewPrivs`, `Seccomp`, `Uid`, ...).
+pub fn status_field(pid: u32, name: &str) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    })
+}
+
 /// Proportional set size of `pid` in bytes (0 if unknown).
 pub fn pss_bytes(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
@@ -154,6 +164,8 @@ mod tests {
         assert!(!gone(me));
         assert_eq!(tree(me)[0], me);
         assert!(pss_bytes(me) > 0);
+        assert!(status_field(me, "Name").is_some_and(|n| !n.is_empty()));
+        assert!(status_field(me, "NoSuchField").is_none());
         assert!(gone(u32::MAX));
     }
 }

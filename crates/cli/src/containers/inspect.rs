@@ -8,6 +8,33 @@ use crate::template;
 
 use super::*;
 
+/// How the VM's host processes (every descendant of the supervisor) are confined, as
+/// /proc shows them: their uid, whether they can gain privileges, their seccomp mode.
+fn jail(supervisor: Option<u32>) -> Value {
+    use skiff_sys::procfs;
+    let Some(root) = supervisor else {
+        return Value::Null;
+    };
+    let processes: Vec<Value> = procfs::tree(root)[1..]
+        .iter()
+        .filter_map(|&pid| {
+            let field = |f: &str| procfs::status_field(pid, f);
+            Some(json!({
+                "Pid": pid,
+                "Name": field("Name")?,
+                "Uid": field("Uid")?.split_whitespace().nth(1).unwrap_or_default(),
+                "NoNewPrivs": field("NoNewPrivs").as_deref() == Some("1"),
+                "Seccomp": match field("Seccomp").as_deref() {
+                    Some("2") => "filter",
+                    Some("1") => "strict",
+                    _ => "none",
+                },
+            }))
+        })
+        .collect();
+    json!({ "Processes": processes })
+}
+
 pub(super) fn inspect_value(c: &Containers, spec: &ContainerSpec) -> Result<Value> {
     let st = c.state(&spec.id)?;
     let time = |ms: Option<u64>| {
@@ -63,6 +90,7 @@ pub(super) fn inspect_value(c: &Containers, spec: &ContainerSpec) -> Result<Valu
             "ControlSocket": st.control_socket,
             "GuestPid": st.guest_pid,
         },
+        "Jail": jail(st.pid.filter(|_| st.is_running())),
         "NetworkSettings": crate::network_cmds::inspect_settings(spec)?,
         "Plugins": {
             "Admission": spec.plugin_decision,
