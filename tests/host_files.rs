@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use skiff_runtime::console_log::{CONSOLE_CAP, CONSOLE_LOG};
+use skiff_sys::procfs::status_field;
 use skiff_tests::cli::Skiff;
 
 /// The scratch directories of the VMs running now.
@@ -174,17 +175,6 @@ fn the_store_is_readable_by_its_owner_only() {
     ] {
         assert_eq!(mode(&d), 0o700, "{} after `skiff ps`", d.display());
     }
-}
-
-/// `Name:` field of /proc/PID/status.
-fn status_field(pid: u32, name: &str) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{name}:"))
-                .map(|v| v.trim().to_owned())
-        })
 }
 
 #[test]
