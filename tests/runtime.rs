@@ -377,10 +377,17 @@ fn every_state_transition_and_its_errors() {
     assert_eq!(f.state("vmdies")["status"], "stopped");
     f.ok(&["delete", "vmdies"]);
 
-    // delete --force of a created and of a running container.
+    // delete --force of a created and of a running container. The supervisor dies by
+    // SIGKILL and cannot clean up: delete removes the VM's scratch directory.
     let pid = f.create("forced", &b, &[]);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(f.root().join("forced").join("state.json")).unwrap())
+            .unwrap();
+    let vm_dir = PathBuf::from(record["vm_dir"].as_str().unwrap());
+    assert!(vm_dir.is_dir(), "{}", vm_dir.display());
     f.ok(&["delete", "--force", "forced"]);
     assert_eq!(wait_pid(pid), 128 + libc::SIGKILL);
+    assert!(!vm_dir.exists(), "delete left {}", vm_dir.display());
     f.fails(&["state", "forced"], "does not exist");
 }
 

@@ -17,6 +17,9 @@ use crate::hypervisor::{
 };
 use crate::{Error, Result};
 
+/// How a VM's scratch directory's name starts (records name it; cleanup checks it).
+pub const SCRATCH_PREFIX: &str = "skiff-vm-";
+
 /// Lines of console output kept in boot errors.
 const CONSOLE_TAIL_LINES: usize = 20;
 
@@ -458,7 +461,7 @@ fn scratch(config: &VmConfig) -> Result<(tempfile::TempDir, PathBuf, ConsoleLog)
         .scratch_parent
         .clone()
         .unwrap_or_else(std::env::temp_dir);
-    let work_dir = crate::owner_only::temp_dir(&parent, "skiff-vm-")?;
+    let work_dir = crate::owner_only::temp_dir(&parent, SCRATCH_PREFIX)?;
     let vsock_uds = work_dir.path().join("vsock.sock");
     let console = ConsoleLog::start(work_dir.path())?;
     Ok((work_dir, vsock_uds, console))

@@ -407,10 +407,10 @@ impl Containers {
 fn mark_gone(st: &mut ContainerState) {
     // The dead supervisor could not remove its VM's scratch directory (sockets, logs).
     if let Some(dir) = st.vsock_uds.as_deref().and_then(Path::parent) {
-        if dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("skiff-vm-"))
-        {
+        if dir.file_name().is_some_and(|n| {
+            n.to_string_lossy()
+                .starts_with(crate::microvm::SCRATCH_PREFIX)
+        }) {
             let _ = fs::remove_dir_all(dir);
         }
     }

@@ -62,6 +62,10 @@ pub struct Record {
     pub vsock_uds: Option<PathBuf>,
     #[serde(default)]
     pub control: Option<PathBuf>,
+    /// The VM's scratch directory (its sockets, logs and console). `delete` removes it
+    /// whatever killed the supervisor (a SIGKILLed supervisor cannot clean up).
+    #[serde(default)]
+    pub vm_dir: Option<PathBuf>,
     /// The VM's QMP monitor (QEMU backend), for pause and resume.
     #[serde(default)]
     pub qmp: Option<PathBuf>,
@@ -240,6 +244,22 @@ impl Lock {
     }
 
     /// Removes the container's directory and lock file.
+    /// Removes what the record's VM left on the host: its scratch directory, if the
+    /// recorded path is one (`skiff-vm-*`, a directory, not a link).
+    pub fn remove_vm_dir(rec: &Record) {
+        let Some(dir) = &rec.vm_dir else { return };
+        let is_scratch = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(crate::microvm::SCRATCH_PREFIX));
+        let is_dir = fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+        if is_scratch && is_dir {
+            if let Err(e) = fs::remove_dir_all(dir) {
+                tracing::warn!("remove {}: {e}", dir.display());
+            }
+        }
+    }
+
     pub fn remove(self) -> Result<()> {
         if self.dir.exists() {
             fs::remove_dir_all(&self.dir)

@@ -380,6 +380,7 @@ fn delete(store: &Store, id: &str, force: bool) -> Result<()> {
     if let Some(dir) = &rec.cgroup {
         CpuCgroup { dir: dir.clone() }.remove();
     }
+    state::Lock::remove_vm_dir(&rec);
     admission::event(lock.dir(), id, EventKind::Removed);
     lock.remove()?;
     Ok(())

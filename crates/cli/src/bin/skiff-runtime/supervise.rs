@@ -240,6 +240,7 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         rec.pid_start = process_start_ticks(me);
         rec.vsock_uds = Some(vm.vsock_uds().to_path_buf());
         rec.control = Some(control.clone());
+        rec.vm_dir = Some(vm.work_dir().to_path_buf());
         let qmp = vm.work_dir().join(hypervisor::QMP_SOCKET);
         rec.qmp = qmp.exists().then_some(qmp);
         let api = vm.work_dir().join(hypervisor::VMM_API_SOCKET);
