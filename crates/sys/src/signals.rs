@@ -42,3 +42,29 @@ pub fn spawn_forwarder(signals: &'static [i32], on_signal: impl Fn(i32) + Send +
         }
     });
 }
+
+/// Sends `sig` to process `pid` (kill(2)); a pid that does not fit a pid_t, or 0, is
+/// refused rather than turned into a process-group or broadcast kill.
+pub fn send(pid: u32, sig: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: kill(2) of one positive pid; no memory is involved.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_refuses_group_and_broadcast_pids() {
+        assert!(send(0, 0).is_err());
+        assert!(send(u32::MAX, 0).is_err());
+        assert!(send(std::process::id(), 0).is_ok());
+    }
+}
