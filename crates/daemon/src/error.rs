@@ -61,13 +61,23 @@ impl ApiError {
 }
 
 /// By kind: a denial (or an adjustment skiff cannot honour) is 403 `denied`, a bad
-/// request 400, anything else ours (500).
+/// request 400, a sandbox in the wrong state or a name taken 409, anything else ours
+/// (500).
 impl From<skiff_engine::Error> for ApiError {
     fn from(e: skiff_engine::Error) -> Self {
         use skiff_engine::Error as E;
         match e {
             E::Denied(m) | E::Adjustment(m) => Self::new(StatusCode::FORBIDDEN, "denied", m),
             E::Invalid(m) => Self::invalid(m),
+            E::AlreadyRunning { .. } => {
+                Self::conflict("already_running", "the sandbox is already running")
+            }
+            E::NotRunning { .. } => Self::conflict("not_running", "the sandbox is not running"),
+            E::Running { .. } => Self::conflict("running", "the sandbox is running"),
+            E::Runtime(skiff_runtime::Error::NameInUse { name, .. }) => Self::conflict(
+                "name_in_use",
+                format!("the name {:?} is already in use", printable(&name)),
+            ),
             other => Self::internal(other.to_string()),
         }
     }

@@ -13,17 +13,17 @@ use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
-use skiff_plugins::EventKind;
 use skiff_proto::ProcessSpec;
 use skiff_runtime::container::{
-    control_request, read_log, BootSettings, ContainerSpec, ContainerState, ControlRequest,
-    LogStream, Status, MAIN_STREAM, STATE_ERROR_GONE,
+    read_log, BootSettings, ContainerSpec, ContainerState, LogStream, Status, MAIN_STREAM,
+    STATE_ERROR_GONE,
 };
 use skiff_runtime::{AgentConn, Event, StartOutcome};
 
 use crate::error::{printable, ApiError};
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
+use skiff_engine::lifecycle::{self, SupervisorCommand};
 use skiff_engine::run_config::{self, ImageDefaults};
 
 /// The label plugins read the tenant from (see plugins/examples/tenant-limits).
@@ -386,8 +386,6 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         passt_ports: Vec::new(),
         hooks: None,
     };
-    let policy = skiff_engine::policy::get().map_err(ApiError::from)?;
-    let image_config = image.config_json.clone();
     let snapshot = if req.snapshot {
         // Quota first: making a snapshot boots a VM.
         let quota = d.config.quota_of(tenant);
@@ -403,26 +401,26 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         let _admission = lock(&d.reservations.admission);
         let quota = d.config.quota_of(tenant);
         tenants::check(&quota, usage(d, tenant)?, Usage::one(memory_mib, vcpus))?;
-        let mut denied = false;
-        let created = d.containers.create_admitted(spec, |spec| {
-            let r = policy
-                .admit_container(spec, &image_config)
-                .map_err(|e| format!("{e:#}"));
-            denied = r.is_err();
+        let request = lifecycle::Create {
+            spec,
+            image_config: &image.config_json,
+            ports: Vec::new(),
+        };
+        let created = lifecycle::create(&d.containers, &d.store, request, |spec| {
             // A plugin may resize the VM or relabel it; the tenant is not its to change.
             spec.labels.insert(TENANT_LABEL.into(), tenant.to_owned());
             spec.labels.insert(SANDBOX_LABEL.into(), "true".into());
-            if let (Ok(()), Some(snap)) = (&r, &snapshot) {
+            if let Some(snap) = &snapshot {
                 if (snap.memory_mib(), snap.vcpus()) != (spec.memory_mib, spec.vcpus) {
                     resized = true;
-                    return Err(format!(
+                    return Err(skiff_engine::Error::Adjustment(format!(
                         "a plugin resized the sandbox to {} MiB and {} vCPUs; its snapshot is of the size asked for",
                         spec.memory_mib, spec.vcpus
-                    ));
+                    )));
                 }
                 spec.boot.snapshot = Some(snap.dir().to_path_buf());
             }
-            r
+            Ok(())
         });
         match created {
             Ok(s) => s,
@@ -433,27 +431,15 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
                     e.to_string(),
                 ))
             }
-            Err(e) if denied => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "denied",
-                    e.to_string(),
-                ))
-            }
-            Err(skiff_runtime::Error::NameInUse { .. }) => {
+            Err(skiff_engine::Error::Runtime(skiff_runtime::Error::NameInUse { .. })) => {
                 return Err(ApiError::conflict(
                     "name_in_use",
                     format!("a sandbox named {name:?} already exists"),
                 ))
             }
-            Err(e) => return Err(ApiError::internal(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
     };
-    if let Err(e) = d.store.use_image(&spec.id, &spec.image_id) {
-        let _ = d.containers.remove(&spec.id);
-        return Err(ApiError::internal(e.to_string()));
-    }
-    policy.event(&d.containers, &spec, EventKind::Created);
     d.events
         .publish(tenant, "sandbox.created", Some(&spec.id), None);
     if req.start {
@@ -473,16 +459,14 @@ pub fn start(d: &Daemon, tenant: &str, key: &str) -> Result<SandboxView, ApiErro
 fn start_id(d: &Daemon, tenant: &str, spec: &ContainerSpec) -> Result<(), ApiError> {
     let id = spec.id.as_str();
     let t0 = Instant::now();
-    let mut child = {
+    let cmd = SupervisorCommand {
+        exe: &d.skiff_bin,
+        root: &d.root,
+        log_level: &d.log_level,
+    };
+    let mut starting = {
         let _admission = lock(&d.reservations.admission);
-        let st = state(d, id)?;
-        if st.is_running() || (st.status == Status::Created && st.pid.is_some()) {
-            return Err(ApiError::conflict(
-                "already_running",
-                "the sandbox is already running",
-            ));
-        }
-        if st.status == Status::Exited {
+        if state(d, id)?.status == Status::Exited {
             // An exited sandbox holds nothing; starting it again takes its share.
             let quota = d.config.quota_of(tenant);
             tenants::check(
@@ -491,81 +475,48 @@ fn start_id(d: &Daemon, tenant: &str, spec: &ContainerSpec) -> Result<(), ApiErr
                 Usage::one(spec.memory_mib, spec.vcpus),
             )?;
         }
-        // Its own session: the supervisor outlives the daemon (state survives a restart).
-        let child = d
-            .containers
-            .spawn_supervisor(&d.skiff_bin, &d.root, &d.log_level, id)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        // Until the supervisor claims the record, another start could race us.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while state(d, id)?.pid != Some(child.id()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child
+        lifecycle::spawn_supervisor(&d.containers, id, &cmd).map_err(start_error)?
     };
-    let child_pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let result = loop {
-        let st = state(d, id)?;
-        let claimed = st.pid == Some(child_pid);
-        if claimed && st.is_running() && st.guest_pid.is_some() {
-            break Ok(());
-        }
-        if claimed && (st.status == Status::Exited || (st.is_running() && st.started_ms.is_some()))
-        {
-            // Exited, or running without a guest process: the command could not run.
-            let st = wait_exited(d, id, Duration::from_secs(30)).unwrap_or(st);
-            if st.status == Status::Exited {
-                break start_error(d, id, &st).map_or(Ok(()), Err);
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let st = state(d, id)?;
-            break if st.status == Status::Exited && claimed {
-                start_error(d, id, &st).map_or(Ok(()), Err)
-            } else {
-                Err(ApiError::internal(format!(
-                    "the sandbox's supervisor exited ({status}) before it started: {}",
-                    tail_of(&d.containers.dir_of(id).join("supervisor.log"))
-                )))
-            };
-        }
-        if Instant::now() >= deadline {
-            break Err(ApiError::internal("the sandbox did not start within 180 s"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let result = starting.wait_running();
     // The supervisor is our child until the daemon exits: reap it when it ends.
+    let mut child = starting.into_child();
     std::thread::spawn(move || {
         let _ = child.wait();
     });
-    result?;
+    result.map_err(start_error)?;
     d.metrics.sandbox_start.observe(t0.elapsed());
     d.events.publish(tenant, "sandbox.started", Some(id), None);
     Ok(())
 }
 
-/// Why an exited sandbox did not really start; `None` when its command ran (and ended).
-fn start_error(d: &Daemon, id: &str, st: &ContainerState) -> Option<ApiError> {
-    let (entries, _) = read_log(&d.containers.log_path(id)).unwrap_or_default();
-    let stderr: Vec<String> = entries
-        .iter()
-        .filter(|e| e.stream == LogStream::Stderr)
-        .map(|e| e.log.trim_end().to_owned())
-        .collect();
-    match (&st.error, st.exit_code) {
-        (Some(e), _) => Some(ApiError::internal(format!(
-            "the sandbox failed to start: {e}"
-        ))),
-        (None, Some(code @ (126 | 127))) => Some(ApiError::new(
+/// A start's failure in the API's words.
+fn start_error(e: skiff_engine::Error) -> ApiError {
+    use skiff_engine::lifecycle::StartFailure;
+    use skiff_engine::Error as E;
+    match e {
+        E::AlreadyRunning { .. } => {
+            ApiError::conflict("already_running", "the sandbox is already running")
+        }
+        E::StartFailed {
+            failure: StartFailure::Recorded(e),
+            ..
+        } => ApiError::internal(format!("the sandbox failed to start: {e}")),
+        E::StartFailed {
+            failure: StartFailure::NotRunnable { exit_code, stderr },
+            ..
+        } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "start_failed",
-            format!(
-                "the command could not be run (exit {code}): {}",
-                stderr.join("; ")
-            ),
+            format!("the command could not be run (exit {exit_code}): {stderr}"),
+        ),
+        E::SupervisorExited { status, log, .. } => ApiError::internal(format!(
+            "the sandbox's supervisor exited ({status}) before it started: {}",
+            tail_of(&log)
         )),
-        _ => None,
+        E::Timeout { secs, .. } => {
+            ApiError::internal(format!("the sandbox did not start within {secs} s"))
+        }
+        other => other.into(),
     }
 }
 
@@ -573,20 +524,6 @@ fn tail_of(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" | ")
-}
-
-fn wait_exited(d: &Daemon, id: &str, timeout: Duration) -> Option<ContainerState> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let st = d.containers.state(id).ok()?;
-        if st.status == Status::Exited || (st.status == Status::Created && st.pid.is_none()) {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 pub fn stop(
@@ -607,49 +544,14 @@ pub fn stop(
 /// Stop signal, `grace` seconds, SIGKILL; a supervisor that does not answer is killed
 /// (its VM dies with it). Stopping a stopped sandbox is fine.
 fn stop_id(d: &Daemon, id: &str, signal: i32, grace: u64) {
-    let Ok(st) = d.containers.state(id) else {
-        return;
-    };
-    let busy = st.is_running() || (st.status == Status::Created && st.pid.is_some());
-    if !busy {
-        return;
-    }
-    if let Some(sock) = st.control_socket.clone().filter(|_| st.is_running()) {
-        if let Ok(lock) = d.containers.lock(id) {
-            if let Ok(mut s) = lock.state() {
-                s.stop_requested = true;
-                let _ = lock.save(&s);
-            }
-        }
-        let _ = control_request(
-            &sock,
-            ControlRequest::Stop {
-                signal,
-                grace_ms: grace.saturating_mul(1000),
-            },
-        );
-    }
-    if wait_exited(d, id, Duration::from_secs(grace.saturating_add(30))).is_none() {
-        if let Some(pid) = d.containers.state(id).ok().and_then(|s| s.pid) {
-            if let Ok(pid) = i32::try_from(pid) {
-                // SAFETY: kill(2) of the recorded supervisor process.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        let _ = wait_exited(d, id, Duration::from_secs(10));
+    if let Err(e) = lifecycle::stop(&d.containers, id, signal, grace) {
+        tracing::warn!("stop sandbox {id}: {e}");
     }
 }
 
 pub fn delete(d: &Daemon, tenant: &str, key: &str) -> Result<(), ApiError> {
     let spec = find(d, tenant, key)?;
-    stop_id(d, &spec.id, libc::SIGKILL, 0);
-    d.containers
-        .remove(&spec.id)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let _ = d.store.release_image(&spec.id);
-    if let Ok(policy) = skiff_engine::policy::get() {
-        policy.event(&d.containers, &spec, EventKind::Removed);
-    }
+    lifecycle::remove(&d.containers, &d.store, &spec.id, true)?;
     d.events
         .publish(tenant, "sandbox.deleted", Some(&spec.id), None);
     Ok(())

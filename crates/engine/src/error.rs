@@ -27,7 +27,44 @@ pub enum Error {
     },
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// The container records, the VM or the host network failed (including a name
+    /// already in use: `skiff_runtime::Error::NameInUse`).
+    #[error(transparent)]
+    Runtime(#[from] skiff_runtime::Error),
+    #[error(transparent)]
+    Image(#[from] skiff_image::Error),
+    #[error("container {} is already running", short(id))]
+    AlreadyRunning { id: String },
+    #[error("container {} is not running", short(id))]
+    NotRunning { id: String },
+    #[error(
+        "cannot remove container {}: it is running; stop it first or use rm -f",
+        short(id)
+    )]
+    Running { id: String },
+    #[error("container {} failed to start: {failure}", short(id))]
+    StartFailed {
+        id: String,
+        failure: crate::lifecycle::StartFailure,
+    },
+    #[error(
+        "the container's supervisor exited ({status}) before the container started; see {}",
+        log.display()
+    )]
+    SupervisorExited {
+        id: String,
+        status: std::process::ExitStatus,
+        log: std::path::PathBuf,
+    },
+    #[error("container {} did not {what} within {secs} s", short(id))]
+    Timeout {
+        id: String,
+        what: &'static str,
+        secs: u64,
+    },
 }
+
+use crate::lifecycle::short;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

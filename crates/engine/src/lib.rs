@@ -5,12 +5,15 @@
 //!   container's process (Entrypoint/Cmd, Env, WorkingDir, User, StopSignal, labels),
 //!   as Docker defines it;
 //! - [`policy`]: the WebAssembly plugins' admission of images and containers and
-//!   their lifecycle events.
+//!   their lifecycle events;
+//! - [`lifecycle`]: create, start, stop, kill, remove and wait, each with its rollback
+//!   and its typed failures.
 //!
 //! Errors are typed ([`Error`]): front ends map them to exit codes, HTTP statuses or
 //! ttrpc errors by kind, never by message text.
 
 mod error;
+pub mod lifecycle;
 pub mod policy;
 pub mod run_config;
 

@@ -4,13 +4,13 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use skiff_image::{busybox, registry, Reference, Store};
-use skiff_plugins::EventKind;
 use skiff_proto::ProcessSpec;
 use skiff_runtime::container::{self, BootSettings, ContainerSpec};
 use skiff_runtime::network::{Egress, NetworkMode, Networks, PortMapping};
 use skiff_runtime::writable;
 
 use crate::terminal;
+use skiff_engine::lifecycle;
 use skiff_engine::run_config::{self, ImageDefaults};
 
 use super::*;
@@ -82,17 +82,16 @@ pub(super) fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<Con
         .iter()
         .map(|p| PortMapping::parse(p).map_err(anyhow::Error::msg))
         .collect::<Result<Vec<_>>>()?;
-    let networks = match &network {
+    match &network {
         NetworkMode::None if !ports.is_empty() || a.publish_all => {
             bail!("publishing ports needs a network (--network bridge or a network's name)")
         }
-        NetworkMode::None | NetworkMode::Passt => None,
+        NetworkMode::None | NetworkMode::Passt => {}
+        // Refused before anything is recorded.
         NetworkMode::Network(name) => {
-            let n = Networks::open()?;
-            n.get(name)?;
-            Some(n)
+            Networks::open()?.get(name)?;
         }
-    };
+    }
     let mut overrides = Vec::new();
     for f in &a.env_file {
         overrides.extend(run_config::read_env_file(f)?);
@@ -174,35 +173,12 @@ pub(super) fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<Con
         hooks: None,
     };
     let containers = ctx.containers()?;
-    let policy = skiff_engine::policy::get()?;
-    let image_config = image.config_json.clone();
-    let spec = containers.create_admitted(spec, |spec| {
-        policy
-            .admit_container(spec, &image_config)
-            .map_err(|e| format!("{e:#}"))
-    })?;
-    // The image store keeps the image while the container exists.
-    if let Err(e) = store.use_image(&spec.id, &spec.image_id) {
-        let _ = containers.remove(&spec.id);
-        return Err(e.into());
-    }
-    if let (Some(networks), NetworkMode::Network(name)) = (&networks, &spec.network) {
-        let leased = networks.attach(
-            name,
-            &spec.id,
-            &spec.name,
-            &containers.dir_of(&spec.id),
-            ports,
-            spec.egress,
-        );
-        if let Err(e) = leased {
-            let _ = containers.remove(&spec.id);
-            let _ = store.release_image(&spec.id);
-            return Err(e.into());
-        }
-    }
-    policy.event(&containers, &spec, EventKind::Created);
-    Ok(spec)
+    let request = lifecycle::Create {
+        spec,
+        image_config: &image.config_json,
+        ports,
+    };
+    Ok(lifecycle::create(&containers, &store, request, |_| Ok(()))?)
 }
 
 /// `-v HOST:CONTAINER[:ro|rw]`: an absolute host directory (created if missing, as

@@ -103,15 +103,7 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
         }
         ContainerCommand::Logs(a) => logs(&ctx, &a),
         ContainerCommand::Exec(a) => exec(&ctx, &a),
-        ContainerCommand::Wait(a) => {
-            let c = ctx.containers()?;
-            for name in &a.containers {
-                let id = c.resolve(name)?.id;
-                let st = wait_exited(&c, &id, None)?;
-                println!("{}", st.exit_code.unwrap_or(0));
-            }
-            Ok(0)
-        }
+        ContainerCommand::Wait(a) => wait(&ctx, &a),
         ContainerCommand::Inspect(a)
         | ContainerCommand::Container(ContainerSubcommand::Inspect(a)) => inspect(&ctx, &a),
         ContainerCommand::Top(a) => top(&ctx, &a),

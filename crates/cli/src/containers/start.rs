@@ -1,10 +1,9 @@
 //! `start` (attached or detached) and the hidden `supervise`: the process that owns a running container's VM.
 
-use std::time::{Duration, Instant};
-
 use anyhow::{bail, Context, Result};
+use skiff_engine::lifecycle::{self, SupervisorCommand};
 use skiff_plugins::EventKind;
-use skiff_runtime::container::{read_log, Containers, LogStream, Status, Supervisor, MAIN_STREAM};
+use skiff_runtime::container::{Containers, Supervisor, MAIN_STREAM};
 
 use crate::{attach, signals};
 
@@ -35,65 +34,13 @@ pub(super) fn start(ctx: &Ctx, a: &StartArgs) -> Result<u8> {
 /// Starts `skiff supervise ID` in its own session and waits until the container runs
 /// (or fails to).
 pub(super) fn start_detached(ctx: &Ctx, c: &Containers, id: &str) -> Result<()> {
-    let st = c.state(id)?;
-    if st.is_running() || (st.status == Status::Created && st.pid.is_some()) {
-        bail!("container {} is already running", &id[..12]);
-    }
     let exe = std::env::current_exe().context("find the skiff executable")?;
-    let mut child = c.spawn_supervisor(&exe, &ctx.root, &ctx.global.log_level, id)?;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let st = c.state(id)?;
-        // Until the supervisor claims the record, the state is the previous run's.
-        let claimed = st.pid == Some(child.id());
-        match st.status {
-            _ if !claimed => {}
-            Status::Running if st.guest_pid.is_some() => break,
-            // The command could not be executed: report it as `run` would.
-            Status::Running | Status::Exited
-                if st.started_ms.is_some() || st.status == Status::Exited =>
-            {
-                if st.status == Status::Exited
-                    || wait_exited(c, id, Some(Duration::from_secs(30))).is_ok()
-                {
-                    let st = c.state(id)?;
-                    if st.error.is_some() || matches!(st.exit_code, Some(126 | 127)) {
-                        let (entries, _) = read_log(&c.log_path(id)).unwrap_or_default();
-                        let msg: String = entries
-                            .iter()
-                            .filter(|e| e.stream == LogStream::Stderr)
-                            .map(|e| e.log.trim_end().to_owned())
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        let why = st.error.clone().unwrap_or(msg);
-                        bail!("container {} failed to start: {why}", &id[..12]);
-                    }
-                }
-                break;
-            }
-            _ => {}
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let st = c.state(id)?;
-            if st.status == Status::Exited && st.pid == Some(child.id()) {
-                if let Some(e) = st.error {
-                    bail!("{e}");
-                }
-                break;
-            }
-            bail!(
-                "the container's supervisor exited ({status}) before the container started; see {}",
-                c.dir_of(id).join("supervisor.log").display()
-            );
-        }
-        if Instant::now() >= deadline {
-            bail!("container {} did not start within 180 s", &id[..12]);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Reap it if it is already done; otherwise init adopts it when we exit.
-    let _ = child.try_wait();
-    Ok(())
+    let cmd = SupervisorCommand {
+        exe: &exe,
+        root: &ctx.root,
+        log_level: &ctx.global.log_level,
+    };
+    Ok(lifecycle::start(c, id, &cmd)?)
 }
 
 /// The hidden `supervise` command: the detached host process of one container.

@@ -1,25 +1,16 @@
-//! `wait`: until the container has exited; its status.
+//! `wait`: until each container has exited; its exit code.
 
-use std::time::{Duration, Instant};
+use anyhow::Result;
+use skiff_engine::lifecycle;
 
-use anyhow::{bail, Result};
-use skiff_runtime::container::{ContainerState, Containers, Status};
+use super::*;
 
-/// Polls until the container has exited (`None` = forever).
-pub(super) fn wait_exited(
-    c: &Containers,
-    id: &str,
-    timeout: Option<Duration>,
-) -> Result<ContainerState> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    loop {
-        let st = c.state(id)?;
-        if st.status == Status::Exited || (st.status == Status::Created && st.pid.is_none()) {
-            return Ok(st);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            bail!("container {} did not stop in time", &id[..12]);
-        }
-        std::thread::sleep(Duration::from_millis(25));
+pub(super) fn wait(ctx: &Ctx, a: &NamesArgs) -> Result<u8> {
+    let c = ctx.containers()?;
+    for name in &a.containers {
+        let id = c.resolve(name)?.id;
+        let st = lifecycle::wait_exited(&c, &id, None)?;
+        println!("{}", st.exit_code.unwrap_or(0));
     }
+    Ok(0)
 }

@@ -224,13 +224,13 @@ impl Containers {
     }
 
     /// Like [`Containers::create`], with `admit` run once the ID and name are assigned
-    /// and before anything is written: it may adjust the spec, or refuse (its message is
-    /// the error) and leave no record behind.
-    pub fn create_admitted(
+    /// and before anything is written: it may adjust the spec, or refuse (its error is
+    /// the result) and leave no record behind.
+    pub fn create_admitted<E: From<Error>>(
         &self,
         mut spec: ContainerSpec,
-        admit: impl FnOnce(&mut ContainerSpec) -> std::result::Result<(), String>,
-    ) -> Result<ContainerSpec> {
+        admit: impl FnOnce(&mut ContainerSpec) -> std::result::Result<(), E>,
+    ) -> std::result::Result<ContainerSpec, E> {
         let _names = self.names_lock()?;
         let existing = self.list_specs()?;
         if spec.name.is_empty() {
@@ -246,7 +246,8 @@ impl Containers {
                 return Err(Error::NameInUse {
                     name: spec.name.clone(),
                     holder: other.id[..12].to_owned(),
-                });
+                }
+                .into());
             }
         }
         spec.id = loop {
@@ -268,7 +269,7 @@ impl Containers {
                 }
             }
         }
-        admit(&mut spec).map_err(Error::Config)?;
+        admit(&mut spec)?;
         let staging = self.dir.join(format!(".new-{}", spec.id));
         owner_only::dir(&staging)?;
         let result = write_json(&staging.join("spec.json"), &spec)
@@ -280,7 +281,7 @@ impl Containers {
         if result.is_err() {
             let _ = fs::remove_dir_all(&staging);
         }
-        result.map(|()| spec)
+        result.map(|()| spec).map_err(E::from)
     }
 
     fn list_specs(&self) -> Result<Vec<ContainerSpec>> {

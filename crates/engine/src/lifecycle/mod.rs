@@ -1,0 +1,26 @@
+//! The container lifecycle every front end drives, written once: [`create()`]
+//! (admission, the image reference and the network lease under one rollback guard),
+//! [`start()`] (a detached supervisor, waited on until the container runs or fails to),
+//! [`stop()`] and [`kill()`], [`remove()`] and [`wait_exited`]. The CLI, skiffd and
+//! (next) the containerd shim call these and only turn their typed errors into exit
+//! codes or statuses.
+
+mod create;
+mod remove;
+mod start;
+mod stop;
+mod wait;
+
+pub use create::{create, Create};
+pub use remove::remove;
+pub use start::{spawn_supervisor, start, StartFailure, Starting, SupervisorCommand};
+pub use stop::{kill, stop};
+pub use wait::wait_exited;
+
+/// The 12-character ID people see.
+pub(crate) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests;
