@@ -68,8 +68,8 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
                 ContainerSubcommand::Ps(_) | ContainerSubcommand::Inspect(_)
             )
     ) {
-        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        // Before any thread starts.
+        let _ = skiff_sys::signals::default_sigpipe();
     }
     let ctx = Ctx {
         root: global.root.clone().unwrap_or_else(Store::default_root),
