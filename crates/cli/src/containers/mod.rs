@@ -125,7 +125,7 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
         }
         ContainerCommand::Stats(a) => stats(&ctx, &a),
         ContainerCommand::Port(a) => {
-            crate::network_cmds::port(&ctx.containers()?, &a.container, a.private_port.as_deref())
+            crate::networks::port(&ctx.containers()?, &a.container, a.private_port.as_deref())
         }
         ContainerCommand::Container(ContainerSubcommand::Prune(_)) => prune(&ctx),
         ContainerCommand::Supervise { id } => supervise(&ctx, &id),
