@@ -4,7 +4,7 @@ mod attach;
 mod containers;
 mod images;
 mod info;
-mod network_cmds;
+mod networks;
 mod signals;
 mod template;
 mod terminal;
@@ -56,7 +56,7 @@ enum Command {
     Image(images::ImageCommand),
     /// Manage networks
     #[command(subcommand)]
-    Network(network_cmds::NetworkCommand),
+    Network(networks::NetworkCommand),
     /// Low-level microVM commands (layer disks in, a process out).
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(skiff_image::Store::default_root);
             skiff_runtime::container::Containers::open(&root)
                 .map_err(anyhow::Error::from)
-                .and_then(|c| network_cmds::run(cmd, &c))
+                .and_then(|c| networks::run(cmd, &c))
         }
         Command::Info(args) => info::run(&args, &cli.global),
     };

@@ -1,53 +1,39 @@
-//! The host terminal for `-t`: raw mode while attached, window size for the guest pty.
+//! The host terminal for `-t`, as the CLI sees it: the process's own stdio by number
+//! (0 in raw mode while attached, 1's window size for the guest pty). The terminal
+//! calls themselves are `skiff_sys::tty`'s.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use skiff_sys::tty;
+
+/// Runs `f` on stdin, stdout or stderr by number; `None` for any other fd.
+fn with_stdio<T>(fd: i32, f: impl FnOnce(BorrowedFd<'_>) -> T) -> Option<T> {
+    match fd {
+        0 => Some(f(io::stdin().as_fd())),
+        1 => Some(f(io::stdout().as_fd())),
+        2 => Some(f(io::stderr().as_fd())),
+        _ => None,
+    }
+}
 
 pub fn is_tty(fd: i32) -> bool {
-    // SAFETY: isatty only inspects the fd.
-    unsafe { libc::isatty(fd) == 1 }
+    with_stdio(fd, |f| tty::is_tty(f)).unwrap_or(false)
 }
 
 /// (rows, cols) of the terminal on `fd`, if it is one.
 pub fn window_size(fd: i32) -> Option<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes a winsize to a valid pointer.
-    let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+    with_stdio(fd, |f| tty::window_size(f)).flatten()
 }
 
 /// Puts the terminal on stdin into raw mode until dropped.
 pub struct RawMode {
-    saved: libc::termios,
+    _guard: tty::RawMode,
 }
 
 impl RawMode {
     pub fn enable() -> io::Result<Self> {
-        // SAFETY: termios is plain data and tcgetattr fills it.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: fd 0 and a valid termios pointer.
-        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut raw = saved;
-        // SAFETY: raw is a valid termios; fd 0 as above.
-        unsafe {
-            libc::cfmakeraw(&mut raw);
-            if libc::tcsetattr(0, libc::TCSANOW, &raw) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(Self { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        // SAFETY: restores the attributes saved from the same fd.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
+        let _guard = tty::RawMode::enable(io::stdin())?;
+        Ok(Self { _guard })
     }
 }

@@ -4,17 +4,16 @@
 //! [`CONSOLE_CAP`]: a guest flooding its serial port neither fills the host's disk nor
 //! stalls on a full pipe.
 
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{PipeWriter, Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::owner_only;
+use skiff_sys::{fds, files};
+
 use crate::rotating::{rotated, RotatingFile};
 use crate::{Error, Result};
 
@@ -65,7 +64,10 @@ impl ConsoleLog {
             .custom_flags(libc::O_NONBLOCK)
             .open(&fifo)
             .map_err(Error::io(format!("open {}", fifo.display())))?;
-        let fifo_fd = reader.as_raw_fd();
+        // The thread polls a duplicate (the same open FIFO), so it needs no lock to wait.
+        let fifo_fd = reader
+            .try_clone()
+            .map_err(Error::io(format!("open {}", fifo.display())))?;
         let drain = Arc::new(Mutex::new(Drain {
             fifo: reader,
             log: RotatingFile::open(&log, cap)?,
@@ -74,7 +76,7 @@ impl ConsoleLog {
         let shared = Arc::clone(&drain);
         let thread = std::thread::Builder::new()
             .name("console-log".into())
-            .spawn(move || run(&shared, fifo_fd, stop_rx.as_raw_fd()))
+            .spawn(move || run(&shared, fifo_fd.as_fd(), stop_rx.as_fd()))
             .map_err(Error::io("start the console thread"))?;
         Ok(Self {
             fifo,
@@ -135,35 +137,18 @@ impl Drain {
 /// The console thread: waits for console bytes or the stop signal. It ends when the
 /// VMM's side closes (poll reports the FIFO only once a writer came: Linux raises no
 /// hangup for a FIFO whose writer never opened it) or when the stop pipe closes.
-fn run(drain: &Mutex<Drain>, fifo_fd: RawFd, stop_fd: RawFd) {
+fn run(drain: &Mutex<Drain>, fifo_fd: BorrowedFd<'_>, stop_fd: BorrowedFd<'_>) {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: fifo_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: fds is a valid array of two pollfds; both descriptors stay open for
-        // the whole loop (the FIFO is owned by `drain`, the stop pipe's read end by
-        // the closure that called us).
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if r < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
+        let ready = match fds::poll_readable(&[fifo_fd, stop_fd], None) {
+            Ok(ready) => ready,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        if ready[1] {
             return;
         }
-        if fds[1].revents != 0 {
-            return;
-        }
-        if fds[0].revents != 0 {
+        if ready[0] {
             let open = drain.lock().is_ok_and(|mut d| d.pump(&mut buf));
             if !open {
                 return;
@@ -173,15 +158,7 @@ fn run(drain: &Mutex<Drain>, fifo_fd: RawFd, stop_fd: RawFd) {
 }
 
 fn make_fifo(path: &Path) -> Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Config(format!("{} has a NUL byte", path.display())))?;
-    // SAFETY: c is a valid NUL-terminated path; mkfifo only reads it.
-    if unsafe { libc::mkfifo(c.as_ptr(), owner_only::FILE_MODE) } != 0 {
-        return Err(Error::io(format!("mkfifo {}", path.display()))(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    files::private_fifo(path).map_err(Error::io(format!("mkfifo {}", path.display())))
 }
 
 /// The last `n` non-empty lines of the log at `path`, read from its end (and from the

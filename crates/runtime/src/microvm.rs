@@ -2,12 +2,13 @@
 //! dialled in. Dropping a [`MicroVm`] kills whatever is left of it and removes the
 //! scratch directory, on every path including errors.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use skiff_proto::{AGENT_PORT, READY_PORT};
+use skiff_sys::fds;
 
 use crate::agent::AgentConn;
 use crate::artifacts::GuestArtifacts;
@@ -353,7 +354,7 @@ impl MicroVm {
                     console_tail: self.console_tail(CONSOLE_TAIL_LINES),
                 });
             }
-            poll_readable(listener.as_raw_fd(), Duration::from_millis(5));
+            let _ = fds::poll_readable(&[listener.as_fd()], Some(Duration::from_millis(5)));
         }
     }
 
@@ -415,17 +416,6 @@ impl Drop for MicroVm {
         self.process.kill();
         self.console.stop();
     }
-}
-
-fn poll_readable(fd: i32, timeout: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: pfd is a valid pollfd array of length 1.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
 /// What the backend launches for `config`, with the VM's scratch paths. A VM that is

@@ -5,14 +5,17 @@
 //! - atomic: a file is replaced by writing a 0600 temp file beside it, fsyncing it,
 //!   renaming it over the target and fsyncing the directory, so readers (and a restart
 //!   after `kill -9`) see the old content or the new, never a mix;
+//! - FIFOs: created 0600 like the files;
 //! - locked: `flock(2)` locks, released by the kernel when the process dies, so a
 //!   crash never leaves anything locked.
 //!
 //! Errors are the system's; callers add which file and what for.
 
+use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -78,6 +81,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .and_then(|()| tmp.as_file().sync_all())?;
     tmp.persist(path).map_err(|e| e.error)?;
     fsync_dir(dir)
+}
+
+/// Creates a FIFO (named pipe) at `path`, 0600 (less if the umask says so); an
+/// existing file there is an error (`AlreadyExists`).
+pub fn private_fifo(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: c is a valid NUL-terminated path; mkfifo only reads it.
+    if unsafe { libc::mkfifo(c.as_ptr(), FILE_MODE) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -196,6 +211,18 @@ mod tests {
             assert_eq!(mode(&d.path().join(p)), 0o600, "{p}");
         }
         assert!(create_private(&d.path().join("missing/x")).is_err());
+    }
+
+    #[test]
+    fn fifos_are_0600_and_new() {
+        use std::os::unix::fs::FileTypeExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("console.fifo");
+        private_fifo(&p).unwrap();
+        assert!(fs::metadata(&p).unwrap().file_type().is_fifo());
+        assert_eq!(mode(&p) & 0o077, 0);
+        let again = private_fifo(&p).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
     }
 
     #[test]

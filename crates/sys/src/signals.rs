@@ -1,5 +1,7 @@
-//! Signals a supervisor or proxy receives are meant for the container: they are blocked
-//! in every thread and one thread takes them with sigwait and hands them on.
+//! Signals: those a supervisor or proxy receives are meant for the container, so they
+//! are blocked in every thread and one thread takes them with sigwait and hands them
+//! on; signals sent to a recorded pid; and SIGPIPE's disposition for commands that
+//! print into pipes.
 
 use std::io;
 
@@ -52,6 +54,19 @@ pub fn send(pid: u32, sig: i32) -> io::Result<()> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
     // SAFETY: kill(2) of one positive pid; no memory is involved.
     if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Restores SIGPIPE's default disposition (the Rust runtime ignores it), so a command
+/// whose output goes into a pipe closed early (`skiff ps | head -1`) ends quietly, as
+/// any Unix tool does, instead of failing (or panicking in `println!`) at its next
+/// write. Call it before any thread starts.
+pub fn default_sigpipe() -> io::Result<()> {
+    // SAFETY: installs the default disposition, no handler runs; signal(2) fails only
+    // for an invalid signal number.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) } == libc::SIG_ERR {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -115,11 +115,11 @@ pub(super) fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<Con
     };
     let labels = run_config::labels(&defaults, &a.label)?;
     if a.publish_all {
-        ports.extend(crate::network_cmds::exposed_ports(&image.config_json)?);
+        ports.extend(crate::networks::exposed_ports(&image.config_json)?);
     }
     // passt binds the host ports itself; pick the free ones now, as leases do.
     let passt_ports = if network == NetworkMode::Passt {
-        crate::network_cmds::passt_ports(std::mem::take(&mut ports))?
+        crate::networks::passt_ports(std::mem::take(&mut ports))?
     } else {
         Vec::new()
     };

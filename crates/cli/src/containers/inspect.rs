@@ -91,7 +91,7 @@ pub(super) fn inspect_value(c: &Containers, spec: &ContainerSpec) -> Result<Valu
             "GuestPid": st.guest_pid,
         },
         "Jail": jail(st.pid.filter(|_| st.is_running())),
-        "NetworkSettings": crate::network_cmds::inspect_settings(spec)?,
+        "NetworkSettings": crate::networks::inspect_settings(spec)?,
         "Plugins": {
             "Admission": spec.plugin_decision,
             "Audit": skiff_engine::policy::audit_records(&c.dir_of(&spec.id)),

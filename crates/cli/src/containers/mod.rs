@@ -68,8 +68,8 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
                 ContainerSubcommand::Ps(_) | ContainerSubcommand::Inspect(_)
             )
     ) {
-        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        // Before any thread starts.
+        let _ = skiff_sys::signals::default_sigpipe();
     }
     let ctx = Ctx {
         root: global.root.clone().unwrap_or_else(Store::default_root),
@@ -117,7 +117,7 @@ pub fn run(cmd: ContainerCommand, global: &GlobalOpts) -> Result<u8> {
         }
         ContainerCommand::Stats(a) => stats(&ctx, &a),
         ContainerCommand::Port(a) => {
-            crate::network_cmds::port(&ctx.containers()?, &a.container, a.private_port.as_deref())
+            crate::networks::port(&ctx.containers()?, &a.container, a.private_port.as_deref())
         }
         ContainerCommand::Container(ContainerSubcommand::Prune(_)) => prune(&ctx),
         ContainerCommand::Supervise { id } => supervise(&ctx, &id),

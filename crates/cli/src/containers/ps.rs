@@ -82,7 +82,7 @@ pub(super) fn ps(ctx: &Ctx, a: &PsArgs) -> Result<u8> {
         .into_iter()
         .filter(|(_, st)| a.all || st.is_running())
         .collect();
-    let ports = crate::network_cmds::ports_by_container(&listed);
+    let ports = crate::networks::ports_by_container(&listed);
     let rows: Vec<Value> = listed
         .iter()
         .map(|(spec, st)| {

@@ -66,9 +66,9 @@ fn watch(helpers: &[(String, u32)], vmm: u32, stop: &AtomicBool, failure: &Mutex
             let why = format!("{what} (pid {pid}) exited while the VM ran; the VM was stopped");
             tracing::error!("{why}");
             *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-            // SAFETY: kill(2) of the VMM this supervisor started (still our unreaped
-            // child, so the pid cannot have been reused).
-            unsafe { libc::kill(vmm as i32, libc::SIGKILL) };
+            // The VMM this supervisor started: still our unreaped child, so the pid
+            // cannot have been reused.
+            let _ = skiff_sys::signals::send(vmm, libc::SIGKILL);
             return;
         }
         std::thread::sleep(POLL);

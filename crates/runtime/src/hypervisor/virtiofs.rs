@@ -41,8 +41,7 @@ pub fn command(bin: &Path, share: &Share, socket: &Path) -> Command {
         .args(["--cache", "auto", "--log-level", "warn"]);
     // The namespace sandbox needs root (or user namespaces); without it the daemon still
     // resolves every path inside the shared directory.
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = skiff_sys::ids::is_root();
     cmd.args(["--sandbox", if root { "namespace" } else { "none" }]);
     if share.readonly {
         cmd.arg("--readonly");

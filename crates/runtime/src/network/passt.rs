@@ -114,8 +114,7 @@ pub fn start(ports: &[PortMapping]) -> Result<Passt> {
     let socket = dir.path().join("s");
     let mut cmd = Command::new(&bin);
     cmd.args(args(&socket, ports));
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if skiff_sys::ids::is_root() {
         // passt refuses to stay root and creates its socket after switching user: the
         // directory belongs to that user (QEMU, as root, still connects).
         std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY))

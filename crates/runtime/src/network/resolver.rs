@@ -14,7 +14,6 @@
 //! be a way out), and at most [`MAX_FORWARDS`] forwarded queries are in flight.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -269,54 +268,8 @@ fn ask_upstream(server: SocketAddrV4, packet: &[u8], id: u16) -> Option<Vec<u8>>
 
 /// A UDP socket on `addr` that other skiff processes may bind too (`SO_REUSEPORT`).
 fn bind_shared(addr: SocketAddrV4) -> Result<UdpSocket> {
-    let io = |what: &str| Error::io(format!("{what} the DNS socket on {addr}"));
-    // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_UDP,
-        )
-    };
-    if fd < 0 {
-        return Err(io("create")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: fd is open; the option value is a c_int that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEPORT,
-            std::ptr::addr_of!(one).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io("share")(std::io::Error::last_os_error()));
-    }
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: fd is open; sin is a valid sockaddr_in of the length given.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            std::ptr::addr_of!(sin).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io("bind")(std::io::Error::last_os_error()));
-    }
-    Ok(UdpSocket::from(owned))
+    skiff_sys::net::udp_bind_shared(addr)
+        .map_err(Error::io(format!("bind the DNS socket on {addr}")))
 }
 
 #[cfg(test)]

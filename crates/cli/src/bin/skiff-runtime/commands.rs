@@ -3,7 +3,7 @@
 //! and fails with the texts callers match ("does not exist", "not running").
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -112,13 +112,7 @@ pub fn spawn_helper(
     env: &[(&str, &str)],
     tty: Option<&OwnedFd>,
 ) -> Result<(Child, std::fs::File)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe");
-    }
-    // SAFETY: pipe2 succeeded; both fds are ours.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (r, w) = skiff_sys::fds::pipe().context("pipe")?;
     let exe = std::env::current_exe().context("find skiff-runtime's own path")?;
     let mut cmd = Command::new(exe);
     cmd.args(global).args(args);
@@ -135,13 +129,9 @@ pub fn spawn_helper(
     // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            libc::setsid();
-            if wfd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0);
-            } else if libc::dup2(wfd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            // A fresh child leads no process group, so setsid cannot fail.
+            let _ = skiff_sys::confine::new_session();
+            skiff_sys::fds::inherit_as(wfd, 3)
         });
     }
     let child = cmd.spawn().context("start the helper process")?;
@@ -324,21 +314,15 @@ fn kill(store: &Store, id: &str, signal: Option<&str>) -> Result<()> {
         (Status::Created | Status::Running | Status::Paused, Some(pid)) => {
             // The supervisor forwards catchable signals to the container; SIGKILL ends
             // it and, with it, the VM.
-            let pid = i32::try_from(pid)?;
-            // SAFETY: kill(2) on the recorded supervisor pid, checked alive above.
-            if unsafe { libc::kill(pid, sig) } != 0 {
-                bail!("signal container {id}: {}", std::io::Error::last_os_error());
-            }
-            Ok(())
+            skiff_sys::signals::send(pid, sig).with_context(|| format!("signal container {id}"))
         }
         _ => bail!("container not running"),
     }
 }
 
 fn kill_and_wait(pid: u32) {
-    let Ok(p) = i32::try_from(pid) else { return };
-    // SAFETY: kill(2) on a pid from our own record.
-    unsafe { libc::kill(p, libc::SIGKILL) };
+    // A pid that is gone (or refused: 0, beyond pid_t) is not alive to wait for either.
+    let _ = skiff_sys::signals::send(pid, libc::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(10);
     while state::process_alive(pid, None) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

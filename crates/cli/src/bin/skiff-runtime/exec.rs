@@ -102,7 +102,7 @@ pub fn proxy(store: &Store, id: &str) -> Result<i32> {
         let mut p: ProcessSpec = serde_json::from_str(&spec)?;
         if p.terminal {
             console::take_controlling_terminal();
-            p.console_size = p.console_size.or_else(|| console::window_size(0));
+            p.console_size = p.console_size.or_else(console::window_size);
         }
         let rec = store.lock(id)?.load()?;
         let Some(uds) = rec.vsock_uds else {
@@ -129,7 +129,7 @@ pub fn proxy(store: &Store, id: &str) -> Result<i32> {
     let sender = agent.sender();
     relay::spawn_signal_thread(move |sig| {
         if sig == libc::SIGWINCH {
-            if let (true, Some((rows, cols))) = (terminal, console::window_size(0)) {
+            if let (true, Some((rows, cols))) = (terminal, console::window_size()) {
                 let _ = sender.resize(STREAM, rows, cols);
             }
         } else {

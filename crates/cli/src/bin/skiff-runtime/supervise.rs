@@ -4,7 +4,7 @@
 //! and exits with the container's status (128+signal when it was killed).
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -58,12 +58,8 @@ impl Ready {
             .and_then(|v| v.parse::<RawFd>().ok())
             .filter(|fd| *fd > 2);
         std::env::remove_var(READY_FD_ENV);
-        Self(fd.map(|fd| {
-            // SAFETY: create dup2'd the pipe's write end to this fd for us; it is ours.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-            // SAFETY: as above; nothing else owns the fd.
-            unsafe { std::fs::File::from_raw_fd(fd) }
-        }))
+        // `create` handed us the pipe's write end at this fd (fds::inherit_as); it is ours.
+        Self(fd.and_then(|fd| skiff_sys::fds::take_inherited(fd).ok().map(Into::into)))
     }
 
     pub fn ok(&mut self) {
@@ -149,7 +145,7 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     if process.terminal {
         console::take_controlling_terminal();
         if process.console_size.is_none() {
-            process.console_size = console::window_size(0);
+            process.console_size = console::window_size();
         }
     }
     let artifacts = GuestArtifacts::locate(None, None)?;
@@ -284,7 +280,7 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
                     let _ = tx.send(Cmd::Signal(sig));
                 }
             } else if sig == libc::SIGWINCH {
-                if let (true, Some((rows, cols))) = (terminal, console::window_size(0)) {
+                if let (true, Some((rows, cols))) = (terminal, console::window_size()) {
                     let _ = sender.resize(MAIN_STREAM, rows, cols);
                 }
             } else {
