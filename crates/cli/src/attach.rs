@@ -2,57 +2,12 @@
 //! signals and window-size changes forwarded. Shared by `vm run`, `run`, `start -a` and
 //! `exec`.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use skiff_proto::ExitStatus;
-use skiff_runtime::container::Attach;
 use skiff_runtime::AgentSender;
 
 use crate::{signals, terminal};
-
-/// Writes process output to our stdout and stderr, unbuffered. When our stdout's
-/// reader goes away (`skiff run ... | head`), the process gets SIGPIPE, as it would
-/// writing to that pipe itself.
-pub struct Stdio {
-    sender: Option<AgentSender>,
-    stream: u32,
-    broken: bool,
-}
-
-impl Stdio {
-    pub fn new(sender: Option<AgentSender>, stream: u32) -> Self {
-        Self {
-            sender,
-            stream,
-            broken: false,
-        }
-    }
-
-    fn write(&mut self, out: &mut dyn Write, bytes: &[u8]) {
-        if self.broken {
-            return;
-        }
-        if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                self.broken = true;
-                if let Some(s) = &self.sender {
-                    let _ = s.signal(self.stream, libc::SIGPIPE);
-                }
-            }
-        }
-    }
-}
-
-impl Attach for Stdio {
-    fn stdout(&mut self, bytes: &[u8]) {
-        self.write(&mut std::io::stdout(), bytes);
-    }
-
-    fn stderr(&mut self, bytes: &[u8]) {
-        self.write(&mut std::io::stderr(), bytes);
-    }
-}
 
 /// Shell-style exit code of a process status, for our own exit.
 pub fn exit_code(s: ExitStatus) -> u8 {

@@ -1,19 +1,16 @@
 //! `skiff vm run`: the microVM slice end to end. Layer disks and a writable disk in,
 //! one process run inside the VM, its stdio relayed and its exit status returned.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use skiff_proto::{ContainerConfig, ProcessSpec, DEFAULT_PATH};
-use skiff_runtime::{
-    hypervisor, writable, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig,
-};
+use skiff_runtime::container::{Session, MAIN_STREAM};
+use skiff_runtime::relay::Stdio;
+use skiff_runtime::{hypervisor, writable, Disk, GuestArtifacts, VmConfig};
 
 use crate::{attach, signals, terminal, GlobalOpts};
-
-const MAIN_STREAM: u32 = 1;
 
 #[derive(clap::Subcommand)]
 pub enum VmCommand {
@@ -139,76 +136,38 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
     // Signals that arrive before the process runs are delivered once it does.
     let target = attach::SignalTarget::spawn(MAIN_STREAM, args.tty);
 
-    let (mut vm, mut agent) = MicroVm::boot(&config)?;
-    agent
-        .create_container(&ContainerConfig {
-            id: "vm-run".into(),
-            hostname: args.hostname.clone(),
-            layers: Disk::layer_serials(args.layers.len()),
-            writable: args.writable.as_ref().map(|_| Disk::WRITABLE_SERIAL.into()),
-            readonly_rootfs: args.read_only,
-            shares: Vec::new(),
-            root_share: None,
-            masked_paths: Vec::new(),
-            readonly_paths: Vec::new(),
-            network: None,
-            mounts: None,
-        })
-        .context("create the container")?;
+    let container = ContainerConfig {
+        id: "vm-run".into(),
+        hostname: args.hostname.clone(),
+        layers: Disk::layer_serials(args.layers.len()),
+        writable: args.writable.as_ref().map(|_| Disk::WRITABLE_SERIAL.into()),
+        readonly_rootfs: args.read_only,
+        shares: Vec::new(),
+        root_share: None,
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
+        network: None,
+        mounts: None,
+    };
+    let mut session =
+        Session::boot(&config, &container).context("boot the microVM and create the container")?;
 
     let _raw = if args.tty && terminal::is_tty(0) {
         Some(terminal::RawMode::enable().context("put the terminal in raw mode")?)
     } else {
         None
     };
-    let outcome = agent
-        .start(MAIN_STREAM, true, &process)
-        .context("start the process")?;
-    let sender = agent.sender();
+    let (_, failed) = session.start(&process).context("start the process")?;
+    let sender = session.sender();
     target.set(sender.clone(), MAIN_STREAM);
-    let mut status = match outcome {
-        StartOutcome::Failed { status } => Some(status),
-        StartOutcome::Running { .. } => {
-            if args.interactive {
-                attach::spawn_stdin_pump(sender.clone(), MAIN_STREAM);
-            }
-            None
-        }
-    };
-
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
-    let mut powered_off = false;
-    while let Some(event) = agent.next_event()? {
-        match event {
-            Event::Stdout { bytes, .. } => {
-                let _ = stdout.write_all(&bytes).and_then(|()| stdout.flush());
-            }
-            Event::Stderr { bytes, .. } => {
-                let _ = stderr.write_all(&bytes).and_then(|()| stderr.flush());
-            }
-            Event::Exited { stream, status: s } if stream == MAIN_STREAM => status = Some(s),
-            Event::Exited { .. } => {}
-            Event::Error { message, .. } => eprintln!("skiff: guest agent: {message}"),
-            Event::PoweringOff => {
-                powered_off = true;
-                break;
-            }
-        }
+    if failed.is_none() && args.interactive {
+        attach::spawn_stdin_pump(sender.clone(), MAIN_STREAM);
     }
-    sender.hang_up();
+    let relayed = session.relay(&mut Stdio::new(Some(sender), MAIN_STREAM));
     drop(_raw);
-    if vm.wait(Duration::from_secs(10))?.is_none() {
-        tracing::warn!("the VM did not power off in time; killing it");
-        vm.kill();
-    }
-    match status {
-        Some(s) => Ok(attach::exit_code(s)),
-        None => {
-            let tail = vm.console_tail(10).join("\n  ");
-            bail!(
-                "the microVM stopped without reporting the process's exit status (powered off: {powered_off}); last console lines:\n  {tail}"
-            )
-        }
+    let exit = session.finish(relayed.status.or(failed), relayed.error);
+    match exit.error {
+        None => Ok(u8::try_from(exit.code.clamp(0, 255)).unwrap_or(255)),
+        Some(why) => bail!("{why}"),
     }
 }

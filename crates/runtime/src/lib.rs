@@ -17,6 +17,7 @@ mod microvm;
 pub mod network;
 pub mod oci;
 pub mod owner_only;
+pub mod relay;
 mod rotating;
 pub mod snapshot;
 pub mod spec;

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use skiff_runtime::container::{Containers, MAIN_STREAM};
-use skiff_runtime::{AgentConn, Event, StartOutcome};
+use skiff_runtime::relay::{relay, Output, Stdio, Until};
+use skiff_runtime::{AgentConn, StartOutcome};
 
 use crate::{attach, signals, terminal};
 use skiff_engine::run_config;
@@ -72,23 +73,9 @@ pub(super) fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<u8> {
             None
         }
     };
-    let mut out = attach::Stdio::new(Some(sender.clone()), MAIN_STREAM);
-    use skiff_runtime::container::Attach;
-    loop {
-        match agent.next_event() {
-            Ok(Some(Event::Stdout { bytes, .. })) => out.stdout(&bytes),
-            Ok(Some(Event::Stderr { bytes, .. })) => out.stderr(&bytes),
-            Ok(Some(Event::Exited { stream, status: s })) if stream == MAIN_STREAM => {
-                status = Some(s);
-                break;
-            }
-            Ok(Some(Event::Error { message, .. })) => eprintln!("skiff: guest agent: {message}"),
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => break,
-        }
-        if status.is_some() {
-            break;
-        }
+    let mut out = Stdio::new(Some(sender.clone()), MAIN_STREAM);
+    if status.is_none() {
+        status = relay(&mut agent, MAIN_STREAM, Until::Exit, &mut out).status;
     }
     sender.hang_up();
     drop(_raw);
@@ -109,17 +96,23 @@ pub(super) fn exec_capture(c: &Containers, id: &str, args: Vec<String>) -> Resul
         StartOutcome::Failed { status } => Some(status),
         StartOutcome::Running { .. } => None,
     };
-    let mut out = Vec::new();
-    while status.is_none() {
-        match agent.next_event()? {
-            Some(Event::Stdout { bytes, .. }) if out.len() < (4 << 20) => {
-                out.extend_from_slice(&bytes)
-            }
-            Some(Event::Exited { status: s, .. }) => status = Some(s),
-            None => break,
-            _ => {}
-        }
+    let mut out = Capture(Vec::new());
+    if status.is_none() {
+        status = relay(&mut agent, MAIN_STREAM, Until::Exit, &mut out).status;
     }
+    let out = out.0;
     agent.sender().hang_up();
     Ok((status.map_or(137, |s| s.code()), out))
+}
+
+/// Up to 4 MiB of a process's stdout (for `top`); stderr is dropped.
+struct Capture(Vec<u8>);
+
+impl Output for Capture {
+    fn stdout(&mut self, bytes: &[u8]) {
+        let room = (4usize << 20).saturating_sub(self.0.len());
+        self.0.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn stderr(&mut self, _: &[u8]) {}
 }

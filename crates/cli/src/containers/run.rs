@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use skiff_plugins::EventKind;
 use skiff_runtime::container::{self, ContainerSpec, Containers, Supervisor, MAIN_STREAM};
+use skiff_runtime::relay::Stdio;
 
 use crate::{attach, signals, terminal};
 
@@ -57,7 +58,7 @@ pub(super) fn attach_foreground(c: &Containers, spec: &ContainerSpec, stdin: boo
     if sup.start_failure().is_none() {
         policy.event(c, spec, EventKind::Started);
     }
-    let code = sup.wait(Some(&mut attach::Stdio::new(Some(sender), MAIN_STREAM)))?;
+    let code = sup.wait(Some(&mut Stdio::new(Some(sender), MAIN_STREAM)))?;
     policy.event(c, spec, EventKind::Exited(code));
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }

@@ -1,7 +1,9 @@
-//! The supervisor's control socket: `kill` and `stop` from any shell reach the
-//! container's main process through the supervisor, which holds the main agent
-//! connection. One request per connection, one line each way (`signal 15` /
-//! `stop 15 10000`, answered `ok` or `error <why>`).
+//! The supervisor's control socket, the one protocol of both supervisors: `kill` and
+//! `stop` from any shell reach the container's main process through the supervisor,
+//! which holds the main agent connection; skiff-runtime's `start` (and the
+//! createContainer hooks between its `create` and `start`) are requests too. One
+//! request per connection, one line each way (`signal 15` / `stop 15 10000` / `start` /
+//! `create-hooks`, answered `ok` or `error <why>`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -12,8 +14,15 @@ use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlRequest {
+    /// A signal for the main process.
     Signal(i32),
+    /// The stop signal, then SIGKILL after the grace period.
     Stop { signal: i32, grace_ms: u64 },
+    /// Start the main process of a created container (the OCI `start`).
+    Start,
+    /// Run the createContainer hooks in the guest (the OCI `create`, after its
+    /// createRuntime hooks).
+    CreateHooks,
 }
 
 impl ControlRequest {
@@ -21,20 +30,31 @@ impl ControlRequest {
         match self {
             Self::Signal(s) => format!("signal {s}\n"),
             Self::Stop { signal, grace_ms } => format!("stop {signal} {grace_ms}\n"),
+            Self::Start => "start\n".into(),
+            Self::CreateHooks => "create-hooks\n".into(),
         }
     }
 
     fn decode(line: &str) -> Option<Self> {
-        let mut words = line.split_whitespace();
-        let req = match (words.next()?, words.next()?, words.next()) {
-            ("signal", s, None) => Self::Signal(s.parse().ok()?),
-            ("stop", s, Some(g)) => Self::Stop {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        Some(match words.as_slice() {
+            ["signal", s] => Self::Signal(s.parse().ok()?),
+            ["stop", s, g] => Self::Stop {
                 signal: s.parse().ok()?,
                 grace_ms: g.parse().ok()?,
             },
+            ["start"] => Self::Start,
+            ["create-hooks"] => Self::CreateHooks,
             _ => return None,
-        };
-        words.next().is_none().then_some(req)
+        })
+    }
+
+    /// How long the answer may take: starting runs the guest's hooks and the process.
+    fn reply_timeout(self) -> Duration {
+        match self {
+            Self::Signal(_) | Self::Stop { .. } => Duration::from_secs(10),
+            Self::Start | Self::CreateHooks => Duration::from_secs(300),
+        }
     }
 }
 
@@ -44,7 +64,7 @@ pub fn request(path: &Path, req: ControlRequest) -> Result<()> {
         "reach the container's supervisor at {}",
         path.display()
     )))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
+    s.set_read_timeout(Some(req.reply_timeout()))
         .map_err(Error::io("control socket"))?;
     s.write_all(req.encode().as_bytes())
         .map_err(Error::io("send to the supervisor"))?;
@@ -54,6 +74,9 @@ pub fn request(path: &Path, req: ControlRequest) -> Result<()> {
         .map_err(Error::io("read the supervisor's reply"))?;
     match reply.trim_end() {
         "ok" => Ok(()),
+        "" => Err(Error::Agent(
+            "the container's supervisor exited before it answered".into(),
+        )),
         r => Err(Error::Agent(
             r.strip_prefix("error ").unwrap_or(r).to_owned(),
         )),
@@ -95,10 +118,20 @@ mod tests {
                 signal: 15,
                 grace_ms: 5,
             },
+            ControlRequest::Start,
+            ControlRequest::CreateHooks,
         ] {
             assert_eq!(ControlRequest::decode(&r.encode()), Some(r));
         }
-        for bad in ["", "signal", "signal x", "stop 1", "stop 1 2 3", "reboot 1"] {
+        for bad in [
+            "",
+            "signal",
+            "signal x",
+            "stop 1",
+            "stop 1 2 3",
+            "reboot 1",
+            "start now",
+        ] {
             assert_eq!(ControlRequest::decode(bad), None, "{bad}");
         }
     }

@@ -13,16 +13,18 @@ mod detach;
 mod helper_watch;
 mod logfile;
 pub(crate) mod records;
+pub mod session;
 pub mod supervisor;
 pub mod trace;
 
 pub use changes::{export_changes, ChangesStream};
-pub use control::{request as control_request, ControlRequest};
+pub use control::{request as control_request, serve as serve_control, ControlRequest};
 pub use helper_watch::HelperWatch;
 pub use logfile::{read_from as read_log_from, read_log, LogEntry, LogStream, LogWriter};
 pub use records::{
     process_start_ticks, Bind, BootSettings, ContainerSpec, ContainerState, Containers, StateLock,
     Status, STATE_ERROR_GONE,
 };
+pub use session::{Exit, Session, MAIN_STREAM};
 pub use skiff_sys::time::{now_ms, rfc3339_ms};
-pub use supervisor::{Attach, Supervisor, MAIN_STREAM};
+pub use supervisor::Supervisor;

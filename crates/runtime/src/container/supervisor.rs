@@ -14,45 +14,54 @@ use std::time::Duration;
 use skiff_proto::{ContainerConfig, ExitStatus, GuestNetwork, SharedDir};
 
 use super::control::{self, ControlRequest};
-use super::helper_watch::HelperWatch;
 use super::logfile::{LogStream, LogWriter};
 use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
+use super::session::{Session, MAIN_STREAM};
 use crate::agent_mux::AgentMux;
 use crate::hypervisor::{self, Disk, HypervisorKind, NetBackend, NetDevice, Share};
 use crate::network::{passt, resolver, Attachment, NetworkMode, Networks};
-use crate::{
-    writable, AgentConn, AgentSender, Error, Event, GuestArtifacts, MicroVm, Result, StartOutcome,
-    VmConfig,
-};
+use crate::relay::Output;
+use crate::{writable, AgentSender, Error, GuestArtifacts, Result, VmConfig};
 use skiff_sys::time::now_ms;
-
-/// The stream number of the container's main process on the main connection.
-pub const MAIN_STREAM: u32 = 1;
 
 /// How long the agent may take to come up (TCG with several VMs on 2 cores is slow).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Where an attached client wants the main process's output.
-pub trait Attach {
-    fn stdout(&mut self, bytes: &[u8]);
-    fn stderr(&mut self, bytes: &[u8]);
-}
 
 /// A started container, owned by this process until [`Supervisor::wait`] returns.
 pub struct Supervisor {
     containers: Containers,
     spec: ContainerSpec,
-    vm: MicroVm,
-    agent: AgentConn,
+    session: Session,
     /// Set when the main process could not be executed (126/127).
     failed: Option<ExitStatus>,
     log: LogWriter,
     /// A restored VM's agent line shared with `exec` and `top` (see `agent_mux`).
     _mux: Option<AgentMux>,
-    /// Stops the VM if a device daemon dies under it.
-    watch: HelperWatch,
     /// Dropped last: removes the container's TAP once the VM is gone.
     _tap: Plugged,
+}
+
+/// The container log, and an attached terminal if any: where the main process's
+/// output goes.
+struct LogAndAttach<'a, 'b> {
+    log: &'a mut LogWriter,
+    attach: Option<&'a mut (dyn Output + 'b)>,
+}
+
+impl Output for LogAndAttach<'_, '_> {
+    fn stdout(&mut self, bytes: &[u8]) {
+        self.log.write(LogStream::Stdout, bytes);
+        if let Some(a) = self.attach.as_deref_mut() {
+            a.stdout(bytes);
+        }
+    }
+
+    fn stderr(&mut self, bytes: &[u8]) {
+        self.log.write(LogStream::Stderr, bytes);
+        if let Some(a) = self.attach.as_deref_mut() {
+            a.stderr(bytes);
+        }
+    }
 }
 
 /// A container's network plumbing while its VM may use it, undone on drop on every
@@ -206,11 +215,11 @@ impl Supervisor {
         }
     }
 
-    /// Boots the container's VM with its disks, shares and network.
-    fn boot_vm(
+    /// The container's VM with its disks, shares and network (plugged in now).
+    fn vm_config(
         containers: &Containers,
         spec: &ContainerSpec,
-    ) -> Result<(MicroVm, AgentConn, Plugged, Option<Box<GuestNetwork>>)> {
+    ) -> Result<(VmConfig, Plugged, Option<Box<GuestNetwork>>)> {
         let mut config = disks_vm_config(containers, spec)?;
         config.shares = spec
             .binds
@@ -230,9 +239,7 @@ impl Supervisor {
             config.cmdline_extra = passt::GUEST_CMDLINE.into();
         }
         config.nets = nets;
-
-        let (vm, agent) = MicroVm::boot(&config)?;
-        Ok((vm, agent, tap, guest_network))
+        Ok((config, tap, guest_network))
     }
 
     /// Starts the container's VM from its snapshot and gives it its own identity; its
@@ -241,7 +248,8 @@ impl Supervisor {
         spec: &ContainerSpec,
         dir: &std::path::Path,
         scratch_parent: PathBuf,
-    ) -> Result<(MicroVm, AgentConn, AgentMux)> {
+        container: &ContainerConfig,
+    ) -> Result<(Session, AgentMux)> {
         if !spec.binds.is_empty() || spec.network != NetworkMode::None {
             return Err(Error::Config(
                 "a container started from a snapshot has no shares and no network".into(),
@@ -253,50 +261,28 @@ impl Supervisor {
         let (vm, line) = snapshot.restore_vm(&selection, Some(scratch_parent), BOOT_TIMEOUT)?;
         let (mux, mut agent) = AgentMux::start(line, &vm.work_dir().join("agent-mux.sock"))?;
         agent.reseed(crate::snapshot::host_entropy()?)?;
-        Ok((vm, agent, mux))
+        Ok((Session::create(vm, agent, container)?, mux))
     }
 
     fn boot(containers: &Containers, spec: ContainerSpec) -> Result<Self> {
         let id = spec.id.clone();
         let log = LogWriter::open(&containers.log_path(&id))?;
-        let (vm, mut agent, tap, guest_network, mux) = match &spec.boot.snapshot {
+        let (mut session, tap, mux) = match &spec.boot.snapshot {
             Some(dir) => {
-                let (vm, agent, mux) =
-                    Self::restore_vm(&spec, dir, containers.run_dir().to_path_buf())?;
-                (vm, agent, Plugged::default(), None, Some(mux))
+                // A restored VM's writable layer is a tmpfs (see `Snapshot`).
+                let container = container_config(&spec, None, None);
+                let run_dir = containers.run_dir().to_path_buf();
+                let (session, mux) = Self::restore_vm(&spec, dir, run_dir, &container)?;
+                (session, Plugged::default(), Some(mux))
             }
             None => {
-                let (vm, agent, tap, net) = Self::boot_vm(containers, &spec)?;
-                (vm, agent, tap, net, None)
+                let (config, tap, network) = Self::vm_config(containers, &spec)?;
+                let writable = Some(Disk::WRITABLE_SERIAL.to_owned());
+                let session = Session::boot(&config, &container_config(&spec, writable, network))?;
+                (session, tap, None)
             }
         };
-        super::trace::mark_ago("vmm_spawn", vm.timings.launch_to_ready);
-        super::trace::mark("agent_ready");
-        agent.create_container(&ContainerConfig {
-            id: id.clone(),
-            hostname: spec.hostname.clone(),
-            layers: Disk::layer_serials(spec.layers.len()),
-            // A restored VM's writable layer is a tmpfs (see `Snapshot`).
-            writable: mux.is_none().then(|| Disk::WRITABLE_SERIAL.into()),
-            readonly_rootfs: spec.readonly_rootfs,
-            shares: spec
-                .binds
-                .iter()
-                .enumerate()
-                .map(|(i, b)| SharedDir {
-                    tag: format!("skiffv{i}"),
-                    target: b.target.clone(),
-                    readonly: b.readonly,
-                })
-                .collect(),
-            root_share: None,
-            masked_paths: Vec::new(),
-            readonly_paths: Vec::new(),
-            network: guest_network,
-            mounts: None,
-        })?;
-        let watch = HelperWatch::start(vm.helpers(), vm.pid());
-        let control_path: PathBuf = vm.work_dir().join("ctl.sock");
+        let control_path = session.control_socket();
         let listener = UnixListener::bind(&control_path)
             .map_err(Error::io(format!("listen on {}", control_path.display())))?;
         run_hooks(containers, &spec, "createRuntime", "creating", true)?;
@@ -307,23 +293,23 @@ impl Supervisor {
             ] {
                 if let Some(list) = list.as_deref().filter(|l| !l.is_empty()) {
                     let state = hook_state(containers, &spec, status);
-                    crate::oci::guest_hooks::run_all(&mut agent, stage, list, &state)?;
+                    crate::oci::guest_hooks::run_all(session.agent(), stage, list, &state)?;
                 }
             }
         }
-        let outcome = agent.start(MAIN_STREAM, true, &spec.process)?;
-        let (guest_pid, failed) = match outcome {
-            StartOutcome::Running { pid } => (Some(pid), None),
-            StartOutcome::Failed { status } => (None, Some(status)),
-        };
-        let sender = agent.sender();
+        let (guest_pid, failed) = session.start(&spec.process)?;
+        let sender = session.sender();
         control::serve(listener, move |req| match req {
             ControlRequest::Signal(sig) => sender.signal(MAIN_STREAM, sig),
             ControlRequest::Stop { signal, grace_ms } => {
                 sender.stop(signal, Duration::from_millis(grace_ms))
             }
+            ControlRequest::Start | ControlRequest::CreateHooks => {
+                Err(Error::Agent("the container is already started".into()))
+            }
         });
         {
+            let vm = session.vm();
             let lock = containers.lock(&id)?;
             let mut st = lock.state()?;
             st.status = Status::Running;
@@ -337,20 +323,18 @@ impl Supervisor {
             st.control_socket = Some(control_path);
             st.boot_ms = u64::try_from(vm.timings.launch_to_ready.as_millis()).ok();
             lock.save(&st)?;
+            tracing::debug!(id, timings = ?vm.timings, "container running");
         }
-        tracing::debug!(id, timings = ?vm.timings, "container running");
         if failed.is_none() {
             let _ = run_hooks(containers, &spec, "poststart", "running", false);
         }
         Ok(Self {
             containers: containers.clone(),
             spec,
-            vm,
-            agent,
+            session,
             failed,
             log,
             _mux: mux,
-            watch,
             _tap: tap,
         })
     }
@@ -361,7 +345,7 @@ impl Supervisor {
 
     /// For stdin, signals and window sizes of the main process.
     pub fn sender(&self) -> AgentSender {
-        self.agent.sender()
+        self.session.sender()
     }
 
     /// `Some(status)` if the main process could not be executed at all.
@@ -370,82 +354,56 @@ impl Supervisor {
     }
 
     pub fn boot_timings(&self) -> crate::BootTimings {
-        self.vm.timings
+        self.session.vm().timings
     }
 
     /// Relays output until the VM powers off; records and returns the exit code.
-    pub fn wait(mut self, mut attach: Option<&mut dyn Attach>) -> Result<i32> {
-        let mut status = self.failed;
-        let mut agent_error: Option<String> = None;
-        loop {
-            let event = match self.agent.next_event() {
-                Ok(Some(e)) => e,
-                Ok(None) => break,
-                Err(e) => {
-                    agent_error = Some(e.to_string());
-                    break;
-                }
-            };
-            match event {
-                Event::Stdout { stream, bytes } if stream == MAIN_STREAM => {
-                    self.log.write(LogStream::Stdout, &bytes);
-                    if let Some(a) = attach.as_deref_mut() {
-                        a.stdout(&bytes);
-                    }
-                }
-                Event::Stderr { stream, bytes } if stream == MAIN_STREAM => {
-                    self.log.write(LogStream::Stderr, &bytes);
-                    if let Some(a) = attach.as_deref_mut() {
-                        a.stderr(&bytes);
-                    }
-                }
-                Event::Exited { stream, status: s } if stream == MAIN_STREAM => {
-                    super::trace::mark("exited");
-                    status = Some(s);
-                }
-                Event::Error { message, .. } => {
-                    tracing::warn!("guest agent: {message}");
-                    agent_error = Some(message);
-                }
-                Event::PoweringOff => break,
-                _ => {}
-            }
+    pub fn wait(mut self, attach: Option<&mut dyn Output>) -> Result<i32> {
+        let relayed = self.session.relay(&mut LogAndAttach {
+            log: &mut self.log,
+            attach,
+        });
+        if relayed.status.is_some() {
+            super::trace::mark("exited");
         }
-        self.watch.stop();
         self.log.flush();
-        self.agent.sender().hang_up();
-        let vm_status = match self.vm.wait(Duration::from_secs(10)) {
-            Ok(Some(s)) => Some(s),
-            _ => {
-                tracing::warn!("the VM did not power off in time; killing it");
-                self.vm.kill();
-                None
-            }
-        };
-        super::trace::mark("vm_gone");
-        let (code, error) = match status {
-            Some(s) => (s.code(), None),
-            None => {
-                let tail = self.vm.console_tail(5).join(" | ");
-                let why = self.watch.failure().or(agent_error).unwrap_or_else(|| {
-                    format!(
-                        "the microVM stopped ({}) without reporting the exit status",
-                        vm_status.as_deref().unwrap_or("killed")
-                    )
-                });
-                (
-                    137,
-                    Some(if tail.is_empty() {
-                        why
-                    } else {
-                        format!("{why}; console: {tail}")
-                    }),
-                )
-            }
-        };
-        record_exit(&self.containers, &self.spec.id, code, error)?;
+        let exit = self
+            .session
+            .finish(relayed.status.or(self.failed), relayed.error);
+        record_exit(&self.containers, &self.spec.id, exit.code, exit.error)?;
         let _ = run_hooks(&self.containers, &self.spec, "poststop", "stopped", false);
-        Ok(code)
+        Ok(exit.code)
+    }
+}
+
+/// What the agent is asked to create: the image's layers (and writable disk) with the
+/// container's shares and network.
+fn container_config(
+    spec: &ContainerSpec,
+    writable: Option<String>,
+    network: Option<Box<GuestNetwork>>,
+) -> ContainerConfig {
+    ContainerConfig {
+        id: spec.id.clone(),
+        hostname: spec.hostname.clone(),
+        layers: Disk::layer_serials(spec.layers.len()),
+        writable,
+        readonly_rootfs: spec.readonly_rootfs,
+        shares: spec
+            .binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| SharedDir {
+                tag: format!("skiffv{i}"),
+                target: b.target.clone(),
+                readonly: b.readonly,
+            })
+            .collect(),
+        root_share: None,
+        masked_paths: Vec::new(),
+        readonly_paths: Vec::new(),
+        network,
+        mounts: None,
     }
 }
 

@@ -2,9 +2,8 @@
 //! features, spec. Each takes the container's lock while it reads or changes the record,
 //! and fails with the texts callers match ("does not exist", "not running").
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use skiff_runtime::oci::{hooks, state, Bundle, Record, Status, Store, SPEC_VERSI
 
 use crate::cli::{Cli, Cmd, CreateArgs, LogFormat, UpdateArgs};
 use skiff_plugins::EventKind;
+use skiff_runtime::container::{control_request, ControlRequest};
 use skiff_runtime::oci::bundle::ANNOTATION_MEMORY_MAX;
 use skiff_runtime::oci::cgroup::{CpuCgroup, CpuMax};
 use skiff_runtime::oci::vmctl;
@@ -232,7 +232,7 @@ fn create_prepared(cli: &Cli, store: &Store, a: &CreateArgs, bundle: &Bundle) ->
     pre.extend(hook_list(bundle, |h| h.create_runtime().clone()));
     hooks::run_all("createRuntime", &pre, &st)?;
     if !hook_list(bundle, |h| h.create_container().clone()).is_empty() {
-        control(&rec, "create-hooks")?;
+        control(&rec, ControlRequest::CreateHooks)?;
     }
     if let Some(f) = &a.pid_file {
         skiff_runtime::owner_only::write_atomic(f, pid.to_string().as_bytes())?;
@@ -240,22 +240,13 @@ fn create_prepared(cli: &Cli, store: &Store, a: &CreateArgs, bundle: &Bundle) ->
     Ok(child)
 }
 
-/// Sends `command` to the container's supervisor and waits for its `ok`.
-fn control(rec: &Record, command: &str) -> Result<()> {
-    let id = &rec.id;
+/// Sends `req` to the container's supervisor and waits for its `ok`.
+fn control(rec: &Record, req: ControlRequest) -> Result<()> {
     let ctl = rec
         .control
         .as_ref()
-        .ok_or_else(|| anyhow!("container {id} has no control socket"))?;
-    let mut s = UnixStream::connect(ctl).with_context(|| format!("connect {}", ctl.display()))?;
-    writeln!(s, "{command}")?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
-    match line.trim_end() {
-        "ok" => Ok(()),
-        "" => bail!("container {id} stopped during {command}"),
-        other => bail!("{}", other.strip_prefix("error: ").unwrap_or(other)),
-    }
+        .ok_or_else(|| anyhow!("container {} has no control socket", rec.id))?;
+    Ok(control_request(ctl, req)?)
 }
 
 fn start(store: &Store, id: &str) -> Result<()> {
@@ -266,7 +257,7 @@ fn start(store: &Store, id: &str) -> Result<()> {
         Status::Stopped => bail!("cannot start a container that has stopped"),
         Status::Creating => bail!("cannot start a container that is still being created"),
     }
-    control(&rec, "start")?;
+    control(&rec, ControlRequest::Start)?;
     admission::event(&store.dir(id), id, EventKind::Started);
     if let Ok(b) = admission::load_admitted(&rec.bundle, &store.dir(id)) {
         let st = store.lock(id)?.load()?.oci_state();

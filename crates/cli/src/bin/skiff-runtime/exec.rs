@@ -123,7 +123,7 @@ pub fn proxy(store: &Store, id: &str) -> Result<i32> {
     };
     ready.ok();
     if let StartOutcome::Failed { status } = outcome {
-        let _ = relay::relay_output(&mut agent, STREAM, false);
+        let _ = relay::relay_output(&mut agent, STREAM);
         return Ok(status.code());
     }
     let sender = agent.sender();
@@ -137,7 +137,7 @@ pub fn proxy(store: &Store, id: &str) -> Result<i32> {
         }
     });
     relay::spawn_stdin_pump(agent.sender(), STREAM);
-    let (status, _) = relay::relay_output(&mut agent, STREAM, false);
+    let status = relay::relay_output(&mut agent, STREAM).status;
     agent.sender().hang_up();
     Ok(status.map_or(137, |s| s.code()))
 }

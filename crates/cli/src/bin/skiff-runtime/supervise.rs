@@ -3,21 +3,22 @@
 //! `start` on its control socket, then relays stdio and signals until the VM powers off
 //! and exits with the container's status (128+signal when it was killed).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::RawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use skiff_proto::{ContainerConfig, GuestInterface, GuestNetwork};
-use skiff_runtime::container::process_start_ticks;
+use skiff_runtime::container::{
+    process_start_ticks, serve_control, ControlRequest, Session, MAIN_STREAM,
+};
 use skiff_runtime::oci::cgroup::{self, CpuCgroup, CpuMax};
 use skiff_runtime::oci::{netns, vmctl, Bundle, Store};
-use skiff_runtime::{
-    hypervisor, GuestArtifacts, MicroVm, NetBackend, NetDevice, Share, StartOutcome, VmConfig,
-};
+use skiff_runtime::relay::Stdio;
+use skiff_runtime::{hypervisor, GuestArtifacts, NetBackend, NetDevice, Share, VmConfig};
 
 use crate::{console, relay};
 use skiff_runtime::oci::guest_hooks;
@@ -43,8 +44,6 @@ fn state_of(store: &Store, id: &str, status: &str) -> serde_json::Value {
 /// The env var naming the fd on which the supervisor (or an exec proxy) reports
 /// readiness: one line, `ok` or `error: <why>`.
 pub const READY_FD_ENV: &str = "SKIFF_RUNTIME_READY_FD";
-/// The stream of the main process on the supervisor's agent connection.
-pub const MAIN_STREAM: u32 = 1;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const ROOT_TAG: &str = "skiffroot";
 
@@ -75,10 +74,15 @@ impl Ready {
     }
 }
 
+/// What the main thread waits for while the container is created but not started.
 enum Cmd {
-    Start(UnixStream),
-    /// Run the createContainer hooks (asked by `create` after createRuntime's).
-    CreateHooks(UnixStream),
+    /// A control request (start, the createContainer hooks, a stop) and where its
+    /// answer goes.
+    Control(
+        ControlRequest,
+        mpsc::Sender<Result<(), skiff_runtime::Error>>,
+    ),
+    /// A signal for a container whose process has not started: it ends the container.
     Signal(i32),
 }
 
@@ -209,26 +213,27 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     });
     config.boot_timeout = BOOT_TIMEOUT;
     config.die_with_parent = true;
-    let (mut vm, mut agent) = MicroVm::boot(&config)?;
-    // A share daemon dying under the VM would hang the guest: stop it instead.
-    let watch = skiff_runtime::container::HelperWatch::start(vm.helpers(), vm.pid());
-    agent.create_container(&ContainerConfig {
-        id: id.to_owned(),
-        hostname: bundle.hostname.clone(),
-        layers: Vec::new(),
-        writable: None,
-        readonly_rootfs: bundle.readonly_rootfs,
-        shares: Vec::new(),
-        root_share: Some(ROOT_TAG.into()),
-        masked_paths: bundle.masked_paths.clone(),
-        readonly_paths: bundle.readonly_paths.clone(),
-        network,
-        mounts: Some(bundle.mounts.entries.clone()),
-    })?;
-    let control = vm.work_dir().join("ctl.sock");
+    let mut session = Session::boot(
+        &config,
+        &ContainerConfig {
+            id: id.to_owned(),
+            hostname: bundle.hostname.clone(),
+            layers: Vec::new(),
+            writable: None,
+            readonly_rootfs: bundle.readonly_rootfs,
+            shares: Vec::new(),
+            root_share: Some(ROOT_TAG.into()),
+            masked_paths: bundle.masked_paths.clone(),
+            readonly_paths: bundle.readonly_paths.clone(),
+            network,
+            mounts: Some(bundle.mounts.entries.clone()),
+        },
+    )?;
+    let control = session.control_socket();
     let listener =
         UnixListener::bind(&control).with_context(|| format!("listen on {}", control.display()))?;
     {
+        let vm = session.vm();
         let lock = store.lock(id)?;
         let mut rec = lock.load()?;
         let me = std::process::id();
@@ -252,27 +257,39 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
         lock.save(&rec)?;
     }
 
+    // Until the process starts, control requests and signals are the main thread's
+    // (it waits for them); afterwards the control thread and the signal thread pass
+    // them to the agent.
     let (tx, rx) = mpsc::channel::<Cmd>();
     let started = Arc::new(AtomicBool::new(false));
     {
         let tx = tx.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let mut line = String::new();
-                let mut r = BufReader::new(&conn);
-                if r.read_line(&mut line).is_ok() {
-                    let _ = match line.trim() {
-                        "start" => tx.send(Cmd::Start(conn)),
-                        "create-hooks" => tx.send(Cmd::CreateHooks(conn)),
-                        _ => Ok(()),
-                    };
-                }
+        let started = started.clone();
+        let sender = session.sender();
+        serve_control(listener, move |req| match req {
+            ControlRequest::Signal(sig) if started.load(Ordering::SeqCst) => {
+                sender.signal(MAIN_STREAM, sig)
+            }
+            ControlRequest::Stop { signal, grace_ms } if started.load(Ordering::SeqCst) => {
+                sender.stop(signal, Duration::from_millis(grace_ms))
+            }
+            ControlRequest::Start | ControlRequest::CreateHooks
+                if started.load(Ordering::SeqCst) =>
+            {
+                Err(skiff_runtime::Error::Agent(
+                    "the container is already started".into(),
+                ))
+            }
+            req => {
+                let (reply, answer) = mpsc::channel();
+                tx.send(Cmd::Control(req, reply)).map_err(|_| gone())?;
+                answer.recv().map_err(|_| gone())?
             }
         });
     }
     {
         let started = started.clone();
-        let sender = agent.sender();
+        let sender = session.sender();
         let terminal = process.terminal;
         relay::spawn_signal_thread(move |sig| {
             if !started.load(Ordering::SeqCst) {
@@ -293,88 +310,86 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
 
     // Created: wait for `start` or a signal that ends the container before it ran; a
     // VM that dies meanwhile ends the container too, instead of leaving it "created".
-    let next = loop {
-        match rx.recv_timeout(Duration::from_millis(500)) {
+    let (failed, reply) = loop {
+        let cmd = match rx.recv_timeout(Duration::from_millis(500)) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(Some(status)) = vm.wait(Duration::ZERO) {
+                if let Some(status) = session.vm_exited() {
                     tracing::warn!(status, "the VM exited before the container started");
                     mark_stopped(store, id, 137);
                     return Ok(137);
                 }
+                continue;
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break Err(()),
-            Ok(Cmd::CreateHooks(mut conn)) => {
-                let hooks = hook_list(&bundle, |h| h.create_container().clone());
-                let reply = guest_hooks::run_all(
-                    &mut agent,
-                    "createContainer",
-                    &hooks,
-                    &state_of(store, id, "creating"),
-                )
-                .map_or_else(|e| format!("error: {e:#}\n"), |()| "ok\n".to_owned());
-                let _ = conn.write_all(reply.as_bytes());
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(anyhow!("the control socket closed"))
             }
-            Ok(cmd) => break Ok(cmd),
-        }
-    };
-    let failed = {
-        match next {
-            Ok(Cmd::Start(mut conn)) => match guest_hooks::run_all(
-                &mut agent,
-                "startContainer",
-                &hook_list(&bundle, |h| h.start_container().clone()),
-                &state_of(store, id, "created"),
-            )
-            .and_then(|()| agent.start(MAIN_STREAM, true, &process))
-            {
-                Ok(outcome) => {
-                    started.store(true, Ordering::SeqCst);
-                    let lock = store.lock(id)?;
-                    let mut rec = lock.load()?;
-                    rec.started = true;
-                    lock.save(&rec)?;
-                    drop(lock);
-                    let _ = conn.write_all(b"ok\n");
-                    match outcome {
-                        StartOutcome::Running { .. } => None,
-                        StartOutcome::Failed { status } => Some(status),
-                    }
-                }
-                Err(e) => {
-                    let _ = writeln!(conn, "error: {e}");
-                    vm.kill();
-                    mark_stopped(store, id, 1);
-                    return Err(anyhow!("start: {e}"));
-                }
-            },
-            // Handled while waiting for start; never breaks the loop.
-            Ok(Cmd::CreateHooks(_)) => return Err(anyhow!("unexpected control command")),
-            Ok(Cmd::Signal(sig)) => {
-                vm.kill();
+            Ok(cmd) => cmd,
+        };
+        let (req, reply) = match cmd {
+            Cmd::Signal(sig) => {
+                session.kill();
                 mark_stopped(store, id, 128 + sig);
                 return Ok(128 + sig);
             }
-            Err(()) => return Err(anyhow!("the control socket closed")),
+            Cmd::Control(req, reply) => (req, reply),
+        };
+        match req {
+            ControlRequest::CreateHooks => {
+                let hooks = hook_list(&bundle, |h| h.create_container().clone());
+                let state = state_of(store, id, "creating");
+                let ran = guest_hooks::run_all(session.agent(), "createContainer", &hooks, &state);
+                let _ = reply.send(ran);
+            }
+            ControlRequest::Signal(signal) | ControlRequest::Stop { signal, .. } => {
+                // Before the process runs there is nothing to stop gracefully.
+                let _ = reply.send(Ok(()));
+                session.kill();
+                mark_stopped(store, id, 128 + signal);
+                return Ok(128 + signal);
+            }
+            ControlRequest::Start => {
+                let hooks = hook_list(&bundle, |h| h.start_container().clone());
+                let state = state_of(store, id, "created");
+                let outcome =
+                    guest_hooks::run_all(session.agent(), "startContainer", &hooks, &state)
+                        .and_then(|()| session.start(&process));
+                match outcome {
+                    Ok((_, failed)) => break (failed, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(skiff_runtime::Error::Agent(e.to_string())));
+                        session.kill();
+                        mark_stopped(store, id, 1);
+                        return Err(anyhow!("start: {e}"));
+                    }
+                }
+            }
         }
     };
+    started.store(true, Ordering::SeqCst);
+    {
+        let lock = store.lock(id)?;
+        let mut rec = lock.load()?;
+        rec.started = true;
+        lock.save(&rec)?;
+    }
+    let _ = reply.send(Ok(()));
     if failed.is_none() {
-        relay::spawn_stdin_pump(agent.sender(), MAIN_STREAM);
+        relay::spawn_stdin_pump(session.sender(), MAIN_STREAM);
     }
-    let (status, error) = relay::relay_output(&mut agent, MAIN_STREAM, true);
-    watch.stop();
-    let error = watch.failure().or(error);
-    agent.sender().hang_up();
-    if !matches!(vm.wait(Duration::from_secs(10)), Ok(Some(_))) {
-        vm.kill();
+    let relayed = session.relay(&mut Stdio::new(Some(session.sender()), MAIN_STREAM));
+    let exit = session.finish(relayed.status.or(failed), relayed.error);
+    if let Some(why) = &exit.error {
+        tracing::warn!("{why}");
     }
-    let code = match status.or(failed) {
-        Some(s) => s.code(),
-        None => {
-            tracing::warn!(?error, "the VM stopped without reporting the exit status");
-            137
-        }
-    };
-    mark_stopped(store, id, code);
-    crate::admission::event(&store.dir(id), id, skiff_plugins::EventKind::Exited(code));
-    Ok(code)
+    mark_stopped(store, id, exit.code);
+    crate::admission::event(
+        &store.dir(id),
+        id,
+        skiff_plugins::EventKind::Exited(exit.code),
+    );
+    Ok(exit.code)
+}
+
+fn gone() -> skiff_runtime::Error {
+    skiff_runtime::Error::Agent("the supervisor is ending".into())
 }
