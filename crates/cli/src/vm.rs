@@ -89,7 +89,7 @@ fn build_process(args: &RunArgs) -> Result<ProcessSpec> {
     let mut p = ProcessSpec::new(args.command.clone());
     p.env = env;
     p.cwd = args.workdir.clone();
-    p.user = skiff_runtime::spec::parse_numeric_user(&args.user)?;
+    p.user = skiff_runtime::oci::process::parse_numeric_user(&args.user)?;
     p.terminal = args.tty;
     p.stdin = args.interactive;
     p.console_size = if args.tty {

@@ -51,3 +51,31 @@ pub fn lock(path: &Path) -> Result<files::FileLock> {
     files::FileLock::acquire(path, files::LockKind::Exclusive)
         .map_err(Error::io(format!("lock {}", path.display())))
 }
+
+/// Caps what a record file may be (they are small; anything bigger is corrupt).
+const MAX_RECORD: u64 = 1 << 20;
+
+/// Reads a JSON record (a container's spec or state, a network) of at most 1 MiB.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    use std::io::Read;
+    let f = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Config(format!("No such container record: {}", path.display()))
+        } else {
+            Error::io(format!("open {}", path.display()))(e)
+        }
+    })?;
+    let mut bytes = Vec::new();
+    f.take(MAX_RECORD)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io(format!("read {}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Config(format!("{}: corrupt record: {e}", path.display())))
+}
+
+/// Replaces `path` with `value` as JSON, atomically and readable only by its owner.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Config(format!("serialise {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}

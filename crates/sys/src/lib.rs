@@ -12,6 +12,7 @@
 //! - [`net`]: a UDP socket several processes share (`SO_REUSEPORT`);
 //! - [`procfs`]: processes as /proc shows them (state, parent, CPU ticks, start time,
 //!   memory, descendants);
+//! - [`random`]: bytes and hex IDs from the kernel's CSPRNG;
 //! - [`signals`]: signals meant for a container, blocked everywhere and taken by one
 //!   forwarding thread; kill(2) of a recorded pid; SIGPIPE's default disposition;
 //! - [`time`]: wall-clock times as skiff stores and shows them (RFC 3339, UTC);
@@ -28,6 +29,7 @@ pub mod files;
 pub mod ids;
 pub mod net;
 pub mod procfs;
+pub mod random;
 pub mod signals;
 pub mod time;
 pub mod tty;

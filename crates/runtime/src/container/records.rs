@@ -3,14 +3,14 @@
 //! writes, and detection of a supervisor that died.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Read;
+use std::fs::{self};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use skiff_proto::ProcessSpec;
 
-use crate::{owner_only, Error, Result};
+use crate::owner_only::{self, read_json, write_json};
+use crate::{Error, Result};
 use skiff_sys::files::FileLock;
 use skiff_sys::time::now_ms;
 
@@ -251,7 +251,7 @@ impl Containers {
             }
         }
         spec.id = loop {
-            let id = random_hex(32)?;
+            let id = crate::names::new_id()?;
             // As Docker: no all-digit short IDs, and short IDs unique among ours.
             if id[..12].bytes().any(|b| b.is_ascii_alphabetic())
                 && !existing.iter().any(|s| s.id[..12] == id[..12])
@@ -431,42 +431,14 @@ pub(crate) fn process_alive(pid: Option<u32>, start: Option<u64>) -> bool {
 /// Start time of a process in clock ticks since boot (see `skiff_sys::procfs`).
 pub use skiff_sys::procfs::start_ticks as process_start_ticks;
 
-/// Docker's rule for user-chosen names (containers, networks): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`,
-/// at most `max` bytes.
-pub(crate) fn is_valid_name(name: &str, max: usize) -> bool {
-    name.len() <= max
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
 fn validate_name(name: &str) -> Result<()> {
-    if is_valid_name(name, 128) {
+    if crate::names::is_valid_name(name, 128) {
         Ok(())
     } else {
         Err(Error::Config(format!(
             "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )))
     }
-}
-
-fn random_bytes(n: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; n];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(Error::io("read /dev/urandom"))?;
-    Ok(buf)
-}
-
-pub(crate) fn random_hex(n: usize) -> Result<String> {
-    Ok(random_bytes(n)?
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 fn generated_name() -> Result<String> {
@@ -492,7 +464,7 @@ fn generated_name() -> Result<String> {
         "turing",
         "wozniak",
     ];
-    let r = random_bytes(3)?;
+    let r = skiff_sys::random::bytes(3).map_err(Error::io("read /dev/urandom"))?;
     let pick = |i: usize, n: usize| usize::from(r.get(i).copied().unwrap_or(0)) % n;
     Ok(format!(
         "{}_{}{}",
@@ -500,32 +472,6 @@ fn generated_name() -> Result<String> {
         NAMES[pick(1, NAMES.len())],
         pick(2, 100)
     ))
-}
-
-/// Caps what a record file may be (they are small; anything bigger is corrupt).
-const MAX_RECORD: u64 = 1 << 20;
-
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let f = File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Config(format!("No such container record: {}", path.display()))
-        } else {
-            Error::io(format!("open {}", path.display()))(e)
-        }
-    })?;
-    let mut bytes = Vec::new();
-    f.take(MAX_RECORD)
-        .read_to_end(&mut bytes)
-        .map_err(Error::io(format!("read {}", path.display())))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Config(format!("{}: corrupt record: {e}", path.display())))
-}
-
-/// Replaces `path` with `value` as JSON, atomically and readable only by its owner.
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::Config(format!("serialise {}: {e}", path.display())))?;
-    owner_only::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]

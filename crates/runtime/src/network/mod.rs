@@ -25,11 +25,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use skiff_proto::{GuestInterface, GuestNetwork};
 
-use crate::container::now_ms;
-use crate::container::records::{random_hex, read_json, write_json};
+use crate::names::{is_valid_name, new_id};
+use crate::owner_only::{read_json, write_json};
 use crate::{Error, Result};
 pub use ipam::Subnet;
 pub use ports::{PortMapping, Proto};
+use skiff_sys::time::now_ms;
 
 /// The network containers join by default (`--network bridge`).
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -170,7 +171,7 @@ pub struct Networks {
 }
 
 pub fn validate_name(name: &str) -> Result<()> {
-    if crate::container::records::is_valid_name(name, 64) {
+    if is_valid_name(name, 64) {
         Ok(())
     } else {
         Err(Error::Config(format!(
@@ -245,7 +246,7 @@ impl Networks {
         self.write(&NetworkFile {
             network: Network {
                 name: DEFAULT_NETWORK.into(),
-                id: random_hex(32)?,
+                id: new_id()?,
                 bridge: DEFAULT_BRIDGE.into(),
                 gateway: subnet.gateway(),
                 subnet,
@@ -295,7 +296,7 @@ impl Networks {
         };
         let network = Network {
             name: name.to_owned(),
-            id: random_hex(32)?,
+            id: new_id()?,
             bridge: format!("skiff{index}"),
             gateway: subnet.gateway(),
             subnet,

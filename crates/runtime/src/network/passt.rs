@@ -128,7 +128,7 @@ pub fn start(ports: &[PortMapping]) -> Result<Passt> {
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(skiff_sys::confine::no_new_privs);
-        cmd.pre_exec(crate::hypervisor::die_with_parent);
+        cmd.pre_exec(skiff_sys::confine::die_with_parent);
     }
     let mut child = cmd.spawn().map_err(Error::io("run passt"))?;
     let deadline = Instant::now() + READY_TIMEOUT;

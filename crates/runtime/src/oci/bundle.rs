@@ -95,7 +95,7 @@ impl Bundle {
             .process()
             .as_ref()
             .ok_or_else(|| bad("invalid config.json: process is missing"))?;
-        let mut process = crate::spec::process_from_oci(process)?;
+        let mut process = crate::oci::process::process_from_oci(process)?;
         let linux = spec.linux().as_ref();
         if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
             process.seccomp = Some(super::seccomp::compile(profile)?);

@@ -8,6 +8,7 @@ pub mod guest_hooks;
 pub mod hooks;
 pub mod mounts;
 pub mod netns;
+pub mod process;
 pub mod seccomp;
 pub mod state;
 mod syscalls_i386;

@@ -26,7 +26,7 @@ fn process_of(a: &ExecArgs, store: &Store) -> Result<ProcessSpec> {
         }
         let p: oci_spec::runtime::Process =
             serde_json::from_slice(&bytes).context("invalid process JSON")?;
-        let mut spec = skiff_runtime::spec::process_from_oci(&p)?;
+        let mut spec = skiff_runtime::oci::process::process_from_oci(&p)?;
         // The container's seccomp profile (linux.seccomp) binds its execs too, as in runc.
         let bundle = store.lock(&a.id)?.load()?.bundle;
         spec.seccomp = skiff_runtime::oci::Bundle::load(&bundle)?.process.seccomp;
@@ -47,7 +47,7 @@ fn process_of(a: &ExecArgs, store: &Store) -> Result<ProcessSpec> {
         p.cwd = cwd.clone();
     }
     if let Some(u) = &a.user {
-        p.user = skiff_runtime::spec::parse_numeric_user(u)?;
+        p.user = skiff_runtime::oci::process::parse_numeric_user(u)?;
     }
     p.terminal = a.tty;
     p.no_new_privileges |= a.no_new_privs;
