@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use skiff_image::registry::{self, RegistryOptions};
+use skiff_image::store::layerdisk;
 use skiff_image::store::Compression;
-use skiff_image::{archive, layerdisk, tar, unpack, Digest, Reference, Store};
+use skiff_image::{archive, tar, unpack, Digest, Reference, Store};
 
 struct Row(String, String, String, String);
 
@@ -507,7 +508,7 @@ fn sh(cmd: &str, args: &[&str]) -> Result<()> {
 }
 
 fn flate_reader(p: &Path) -> Result<Box<dyn std::io::Read>> {
-    Ok(layerdisk::decompress(
+    Ok(skiff_image::compression::decompress(
         Box::new(fs::File::open(p)?),
         Compression::Gzip,
     )?)

@@ -298,11 +298,11 @@ fn extract(store: &Store, r: Box<dyn Read>, dest: &Path) -> Result<BTreeSet<Path
         br.fill_buf().ctx(|| "read archive".to_owned())?.to_vec()
     };
     let c = match manifest::sniff_layer_media_type(&head) {
-        manifest::OCI_LAYER_GZIP => crate::store::Compression::Gzip,
-        manifest::OCI_LAYER_ZSTD => crate::store::Compression::Zstd,
-        _ => crate::store::Compression::None,
+        manifest::OCI_LAYER_GZIP => crate::compression::Compression::Gzip,
+        manifest::OCI_LAYER_ZSTD => crate::compression::Compression::Zstd,
+        _ => crate::compression::Compression::None,
     };
-    let stream = crate::layerdisk::decompress(Box::new(br), c)?;
+    let stream = crate::compression::decompress(Box::new(br), c)?;
     let guard = crate::targuard::TarGuard::new(
         stream,
         store.limits.max_blob,
@@ -487,11 +487,11 @@ pub fn import(store: &Store, r: Box<dyn Read>, tags: &[Reference]) -> Result<Ima
         br.fill_buf().ctx(|| "read rootfs".to_owned())?.to_vec()
     };
     let c = match manifest::sniff_layer_media_type(&head) {
-        manifest::OCI_LAYER_GZIP => crate::store::Compression::Gzip,
-        manifest::OCI_LAYER_ZSTD => crate::store::Compression::Zstd,
-        _ => crate::store::Compression::None,
+        manifest::OCI_LAYER_GZIP => crate::compression::Compression::Gzip,
+        manifest::OCI_LAYER_ZSTD => crate::compression::Compression::Zstd,
+        _ => crate::compression::Compression::None,
     };
-    let mut stream = crate::layerdisk::decompress(Box::new(br), c)?;
+    let mut stream = crate::compression::decompress(Box::new(br), c)?;
     let (digest, size) = store.put_blob_from(&mut stream, None)?;
     let now = crate::fsutil::rfc3339(crate::fsutil::now_unix());
     let config = manifest::base_config(std::slice::from_ref(&digest), &now, "skiff import");

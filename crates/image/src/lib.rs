@@ -4,7 +4,7 @@
 //! tars exactly as received) live under their sha256; each uncompressed layer
 //! (named by its diff_id) is converted once into a read-only erofs disk that
 //! every image and container containing it shares. See `store` for the
-//! on-disk layout and crash-consistency rules, `layerdisk` for why erofs.
+//! on-disk layout and crash-consistency rules, `store::layerdisk` for why erofs.
 //!
 //! # API for the runtime (`skiff run`, `commit`, `rm`)
 //! ```no_run
@@ -54,13 +54,14 @@ pub mod auth;
 pub mod busybox;
 pub mod chunks;
 pub mod commit;
+pub mod compression;
 pub mod digest;
 pub mod erofs;
 pub mod error;
 pub mod extract;
 pub mod fsutil;
 mod gunzip;
-pub mod layerdisk;
+pub mod limits;
 pub mod lock;
 pub mod manifest;
 pub mod reference;

@@ -668,15 +668,16 @@ fn fetch_and_convert(
     b: &ProgressBar,
     retries: u32,
 ) -> Result<u64> {
-    let disk = crate::layerdisk::disk_path(store, l);
+    let disk = crate::store::layerdisk::disk_path(store, l);
     if store.has_blob(&l.digest) || disk.is_file() {
         let n = client.fetch_blob(store, &l.digest, l.size, b, retries, None)?;
-        crate::layerdisk::ensure(store, l)?;
+        crate::store::layerdisk::ensure(store, l)?;
         return Ok(n);
     }
     let (writer, reader) = crate::chunks::channel(DOWNLOAD_CHUNK);
     let (fetched, streamed) = std::thread::scope(|s| {
-        let conv = s.spawn(move || crate::layerdisk::ensure_from(store, l, Some(Box::new(reader))));
+        let conv =
+            s.spawn(move || crate::store::layerdisk::ensure_from(store, l, Some(Box::new(reader))));
         let fetched = client.fetch_blob(store, &l.digest, l.size, b, retries, Some(writer));
         (fetched, conv.join())
     });
@@ -692,7 +693,7 @@ fn fetch_and_convert(
                 "streamed conversion of {} failed ({e}); converting from the blob",
                 l.digest.short()
             );
-            crate::layerdisk::ensure(store, l)?;
+            crate::store::layerdisk::ensure(store, l)?;
         }
         Err(_) => return Err(client.err("layer converter panicked")),
     }

@@ -16,7 +16,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::store::Limits;
+use crate::limits::Limits;
 use crate::targuard::{violation, TarGuard};
 
 const MAX_PATH: usize = 4096;

@@ -32,7 +32,7 @@ pub fn image_files(store: &Store, i: &Image) -> Vec<PathBuf> {
     let mut v = vec![store.blob_path(&i.manifest_digest), store.blob_path(&i.id)];
     for l in &i.layers {
         v.push(store.blob_path(&l.digest));
-        v.push(crate::layerdisk::disk_path(store, l));
+        v.push(crate::store::layerdisk::disk_path(store, l));
     }
     v.sort();
     v.dedup();

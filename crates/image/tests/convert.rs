@@ -11,7 +11,7 @@ use common::*;
 use std::io::{BufReader, Cursor};
 use std::path::Path;
 
-use skiff_image::layerdisk;
+use skiff_image::store::layerdisk;
 use skiff_image::store::Compression;
 use skiff_image::{Digest, Error, Store};
 

@@ -19,7 +19,7 @@ pub(super) fn inspect_json(store: &Store, i: &Image) -> serde_json::Value {
         "Config": c.get("config").cloned().unwrap_or(json!({})),
         "RootFS": {"Type": "layers", "Layers": i.layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>()},
         "Manifest": {"Digest": i.manifest_digest.as_str(), "Layers": i.layers},
-        "LayerDisks": i.layers.iter().map(|l| skiff_image::layerdisk::disk_path(store, l)).collect::<Vec<_>>(),
+        "LayerDisks": i.layers.iter().map(|l| skiff_image::store::layerdisk::disk_path(store, l)).collect::<Vec<_>>(),
     })
 }
 

@@ -24,7 +24,8 @@ pub(super) fn image_size(store: &Store, i: &Image) -> u64 {
     i.layers
         .iter()
         .map(|l| {
-            std::fs::metadata(skiff_image::layerdisk::disk_path(store, l)).map_or(0, |m| m.len())
+            std::fs::metadata(skiff_image::store::layerdisk::disk_path(store, l))
+                .map_or(0, |m| m.len())
         })
         .sum()
 }

@@ -24,7 +24,7 @@ use std::fs::File;
 use std::io::{self, Read};
 
 use crate::error::{Error, Result};
-use crate::store::Limits;
+use crate::limits::Limits;
 use crate::targuard::TarGuard;
 use crate::unpack::{clean_path, header_meta, stream_error, UnpackStats};
 use layout::{INODE_SIZE, XATTR_BODY_MAX};

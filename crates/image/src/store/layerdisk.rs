@@ -17,10 +17,11 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use super::{Layer, Store};
+use crate::compression::{decompress_buffered, Compression};
 use crate::digest::Hashing;
 use crate::error::{Error, IoContext, Result};
 use crate::lock::{FileLock, LockKind};
-use crate::store::{Compression, Layer, Store};
 use crate::unpack::{stream_error, UnpackStats};
 
 pub const SUFFIX: &str = ".erofs";
@@ -30,22 +31,6 @@ pub fn disk_path(store: &Store, layer: &Layer) -> PathBuf {
         .root()
         .join("layers")
         .join(format!("{}{SUFFIX}", layer.diff_id.hex()))
-}
-
-/// A decompressing reader for a layer blob.
-pub fn decompress<'a>(r: Box<dyn Read + 'a>, c: Compression) -> Result<Box<dyn Read + 'a>> {
-    decompress_buffered(BufReader::with_capacity(1 << 20, r), c)
-}
-
-/// `decompress` reading straight from the caller's buffer.
-pub fn decompress_buffered<'a>(r: impl BufRead + 'a, c: Compression) -> Result<Box<dyn Read + 'a>> {
-    Ok(match c {
-        Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(r).ctx(|| "start zstd decoder".to_owned())?,
-        ),
-    })
 }
 
 /// The layer disk for `layer`, converting it now if nobody has yet.

@@ -17,6 +17,8 @@
 //! unreferenced files (or a lost rename: the file is fetched or converted
 //! again), which GC removes.
 
+pub mod layerdisk;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufWriter, Read, Write};
@@ -31,35 +33,8 @@ use crate::fsutil::{self, create_private_dir, write_atomic};
 use crate::lock::{FileLock, LockKind};
 use crate::reference::Reference;
 
-/// Caps applied to everything read from archives and registries.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Largest manifest, index or config document.
-    pub max_document: u64,
-    /// Largest blob (compressed layer).
-    pub max_blob: u64,
-    /// Largest uncompressed layer: decompression bombs stop here.
-    pub max_layer_uncompressed: u64,
-    /// Most entries in one layer tar.
-    pub max_entries: u64,
-    /// Largest tar extension header (GNU long name, PAX record).
-    pub max_tar_extension: u64,
-    /// Most layers in one image.
-    pub max_layers: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_document: 4 << 20,
-            max_blob: 64 << 30,
-            max_layer_uncompressed: 64 << 30,
-            max_entries: 2_000_000,
-            max_tar_extension: 1 << 20,
-            max_layers: 256,
-        }
-    }
-}
+pub use crate::compression::Compression;
+pub use crate::limits::Limits;
 
 /// What `state.json` records about one image.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -109,28 +84,6 @@ pub struct Image {
     pub layers: Vec<Layer>,
     pub tags: Vec<Reference>,
     pub record: ImageRecord,
-}
-
-/// Layer compression media types we read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn from_media_type(mt: &str) -> Result<Self> {
-        if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") || mt.ends_with("tar.gzip") {
-            Ok(Self::Gzip)
-        } else if mt.ends_with("+zstd") {
-            Ok(Self::Zstd)
-        } else if mt.ends_with(".tar") || mt.ends_with("diff.tar") {
-            Ok(Self::None)
-        } else {
-            Err(Error::Unsupported(format!("layer media type {mt}")))
-        }
-    }
 }
 
 pub struct Store {
@@ -507,7 +460,7 @@ impl Store {
     /// after verifying its digest: no copy.
     pub fn adopt_file(&self, path: &Path, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         let mut f = fs::File::open(path).ctx(|| format!("open {}", path.display()))?;
-        let (d, n) = crate::layerdisk::hash_stream(&mut f)?;
+        let (d, n) = layerdisk::hash_stream(&mut f)?;
         if let Some(e) = expected {
             if *e != d {
                 return Err(Error::DigestMismatch {
@@ -538,7 +491,7 @@ impl Store {
     fn ensure_disks(&self, layers: &[Layer]) -> Result<()> {
         let mut todo: Vec<&Layer> = layers
             .iter()
-            .filter(|l| !crate::layerdisk::disk_path(self, l).is_file())
+            .filter(|l| !layerdisk::disk_path(self, l).is_file())
             .collect();
         // Workers pop from the end: largest layer first, so the longest
         // conversion never starts last on its own.
@@ -549,7 +502,7 @@ impl Store {
         if workers <= 1 {
             return todo
                 .iter()
-                .try_for_each(|l| crate::layerdisk::ensure(self, l).map(|_| ()));
+                .try_for_each(|l| layerdisk::ensure(self, l).map(|_| ()));
         }
         let queue = std::sync::Mutex::new(todo);
         let first_error = std::sync::Mutex::new(None);
@@ -557,7 +510,7 @@ impl Store {
             for _ in 0..workers {
                 s.spawn(|| {
                     while let Some(l) = queue.lock().ok().and_then(|mut q| q.pop()) {
-                        if let Err(e) = crate::layerdisk::ensure(self, l) {
+                        if let Err(e) = layerdisk::ensure(self, l) {
                             if let Ok(mut f) = first_error.lock() {
                                 f.get_or_insert(e);
                             }
@@ -748,7 +701,7 @@ impl Store {
         };
         sweep(&self.root.join("blobs/sha256"), &|n| live_blobs.contains(n))?;
         sweep(&self.root.join("layers"), &|n| {
-            n.strip_suffix(crate::layerdisk::SUFFIX)
+            n.strip_suffix(layerdisk::SUFFIX)
                 .is_some_and(|h| live_disks.contains(h))
                 || n.ends_with(".lock") && live_disks.contains(n.trim_end_matches(".lock"))
         })?;
@@ -784,7 +737,7 @@ impl Store {
         image
             .layers
             .iter()
-            .map(|l| crate::layerdisk::ensure(self, l))
+            .map(|l| layerdisk::ensure(self, l))
             .collect()
     }
 }
