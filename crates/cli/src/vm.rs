@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use skiff_proto::{ContainerConfig, ProcessSpec, DEFAULT_PATH};
 use skiff_runtime::{
-    hypervisor, writable, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig,
+    hypervisor, writable, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig, VmSize,
 };
 
 use crate::{attach, signals, terminal, GlobalOpts};
@@ -128,13 +128,15 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
         }
         disks.push(Disk::writable(rw.clone()));
     }
-    let mut config = VmConfig::new(artifacts, selection);
-    config.memory_mib = memory_mib;
-    config.vcpus = args.cpus;
-    config.disks = disks;
-    config.cmdline_extra = args.kernel_args.clone();
-    config.boot_timeout = Duration::from_secs_f64(args.boot_timeout);
-    config.die_with_parent = true;
+    let size = VmSize {
+        memory_mib,
+        vcpus: args.cpus,
+    };
+    let config = VmConfig {
+        cmdline_extra: args.kernel_args.clone(),
+        ..VmConfig::sized(artifacts, selection, size, disks)
+            .with_boot_timeout(Duration::from_secs_f64(args.boot_timeout))
+    };
 
     // Signals that arrive before the process runs are delivered once it does.
     let target = attach::SignalTarget::spawn(MAIN_STREAM, args.tty);
