@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use skiff_proto::{ContainerConfig, ProcessSpec, DEFAULT_PATH};
 use skiff_runtime::container::{Session, MAIN_STREAM};
 use skiff_runtime::relay::Stdio;
-use skiff_runtime::{hypervisor, writable, Disk, GuestArtifacts, VmConfig};
+use skiff_runtime::{hypervisor, writable, Disk, GuestArtifacts, VmConfig, VmSize};
 
 use crate::{attach, signals, terminal, GlobalOpts};
 
@@ -125,13 +125,15 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
         }
         disks.push(Disk::writable(rw.clone()));
     }
-    let mut config = VmConfig::new(artifacts, selection);
-    config.memory_mib = memory_mib;
-    config.vcpus = args.cpus;
-    config.disks = disks;
-    config.cmdline_extra = args.kernel_args.clone();
-    config.boot_timeout = Duration::from_secs_f64(args.boot_timeout);
-    config.die_with_parent = true;
+    let size = VmSize {
+        memory_mib,
+        vcpus: args.cpus,
+    };
+    let config = VmConfig {
+        cmdline_extra: args.kernel_args.clone(),
+        ..VmConfig::sized(artifacts, selection, size, disks)
+            .with_boot_timeout(Duration::from_secs_f64(args.boot_timeout))
+    };
 
     // Signals that arrive before the process runs are delivered once it does.
     let target = attach::SignalTarget::spawn(MAIN_STREAM, args.tty);

@@ -29,6 +29,6 @@ pub use agent::{AgentConn, AgentSender, Event, StartOutcome};
 pub use artifacts::GuestArtifacts;
 pub use error::{Error, Result};
 pub use hypervisor::{Disk, HypervisorKind, NetBackend, NetDevice, Selection, Share};
-pub use microvm::{BootTimings, MicroVm, VmConfig, VmSnapshot};
+pub use microvm::{BootTimings, MicroVm, VmConfig, VmSize, VmSnapshot};
 pub use snapshot::Snapshot;
 pub use warm::{RunOutput, WarmSpec, WarmVm};

@@ -54,7 +54,45 @@ pub enum VmSnapshot {
     Restore { ram: PathBuf, state: PathBuf },
 }
 
+/// How big a VM is: guest RAM and vCPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmSize {
+    pub memory_mib: u32,
+    pub vcpus: u32,
+}
+
 impl VmConfig {
+    /// A VM of `size` booting `disks`, dying with this process as every VM skiff
+    /// starts does; the rest is [`VmConfig::new`]'s defaults (see the `with_` setters).
+    pub fn sized(
+        artifacts: GuestArtifacts,
+        selection: Selection,
+        size: VmSize,
+        disks: Vec<Disk>,
+    ) -> Self {
+        Self {
+            memory_mib: size.memory_mib,
+            vcpus: size.vcpus,
+            disks,
+            die_with_parent: true,
+            ..Self::new(artifacts, selection)
+        }
+    }
+
+    /// How long the agent may take to dial in.
+    pub fn with_boot_timeout(mut self, timeout: Duration) -> Self {
+        self.boot_timeout = timeout;
+        self
+    }
+
+    /// Where the VM's scratch directory goes (`None`: the system temp dir).
+    pub fn with_scratch_parent(mut self, parent: Option<PathBuf>) -> Self {
+        self.scratch_parent = parent;
+        self
+    }
+
+    /// A 256 MiB, 1-vCPU VM with no disks that outlives its parent (field by field
+    /// setup; [`VmConfig::sized`] is the usual start).
     pub fn new(artifacts: GuestArtifacts, selection: Selection) -> Self {
         Self {
             artifacts,
@@ -455,4 +493,36 @@ fn scratch(config: &VmConfig) -> Result<(tempfile::TempDir, PathBuf, ConsoleLog)
     let vsock_uds = work_dir.path().join("vsock.sock");
     let console = ConsoleLog::start(work_dir.path())?;
     Ok((work_dir, vsock_uds, console))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::{Accel, HypervisorKind};
+
+    #[test]
+    fn sized_sets_what_every_caller_sets() {
+        let artifacts = GuestArtifacts {
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+        };
+        let selection = Selection {
+            kind: HypervisorKind::Vmm,
+            accel: Accel::Kvm,
+            reason: String::new(),
+        };
+        let size = VmSize {
+            memory_mib: 512,
+            vcpus: 2,
+        };
+        let config = VmConfig::sized(artifacts, selection, size, Disk::layers(&["/l0".into()]))
+            .with_boot_timeout(Duration::from_secs(7))
+            .with_scratch_parent(Some("/run/x".into()));
+        assert_eq!((config.memory_mib, config.vcpus), (512, 2));
+        assert_eq!(config.disks.len(), 1);
+        assert!(config.die_with_parent);
+        assert_eq!(config.boot_timeout, Duration::from_secs(7));
+        assert_eq!(config.scratch_parent, Some(PathBuf::from("/run/x")));
+        assert!(config.shares.is_empty() && config.nets.is_empty() && !config.balloon);
+    }
 }

@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 use crate::hypervisor::{self, Disk, HypervisorKind};
 use crate::microvm::VmSnapshot;
 use crate::{
-    owner_only, Error, GuestArtifacts, MicroVm, Result, Selection, VmConfig, WarmSpec, WarmVm,
+    owner_only, Error, GuestArtifacts, MicroVm, Result, Selection, VmConfig, VmSize, WarmSpec,
+    WarmVm,
 };
 
 const META: &str = "snapshot.json";
@@ -100,17 +101,17 @@ impl Snapshot {
             }
         }
         let t0 = Instant::now();
+        // Dies with this process: a daemon that dies mid-snapshot must not leave the
+        // template running.
         let mut config = config_for(
             &spec.artifacts,
             &spec.selection,
             &spec.layers,
             spec.memory_mib,
             spec.vcpus,
-        );
-        config.boot_timeout = spec.boot_timeout;
-        config.scratch_parent = spec.scratch_parent.clone();
-        // A daemon that dies mid-snapshot must not leave the template running.
-        config.die_with_parent = true;
+        )
+        .with_boot_timeout(spec.boot_timeout)
+        .with_scratch_parent(spec.scratch_parent.clone());
         // QEMU creates missing files with its umask's mode: they are made here first
         // (QEMU sizes the RAM file itself; `cat >` keeps the state file's mode).
         let state_tmp = dir.join("state.partial");
@@ -289,10 +290,9 @@ impl Snapshot {
             &self.meta.layers,
             self.meta.memory_mib,
             self.meta.vcpus,
-        );
-        config.boot_timeout = timeout;
-        config.die_with_parent = true;
-        config.scratch_parent = scratch_parent;
+        )
+        .with_boot_timeout(timeout)
+        .with_scratch_parent(scratch_parent);
         config.snapshot = Some(VmSnapshot::Restore {
             ram: self.dir.join(RAM),
             state: self.dir.join(STATE),
@@ -329,11 +329,12 @@ fn config_for(
     memory_mib: u32,
     vcpus: u32,
 ) -> VmConfig {
-    let mut config = VmConfig::new(artifacts.clone(), selection.clone());
-    config.memory_mib = memory_mib;
-    config.vcpus = vcpus;
-    config.disks = Disk::layers(layers);
-    config
+    VmConfig::sized(
+        artifacts.clone(),
+        selection.clone(),
+        VmSize { memory_mib, vcpus },
+        Disk::layers(layers),
+    )
 }
 
 /// Identifies the files a snapshot is made from by device, inode, size and mtime, so a

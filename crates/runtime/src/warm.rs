@@ -13,7 +13,7 @@ use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec};
 
 use crate::hypervisor::Disk;
 use crate::{writable, AgentConn, Event, GuestArtifacts, MicroVm, Result, Selection, StartOutcome};
-use crate::{BootTimings, VmConfig};
+use crate::{BootTimings, VmConfig, VmSize};
 
 /// The stream number of the one process a warm VM runs.
 const STREAM: u32 = 1;
@@ -79,13 +79,13 @@ impl WarmVm {
             writable::create(&rw, bytes)?;
             disks.push(Disk::writable(rw));
         }
-        let mut config = VmConfig::new(spec.artifacts.clone(), spec.selection.clone());
-        config.memory_mib = spec.memory_mib;
-        config.vcpus = spec.vcpus;
-        config.disks = disks;
-        config.boot_timeout = spec.boot_timeout;
-        config.die_with_parent = true;
-        config.scratch_parent = spec.scratch_parent.clone();
+        let size = VmSize {
+            memory_mib: spec.memory_mib,
+            vcpus: spec.vcpus,
+        };
+        let config = VmConfig::sized(spec.artifacts.clone(), spec.selection.clone(), size, disks)
+            .with_boot_timeout(spec.boot_timeout)
+            .with_scratch_parent(spec.scratch_parent.clone());
         let (vm, agent) = MicroVm::boot(&config)?;
         Ok(Self {
             vm,

@@ -51,6 +51,7 @@
 pub mod api;
 pub mod arch;
 pub mod builder;
+pub mod cli;
 pub mod devices;
 pub mod event_loop;
 pub mod exit;

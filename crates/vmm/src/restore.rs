@@ -48,6 +48,23 @@ pub struct RestoreConfig {
     pub report_boot_time: bool,
 }
 
+impl From<&skiff_vmm_config::RestorePlan> for RestoreConfig {
+    /// What to restore for `skiff-vmm restore`; the plan's API socket is the run
+    /// loop's business.
+    fn from(plan: &skiff_vmm_config::RestorePlan) -> Self {
+        Self {
+            snapshot_dir: plan.snapshot.clone(),
+            disks: plan.disks.clone(),
+            vsock: plan.vsock.clone(),
+            console: plan.console.clone(),
+            memory_mib: plan.memory_mib,
+            start_paused: plan.paused,
+            seccomp: plan.seccomp,
+            report_boot_time: plan.report_boot_time,
+        }
+    }
+}
+
 fn mismatch(why: String) -> BuildError {
     BuildError::Snapshot(SnapshotError::Mismatch(why))
 }

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use skiff_vmm_config::{
+    DiskConfig, SpecError, VhostUserBlkPlan, VhostUserVsockPlan, DEFAULT_GUEST_CID,
+};
+
 use super::daemons::ProcessGroup;
 use super::{Accel, LaunchSpec, SnapshotRole};
 use crate::tools::find_program;
@@ -67,6 +71,10 @@ impl DeviceModels {
     }
 }
 
+fn refused(e: SpecError) -> Error {
+    Error::Config(format!("skiff-vmm's device backends cannot be told: {e}"))
+}
+
 /// QEMU option values use `,` as a separator; a literal comma is written twice.
 fn qemu_escape(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
@@ -95,19 +103,24 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
 
     // vsock device backend.
     let vhost_vsock = dir.join("vhost-vsock.sock");
-    let mut vsock = match &devices {
+    let vsock_plan = VhostUserVsockPlan {
+        guest_cid: DEFAULT_GUEST_CID,
+        socket: vhost_vsock.clone(),
+        uds_path: spec.vsock_uds.to_path_buf(),
+    };
+    let vsock = match &devices {
         DeviceModels::Skiff(vmm) => {
             let mut c = Command::new(vmm);
-            c.arg("vhost-user-vsock");
+            c.args(vsock_plan.to_args().map_err(refused)?);
             c
         }
-        DeviceModels::QemuBuiltin(daemon) => Command::new(daemon),
+        // vhost-device-vsock takes the same flags.
+        DeviceModels::QemuBuiltin(daemon) => {
+            let mut c = Command::new(daemon);
+            c.args(vsock_plan.flags().map_err(refused)?);
+            c
+        }
     };
-    vsock
-        .args(["--guest-cid", "3", "--socket"])
-        .arg(&vhost_vsock)
-        .arg("--uds-path")
-        .arg(spec.vsock_uds);
     processes.spawn(
         "the vsock device backend",
         vsock,
@@ -134,16 +147,16 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
         match &devices {
             DeviceModels::Skiff(vmm) => {
                 let sock = dir.join(format!("vhost-blk{i}.sock"));
+                let plan = VhostUserBlkPlan {
+                    socket: sock.clone(),
+                    disk: DiskConfig {
+                        path: d.path.clone(),
+                        read_only: d.readonly,
+                        serial: Some(d.serial.clone()),
+                    },
+                };
                 let mut blk = Command::new(vmm);
-                blk.arg("vhost-user-blk")
-                    .arg("--socket")
-                    .arg(&sock)
-                    .arg("--disk")
-                    .arg(&d.path)
-                    .args(["--id", &d.serial]);
-                if d.readonly {
-                    blk.arg("--readonly");
-                }
+                blk.args(plan.to_args().map_err(refused)?);
                 processes.spawn(
                     &format!("the block device backend for {}", d.path.display()),
                     blk,

@@ -33,16 +33,8 @@ const CHUNK: usize = 128 * 1024;
 /// Largest data transfer accepted in one request; Linux stays far below it.
 pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
-/// How a disk is attached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskConfig {
-    /// Raw image file on the host.
-    pub path: PathBuf,
-    /// Refuse guest writes (`VIRTIO_BLK_F_RO`, writes fail with IOERR).
-    pub read_only: bool,
-    /// Serial returned by `GET_ID` (at most 20 bytes are used).
-    pub serial: Option<String>,
-}
+/// How a disk is attached: the type of skiff-vmm's `--disk` option.
+pub use skiff_vmm_config::DiskConfig;
 
 /// Why a disk could not be attached.
 #[derive(Debug, thiserror::Error)]
