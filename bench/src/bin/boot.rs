@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use skiff_bench::{ms, percentile, print_table};
 use skiff_proto::{ContainerConfig, ProcessSpec};
-use skiff_runtime::{hypervisor, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig};
+use skiff_runtime::{
+    hypervisor, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig, VmSize,
+};
 
 #[derive(Default)]
 struct Sample {
@@ -77,13 +79,16 @@ fn main() -> Result<()> {
     let artifacts = GuestArtifacts::locate(None, None)?;
     let selection = hypervisor::select(None)?;
     let layer = skiff_tests::busybox_layer().map_err(anyhow::Error::msg)?;
-    let mut config = VmConfig::new(artifacts.clone(), selection.clone());
-    config.disks = vec![Disk {
+    let disks = vec![Disk {
         path: layer,
         readonly: true,
         serial: "layer0".into(),
     }];
-    config.die_with_parent = true;
+    let size = VmSize {
+        memory_mib: 256,
+        vcpus: 1,
+    };
+    let config = VmConfig::sized(artifacts.clone(), selection.clone(), size, disks);
 
     println!(
         "# skiff microVM boot: {runs} runs, backend {} ({:?}), 1 vCPU, 256 MiB",

@@ -43,10 +43,7 @@ pub enum Error {
     )]
     Running { id: String },
     #[error("container {} failed to start: {failure}", short(id))]
-    StartFailed {
-        id: String,
-        failure: crate::lifecycle::StartFailure,
-    },
+    StartFailed { id: String, failure: StartFailure },
     #[error(
         "the container's supervisor exited ({status}) before the container started; see {}",
         log.display()
@@ -64,7 +61,31 @@ pub enum Error {
     },
 }
 
-use crate::lifecycle::short;
+/// The 12-character ID people see.
+pub(crate) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Why a container whose supervisor ran did not really start.
+#[derive(Debug, Clone)]
+pub enum StartFailure {
+    /// The supervisor recorded an error (the VM did not boot, the agent refused).
+    Recorded(String),
+    /// The command could not be executed (exit 126 or 127); its stderr says why.
+    NotRunnable { exit_code: i32, stderr: String },
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Recorded(e) => f.write_str(e),
+            Self::NotRunnable { exit_code, stderr } if stderr.is_empty() => {
+                write!(f, "the command could not be run (exit {exit_code})")
+            }
+            Self::NotRunnable { stderr, .. } => f.write_str(stderr),
+        }
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

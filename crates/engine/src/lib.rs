@@ -17,4 +17,4 @@ pub mod lifecycle;
 pub mod policy;
 pub mod run_config;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, StartFailure};

@@ -298,7 +298,9 @@ impl AgentConn {
 
     /// Gives a restored guest fresh randomness (mixed in, CRNG reseeded) and the
     /// host's wall-clock time.
-    pub fn reseed(&mut self, entropy: Vec<u8>) -> Result<()> {
+    pub fn reseed(&mut self) -> Result<()> {
+        // Bytes from the host's CSPRNG for the restored guest's pool.
+        let entropy = skiff_sys::random::bytes(64).map_err(Error::io("read /dev/urandom"))?;
         let realtime_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()

@@ -267,7 +267,7 @@ impl Snapshot {
     }
 
     /// [`Snapshot::restore`] for a caller that sets the copy's identity itself: it must
-    /// send `Reseed` (see [`host_entropy`]) before anything else, then create the
+    /// send `Reseed` (see [`AgentConn::reseed`]) before anything else, then create the
     /// container with a tmpfs writable layer.
     pub fn restore_vm(
         &self,
@@ -359,14 +359,6 @@ fn fingerprint(layers: &[PathBuf], kernel: &Path, initramfs: &Path) -> Result<St
         ));
     }
     Ok(out)
-}
-
-/// Bytes from the host's CSPRNG for a restored guest's pool.
-pub fn host_entropy() -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; 64];
-    let mut f = std::fs::File::open("/dev/urandom").map_err(Error::io("open /dev/urandom"))?;
-    std::io::Read::read_exact(&mut f, &mut buf).map_err(Error::io("read /dev/urandom"))?;
-    Ok(buf)
 }
 
 #[cfg(test)]

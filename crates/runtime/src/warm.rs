@@ -142,7 +142,7 @@ impl WarmVm {
         let layers = Disk::layer_serials(self.layers);
         let t0 = Instant::now();
         if self.reseed {
-            self.agent.reseed(crate::snapshot::host_entropy()?)?;
+            self.agent.reseed()?;
             self.reseed = false;
         }
         self.agent.create_container(&ContainerConfig {

@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::builder::{BuildError, VmShape};
 use crate::devices::Devices;
 use crate::exit::GuestExit;
 use crate::snapshot::format::MEMORY_FILE;
-use crate::snapshot::state::{DeviceBackend, DeviceState, MachineState, Snapshot};
+use crate::snapshot::state::{DeviceBackend, DeviceState, MachineState, Snapshot, VmShape};
 use crate::snapshot::{
     kvm_state, memory_regions, write_memory, write_state, HostInfo, SnapshotError, STATE_FILE,
 };
@@ -43,13 +42,9 @@ const MAX_LINE: u64 = 4096;
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Creates the API socket (refusing to replace an existing file), mode 0600.
-pub fn bind(path: &Path) -> Result<UnixListener, BuildError> {
-    let err = |source| BuildError::Io {
-        what: "API socket",
-        source,
-    };
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
 

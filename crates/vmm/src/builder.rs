@@ -28,7 +28,7 @@ use crate::devices::{BootTimer, ConsoleOut, Devices, IrqLine, MmioSlot, SerialCo
 use crate::event_loop::EventLoop;
 use crate::exit::{GuestExit, EXIT_VMM_ERROR};
 use crate::seccomp::{Filters, SeccompError, ThreadKind};
-use crate::snapshot::state::DeviceBackend;
+use crate::snapshot::state::{DeviceBackend, VmShape};
 use crate::snapshot::SnapshotError;
 use crate::vhost_user::frontend::{fs_device, FrontendError};
 use crate::vmm_config::{ConsoleConfig, VmConfig, MAX_VCPUS};
@@ -93,15 +93,6 @@ pub struct Microvm {
     /// What a snapshot of this VM must record besides KVM and device state.
     pub(crate) shape: VmShape,
     pub(crate) start_paused: bool,
-}
-
-/// The machine's size and device backends, in device order (a device without a
-/// backend description cannot be snapshotted).
-#[derive(Debug, Clone)]
-pub struct VmShape {
-    pub memory_mib: u64,
-    pub vcpus: u8,
-    pub backends: Vec<DeviceBackend>,
 }
 
 /// How to run a built microVM.
@@ -358,7 +349,10 @@ impl Microvm {
         } = self;
         // Bound before any thread starts, so a bad path is an error, not a late warning.
         let listener = match &options.api_socket {
-            Some(path) => Some(crate::api::bind(path)?),
+            Some(path) => Some(crate::api::bind(path).map_err(|source| BuildError::Io {
+                what: "API socket",
+                source,
+            })?),
             None => None,
         };
         if start_paused && listener.is_none() {

@@ -13,14 +13,12 @@ use skiff_virtio::vsock::{Vsock, VsockMuxer};
 use skiff_virtio::VirtioDevice;
 use tracing::info;
 
-use crate::builder::{
-    attach_devices, console_out, io_err, serial_irq, BuildError, Microvm, VmShape,
-};
+use crate::builder::{attach_devices, console_out, io_err, serial_irq, BuildError, Microvm};
 use crate::devices::{BootTimer, Devices, SerialConsole, I8042};
 use crate::event_loop::EventLoop;
 use crate::seccomp::Filters;
 use crate::snapshot::format::{read_state, MEMORY_FILE};
-use crate::snapshot::state::{DeviceBackend, Snapshot};
+use crate::snapshot::state::{DeviceBackend, Snapshot, VmShape};
 use crate::snapshot::{kvm_state, map_memory, HostInfo, SnapshotError};
 use crate::vmm_config::ConsoleConfig;
 use crate::vstate::vcpu::Vcpu;

@@ -11,16 +11,12 @@ mod start;
 mod stop;
 mod wait;
 
+pub use crate::error::StartFailure;
 pub use create::{create, Create};
 pub use remove::remove;
-pub use start::{spawn_supervisor, start, StartFailure, Starting, SupervisorCommand};
+pub use start::{spawn_supervisor, start, Starting, SupervisorCommand};
 pub use stop::{kill, stop};
 pub use wait::wait_exited;
-
-/// The 12-character ID people see.
-pub(crate) fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
 
 #[cfg(test)]
 mod tests;

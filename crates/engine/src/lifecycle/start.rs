@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use skiff_runtime::container::{read_log, ContainerState, Containers, LogStream, Status};
 
 use super::wait_exited;
-use crate::{Error, Result};
+use crate::{Error, Result, StartFailure};
 
 /// How long a supervisor may take to boot the VM and start the process.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
@@ -24,27 +24,6 @@ pub struct SupervisorCommand<'a> {
     pub exe: &'a Path,
     pub root: &'a Path,
     pub log_level: &'a str,
-}
-
-/// Why a container whose supervisor ran did not really start.
-#[derive(Debug, Clone)]
-pub enum StartFailure {
-    /// The supervisor recorded an error (the VM did not boot, the agent refused).
-    Recorded(String),
-    /// The command could not be executed (exit 126 or 127); its stderr says why.
-    NotRunnable { exit_code: i32, stderr: String },
-}
-
-impl std::fmt::Display for StartFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Recorded(e) => f.write_str(e),
-            Self::NotRunnable { exit_code, stderr } if stderr.is_empty() => {
-                write!(f, "the command could not be run (exit {exit_code})")
-            }
-            Self::NotRunnable { stderr, .. } => f.write_str(stderr),
-        }
-    }
 }
 
 /// A supervisor that has claimed its container and is starting it.

@@ -21,7 +21,7 @@ use crate::agent_mux::AgentMux;
 use crate::hypervisor::{self, Disk, HypervisorKind, NetBackend, NetDevice, Share};
 use crate::network::{passt, resolver, Attachment, NetworkMode, Networks};
 use crate::relay::Output;
-use crate::{writable, AgentSender, Error, GuestArtifacts, Result, VmConfig};
+use crate::{writable, AgentSender, Error, GuestArtifacts, Result, VmConfig, VmSize};
 use skiff_sys::time::now_ms;
 
 /// How long the agent may take to come up (TCG with several VMs on 2 cores is slow).
@@ -172,14 +172,13 @@ pub(crate) fn disks_vm_config(containers: &Containers, spec: &ContainerSpec) -> 
     }
     let mut disks = Disk::layers(&spec.layers);
     disks.push(Disk::writable(rw));
-    let mut config = VmConfig::new(artifacts, selection);
-    config.memory_mib = spec.memory_mib;
-    config.vcpus = spec.vcpus;
-    config.disks = disks;
-    config.boot_timeout = BOOT_TIMEOUT;
-    config.die_with_parent = true;
-    config.scratch_parent = Some(containers.run_dir().to_path_buf());
-    Ok(config)
+    let size = VmSize {
+        memory_mib: spec.memory_mib,
+        vcpus: spec.vcpus,
+    };
+    Ok(VmConfig::sized(artifacts, selection, size, disks)
+        .with_boot_timeout(BOOT_TIMEOUT)
+        .with_scratch_parent(Some(containers.run_dir().to_path_buf())))
 }
 
 impl Supervisor {
@@ -260,7 +259,7 @@ impl Supervisor {
         let selection = selection_for(spec)?;
         let (vm, line) = snapshot.restore_vm(&selection, Some(scratch_parent), BOOT_TIMEOUT)?;
         let (mux, mut agent) = AgentMux::start(line, &vm.work_dir().join("agent-mux.sock"))?;
-        agent.reseed(crate::snapshot::host_entropy()?)?;
+        agent.reseed()?;
         Ok((Session::create(vm, agent, container)?, mux))
     }
 

@@ -180,3 +180,12 @@ pub struct Snapshot {
     pub serial: SerialRegs,
     pub devices: Vec<DeviceState>,
 }
+
+/// The machine's size and device backends, in device order (a device without a
+/// backend description cannot be snapshotted).
+#[derive(Debug, Clone)]
+pub struct VmShape {
+    pub memory_mib: u64,
+    pub vcpus: u8,
+    pub backends: Vec<DeviceBackend>,
+}

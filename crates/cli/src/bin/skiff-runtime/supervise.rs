@@ -18,7 +18,7 @@ use skiff_runtime::container::{
 use skiff_runtime::oci::cgroup::{self, CpuCgroup, CpuMax};
 use skiff_runtime::oci::{netns, vmctl, Bundle, Store};
 use skiff_runtime::relay::Stdio;
-use skiff_runtime::{hypervisor, GuestArtifacts, NetBackend, NetDevice, Share, VmConfig};
+use skiff_runtime::{hypervisor, GuestArtifacts, NetBackend, NetDevice, Share, VmConfig, VmSize};
 
 use crate::{console, relay};
 use skiff_runtime::oci::guest_hooks;
@@ -174,14 +174,17 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
     // QEMU boots with the maximum and a balloon holds it down to the limit, so that
     // `update` can move it either way; skiff-vmm has no balloon and boots with the limit.
     let balloon = selection.kind == hypervisor::HypervisorKind::Qemu;
-    let mut config = VmConfig::new(artifacts, selection);
-    config.memory_mib = if balloon {
-        bundle.memory_max_mib
-    } else {
-        bundle.memory_mib
+    let size = VmSize {
+        memory_mib: if balloon {
+            bundle.memory_max_mib
+        } else {
+            bundle.memory_mib
+        },
+        vcpus: bundle.vcpus,
     };
+    let mut config =
+        VmConfig::sized(artifacts, selection, size, Vec::new()).with_boot_timeout(BOOT_TIMEOUT);
     config.balloon = balloon;
-    config.vcpus = bundle.vcpus;
     config.shares.push(Share {
         host_path: bundle.rootfs.clone(),
         tag: ROOT_TAG.into(),
@@ -211,8 +214,6 @@ fn prepare_and_run(store: &Store, id: &str, ready: &mut Ready) -> Result<i32> {
             resolv_conf: String::new(),
         })
     });
-    config.boot_timeout = BOOT_TIMEOUT;
-    config.die_with_parent = true;
     let mut session = Session::boot(
         &config,
         &ContainerConfig {
