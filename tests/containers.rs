@@ -466,7 +466,7 @@ fn volumes_are_virtio_fs_keep_owners_and_9p_remains_available() {
     let bind = format!("{}:/data", host.display());
     let script = "grep ' /data ' /proc/mounts | cut -d' ' -f3; cat /data/from-host; \
                   echo x > /data/owned; chown 1234:5678 /data/owned; chmod 640 /data/owned";
-    let qemu = skiff_runtime::hypervisor::select(None).unwrap().kind
+    let qemu = skiff_runtime::vm::hypervisor::select(None).unwrap().kind
         == skiff_runtime::HypervisorKind::Qemu;
     let mut cases = vec![(None, "virtiofs")];
     if qemu {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use skiff_runtime::console_log::{CONSOLE_CAP, CONSOLE_LOG};
+use skiff_runtime::vm::console_log::{CONSOLE_CAP, CONSOLE_LOG};
 use skiff_sys::procfs::status_field;
 use skiff_tests::cli::Skiff;
 

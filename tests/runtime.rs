@@ -1163,8 +1163,8 @@ fn create_container_and_start_container_hooks_run_in_the_guest() {
 /// its console stops growing; resumed, it finishes.
 #[test]
 fn pause_and_resume_reach_skiff_vmm_through_its_api_socket() {
-    use skiff_runtime::hypervisor;
     use skiff_runtime::oci::{Record, Store};
+    use skiff_runtime::vm::hypervisor;
     let test = "pause_and_resume_reach_skiff_vmm_through_its_api_socket";
     let ready = std::fs::OpenOptions::new()
         .read(true)

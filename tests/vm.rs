@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec};
-use skiff_runtime::{hypervisor, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig};
+use skiff_runtime::vm::hypervisor;
+use skiff_runtime::{Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig};
 use skiff_tests::{
     busybox_layer, prerequisite, processes_mentioning, skiff_bin, vm_ready, whiteout_layer,
 };

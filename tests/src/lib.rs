@@ -72,7 +72,7 @@ pub fn vm_ready() -> Result<(), String> {
         ));
     }
     skiff_runtime::GuestArtifacts::locate(None, None).map_err(|e| e.to_string())?;
-    skiff_runtime::hypervisor::select(None).map_err(|e| e.to_string())?;
+    skiff_runtime::vm::hypervisor::select(None).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -235,7 +235,7 @@ pub fn plugin_components() -> Result<PathBuf, String> {
 /// Can this machine restore VMs from QEMU snapshots? A bootable VM and QEMU.
 pub fn snapshot_ready() -> Result<(), String> {
     vm_ready()?;
-    skiff_runtime::hypervisor::select(Some(skiff_runtime::HypervisorKind::Qemu))
+    skiff_runtime::vm::hypervisor::select(Some(skiff_runtime::HypervisorKind::Qemu))
         .map(drop)
         .map_err(|e| e.to_string())
 }

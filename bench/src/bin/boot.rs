@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use skiff_bench::{ms, percentile, print_table};
 use skiff_proto::{ContainerConfig, ProcessSpec};
-use skiff_runtime::{
-    hypervisor, Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig, VmSize,
-};
+use skiff_runtime::vm::hypervisor;
+use skiff_runtime::{Disk, Event, GuestArtifacts, MicroVm, StartOutcome, VmConfig, VmSize};
 
 #[derive(Default)]
 struct Sample {

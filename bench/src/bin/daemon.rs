@@ -341,7 +341,7 @@ fn warm_phases(root: &Path, runs: usize) -> Result<Vec<Vec<String>>> {
     for prep in PREPS {
         let spec = skiff_runtime::WarmSpec {
             artifacts: skiff_runtime::GuestArtifacts::locate(None, None)?,
-            selection: skiff_runtime::hypervisor::select(None)?,
+            selection: skiff_runtime::vm::hypervisor::select(None)?,
             layers: store.layer_disks(&image)?,
             memory_mib: 256,
             vcpus: 1,

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use skiff_runtime::hypervisor::{self, KvmState};
+use skiff_runtime::vm::hypervisor::{self, KvmState};
 use skiff_runtime::GuestArtifacts;
 
 use crate::GlobalOpts;
@@ -28,7 +28,7 @@ struct Info {
     jail: &'static str,
 }
 
-/// Kept in step with `skiff_runtime::hypervisor` (where VM processes are spawned);
+/// Kept in step with `skiff_runtime::vm::hypervisor` (where VM processes are spawned);
 /// `skiff inspect` shows each running process's own uid, no_new_privs and seccomp mode.
 const JAIL: &str = "no_new_privs for every VM host process; QEMU under its seccomp \
 -sandbox; skiff-vmm run/restore under per-thread seccomp; processes run as the caller \

@@ -7,8 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use skiff_proto::{ContainerConfig, ProcessSpec, DEFAULT_PATH};
 use skiff_runtime::container::{Session, MAIN_STREAM};
-use skiff_runtime::relay::Stdio;
-use skiff_runtime::{hypervisor, writable, Disk, GuestArtifacts, VmConfig, VmSize};
+use skiff_runtime::vm::hypervisor;
+use skiff_runtime::vm::relay::Stdio;
+use skiff_runtime::vm::writable;
+use skiff_runtime::{Disk, GuestArtifacts, VmConfig, VmSize};
 
 use crate::{attach, signals, terminal, GlobalOpts};
 

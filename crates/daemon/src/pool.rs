@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use skiff_proto::ProcessSpec;
-use skiff_runtime::{hypervisor, GuestArtifacts, WarmSpec, WarmVm};
+use skiff_runtime::vm::hypervisor;
+use skiff_runtime::{GuestArtifacts, WarmSpec, WarmVm};
 
 use crate::admission::{self, Invocation};
 use crate::config::PoolConfig;

@@ -3,7 +3,7 @@
 //! for `"snapshot": true` and kept under `<root>/snapshots/` across daemon restarts.
 //! Later such invocations that find no warm VM start theirs from the snapshot instead
 //! of booting one; each restored VM gets its own tmpfs writable layer, hostname and
-//! random seed (see skiff_runtime::snapshot).
+//! random seed (see skiff_runtime::vm::snapshot).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,34 +1,25 @@
-//! skiff-runtime: boots a container's microVM and talks to its guest agent.
+//! skiff-runtime: everything on the host side of a container, in three layers, each a
+//! module of its own:
+//! - [`vm`]: one microVM and its guest agent (backends, boot, snapshots, warm VMs);
+//! - [`network`]: host networking (bridges, TAPs, leases, DNS, firewall, passt);
+//! - [`container`] and [`oci`]: containers as records with one supervisor each, and OCI
+//!   bundles as skiff-runtime (the runc-compatible CLI) receives them.
 //!
-//! The data path: [`artifacts`] finds the guest kernel and initramfs; [`hypervisor`]
-//! picks a backend (skiff's own VMM where the host's KVM boots Linux, QEMU otherwise)
-//! and launches it with the layer disks, the writable disk and a vsock device;
-//! [`MicroVm::boot`] waits for the agent to dial in and hands back an [`AgentConn`]
-//! over which the container is created, its processes run and their stdio flows.
+//! [`names`], [`owner_only`] and the error type are shared by all three.
 
-pub mod agent;
-pub mod agent_mux;
-pub mod artifacts;
-pub mod console_log;
 pub mod container;
 mod error;
-pub mod hypervisor;
-mod microvm;
 pub mod names;
 pub mod network;
 pub mod oci;
 pub mod owner_only;
-pub mod relay;
 mod rotating;
-pub mod snapshot;
 mod tools;
-pub mod warm;
-pub mod writable;
+pub mod vm;
 
-pub use agent::{AgentConn, AgentSender, Event, StartOutcome};
-pub use artifacts::GuestArtifacts;
 pub use error::{Error, Result};
-pub use hypervisor::{Disk, HypervisorKind, NetBackend, NetDevice, Selection, Share};
-pub use microvm::{BootTimings, MicroVm, VmConfig, VmSize, VmSnapshot};
-pub use snapshot::Snapshot;
-pub use warm::{RunOutput, WarmSpec, WarmVm};
+pub use vm::{
+    AgentConn, AgentSender, BootTimings, Disk, Event, GuestArtifacts, HypervisorKind, MicroVm,
+    NetBackend, NetDevice, RunOutput, Selection, Share, Snapshot, StartOutcome, VmConfig, VmSize,
+    VmSnapshot, WarmSpec, WarmVm,
+};

@@ -1,6 +1,19 @@
-//! Finding host programs (QEMU, the vsock device backend) in a predictable order.
+//! Finding host programs (QEMU, the vsock device backend) in a predictable order, and
+//! skiff's cache directory where built kernels and tools live.
 
 use std::path::{Path, PathBuf};
+
+/// skiff's cache (built kernels, tools): `$XDG_CACHE_HOME/skiff` or `~/.cache/skiff`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SKIFF_CACHE") {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"))
+        .join("skiff")
+}
 
 /// Looks for `name` in `$env_var` (a full path), then beside the running executable,
 /// then in skiff's tool cache, then on PATH. Returns the path or the places looked in.
@@ -26,7 +39,7 @@ pub fn find_program(name: &str, env_var: &str) -> Result<PathBuf, String> {
         }
         dirs.push(dir);
     }
-    dirs.push(crate::artifacts::cache_dir().join("tools/bin"));
+    dirs.push(cache_dir().join("tools/bin"));
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
@@ -38,7 +51,7 @@ pub fn find_program(name: &str, env_var: &str) -> Result<PathBuf, String> {
     }
     looked.push(format!(
         "beside skiff, {}, $PATH",
-        crate::artifacts::cache_dir().join("tools/bin").display()
+        cache_dir().join("tools/bin").display()
     ));
     Err(looked.join(", "))
 }

@@ -1,9 +1,31 @@
-//! Sockets std cannot make: a UDP socket several processes bind to the same address
-//! (`SO_REUSEPORT`), set before the bind as the option requires.
+//! Sockets std cannot make (a UDP socket several processes bind to the same address,
+//! `SO_REUSEPORT` set before the bind as the option requires), and the syntax of the
+//! interface names and MAC addresses skiff hands to QEMU, ip and nft.
 
 use std::io;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// The longest interface name the kernel takes (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+/// Is `name` usable as an interface name skiff made?
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `xx:xx:xx:xx:xx:xx` in hex: safe to hand to QEMU and nft.
+pub fn valid_mac(mac: &str) -> bool {
+    mac.len() == 17
+        && mac.split(':').count() == 6
+        && mac
+            .split(':')
+            .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()))
+}
 
 /// A UDP socket bound to `addr` with `SO_REUSEPORT`, so other processes of the same
 /// user may bind it too (the kernel spreads datagrams among them); close-on-exec.

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use skiff_bench::{latency_row as row, percentile, print_table, pss_kib};
-use skiff_runtime::{hypervisor, HypervisorKind, Snapshot, WarmSpec, WarmVm};
+use skiff_runtime::vm::hypervisor;
+use skiff_runtime::{HypervisorKind, Snapshot, WarmSpec, WarmVm};
 
 fn true_process() -> skiff_proto::ProcessSpec {
     let mut p = skiff_proto::ProcessSpec::new(vec!["true".into()]);

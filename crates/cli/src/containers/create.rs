@@ -7,7 +7,7 @@ use skiff_image::{busybox, registry, Reference, Store};
 use skiff_proto::ProcessSpec;
 use skiff_runtime::container::{self, BootSettings, ContainerSpec};
 use skiff_runtime::network::{Egress, NetworkMode, Networks, PortMapping};
-use skiff_runtime::writable;
+use skiff_runtime::vm::writable;
 
 use crate::terminal;
 use skiff_engine::lifecycle;

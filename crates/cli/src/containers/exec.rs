@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use skiff_runtime::container::{Containers, MAIN_STREAM};
-use skiff_runtime::relay::{relay, Output, Stdio, Until};
+use skiff_runtime::vm::relay::{relay, Output, Stdio, Until};
 use skiff_runtime::{AgentConn, StartOutcome};
 
 use crate::{attach, signals, terminal};

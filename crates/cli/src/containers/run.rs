@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use skiff_plugins::EventKind;
 use skiff_runtime::container::{self, ContainerSpec, Containers, Supervisor, MAIN_STREAM};
-use skiff_runtime::relay::Stdio;
+use skiff_runtime::vm::relay::Stdio;
 
 use crate::{attach, signals, terminal};
 

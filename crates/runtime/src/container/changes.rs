@@ -11,7 +11,7 @@ use skiff_proto::{ContainerConfig, ExitStatus, Message};
 
 use super::records::{ContainerSpec, Containers};
 use super::supervisor::disks_vm_config;
-use crate::hypervisor::Disk;
+use crate::vm::hypervisor::Disk;
 use crate::{AgentConn, Error, Event, MicroVm, Result};
 
 /// The stream number of the export on its VM's fresh connection.

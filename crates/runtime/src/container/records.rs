@@ -410,7 +410,7 @@ fn mark_gone(st: &mut ContainerState) {
     if let Some(dir) = st.vsock_uds.as_deref().and_then(Path::parent) {
         if dir.file_name().is_some_and(|n| {
             n.to_string_lossy()
-                .starts_with(crate::microvm::SCRATCH_PREFIX)
+                .starts_with(crate::vm::microvm::SCRATCH_PREFIX)
         }) {
             let _ = fs::remove_dir_all(dir);
         }

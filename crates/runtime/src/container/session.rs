@@ -11,7 +11,7 @@ use std::time::Duration;
 use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec};
 
 use super::helper_watch::HelperWatch;
-use crate::relay::{self, Output, Relayed, Until};
+use crate::vm::relay::{self, Output, Relayed, Until};
 use crate::{AgentConn, AgentSender, MicroVm, Result, StartOutcome, VmConfig};
 
 /// The stream number of the container's main process on the main connection.

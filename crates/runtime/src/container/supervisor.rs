@@ -17,11 +17,12 @@ use super::control::{self, ControlRequest};
 use super::logfile::{LogStream, LogWriter};
 use super::records::{process_start_ticks, ContainerSpec, Containers, Status};
 use super::session::{Session, MAIN_STREAM};
-use crate::agent_mux::AgentMux;
-use crate::hypervisor::{self, Disk, HypervisorKind, NetBackend, NetDevice, Share};
 use crate::network::{passt, resolver, Attachment, NetworkMode, Networks};
-use crate::relay::Output;
-use crate::{writable, AgentSender, Error, GuestArtifacts, Result, VmConfig, VmSize};
+use crate::vm::agent_mux::AgentMux;
+use crate::vm::hypervisor::{self, Disk, HypervisorKind, NetBackend, NetDevice, Share};
+use crate::vm::relay::Output;
+use crate::vm::writable;
+use crate::{AgentSender, Error, GuestArtifacts, Result, VmConfig, VmSize};
 use skiff_sys::time::now_ms;
 
 /// How long the agent may take to come up (TCG with several VMs on 2 cores is slow).

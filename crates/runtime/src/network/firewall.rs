@@ -162,7 +162,7 @@ fn render_bridge_table(s: &mut String, members: &[Member]) {
          type filter hook prerouting priority -200; policy accept;\n"
     ));
     for m in members {
-        if !super::ipam::valid_mac(&m.mac) || !super::link::valid_ifname(&m.tap) {
+        if !skiff_sys::net::valid_mac(&m.mac) || !skiff_sys::net::valid_ifname(&m.tap) {
             tracing::warn!("lease with a malformed MAC or TAP name skipped: {m:?}");
             continue;
         }

@@ -110,15 +110,6 @@ impl From<Subnet> for String {
 
 /// A locally administered unicast MAC derived from the address, so it is unique on
 /// the bridge and stable for the lease.
-/// `xx:xx:xx:xx:xx:xx` in hex: safe to hand to QEMU and nft.
-pub fn valid_mac(mac: &str) -> bool {
-    mac.len() == 17
-        && mac.split(':').count() == 6
-        && mac
-            .split(':')
-            .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()))
-}
-
 pub fn mac_for(ip: Ipv4Addr) -> String {
     let [a, b, c, d] = ip.octets();
     format!("02:73:{a:02x}:{b:02x}:{c:02x}:{d:02x}")

@@ -10,7 +10,7 @@ use crate::tools::find_program;
 use crate::{Error, Result};
 
 /// Linux's IFNAMSIZ less the terminating NUL.
-pub const MAX_IFNAME: usize = 15;
+pub use skiff_sys::net::MAX_IFNAME;
 
 fn ip_binary() -> Result<std::path::PathBuf> {
     find_program("ip", "SKIFF_IP").map_err(|looked| Error::MissingTool {
@@ -103,18 +103,10 @@ pub fn tap_name(container_id: &str) -> String {
     format!("skt{short}")
 }
 
-/// Is `name` usable as an interface name skiff made?
-pub fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_IFNAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skiff_sys::net::valid_ifname;
 
     #[test]
     fn tap_names_fit_ifnamsiz() {

@@ -111,10 +111,10 @@ fn parse_uplink(addrs: &str, routes: &str) -> Result<Option<Uplink>> {
             .local
             .parse()
             .map_err(|_| bad(format!("{}: bad address {:?}", l.ifname, a.local)))?;
-        if a.prefixlen > 32 || !crate::network::link::valid_ifname(&l.ifname) {
+        if a.prefixlen > 32 || !skiff_sys::net::valid_ifname(&l.ifname) {
             return Err(bad(format!("{}: unusable interface", l.ifname)));
         }
-        if !crate::network::ipam::valid_mac(&l.address) {
+        if !skiff_sys::net::valid_mac(&l.address) {
             return Err(bad(format!("{}: bad MAC {:?}", l.ifname, l.address)));
         }
         let gateway = routes

@@ -251,7 +251,7 @@ impl Lock {
         let is_scratch = dir
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(crate::microvm::SCRATCH_PREFIX));
+            .is_some_and(|n| n.starts_with(crate::vm::microvm::SCRATCH_PREFIX));
         let is_dir = fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
         if is_scratch && is_dir {
             if let Err(e) = fs::remove_dir_all(dir) {

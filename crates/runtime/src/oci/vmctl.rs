@@ -2,7 +2,7 @@
 //! (both recorded in the state; see `hypervisor::control`).
 
 use super::Record;
-use crate::hypervisor::control::VmControl;
+use crate::vm::hypervisor::control::VmControl;
 use crate::{Error, Result};
 
 fn control(rec: &Record) -> Result<VmControl<'_>> {

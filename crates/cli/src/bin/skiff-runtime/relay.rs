@@ -1,7 +1,7 @@
 //! What the supervisor and the exec proxies share: signals picked up by a dedicated
 //! thread, stdin pumped to the guest, the guest's output written to our stdio.
 
-use skiff_runtime::relay::{relay, Relayed, Stdio, Until};
+use skiff_runtime::vm::relay::{relay, Relayed, Stdio, Until};
 use skiff_runtime::{AgentConn, AgentSender};
 
 /// Signals meant for the container: blocked everywhere, taken by a sigwait thread.

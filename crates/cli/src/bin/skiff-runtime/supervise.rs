@@ -17,8 +17,9 @@ use skiff_runtime::container::{
 };
 use skiff_runtime::oci::cgroup::{self, CpuCgroup, CpuMax};
 use skiff_runtime::oci::{netns, vmctl, Bundle, Store};
-use skiff_runtime::relay::Stdio;
-use skiff_runtime::{hypervisor, GuestArtifacts, NetBackend, NetDevice, Share, VmConfig, VmSize};
+use skiff_runtime::vm::hypervisor;
+use skiff_runtime::vm::relay::Stdio;
+use skiff_runtime::{GuestArtifacts, NetBackend, NetDevice, Share, VmConfig, VmSize};
 
 use crate::{console, relay};
 use skiff_runtime::oci::guest_hooks;

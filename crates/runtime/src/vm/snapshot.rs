@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::hypervisor::{self, Disk, HypervisorKind};
-use crate::microvm::VmSnapshot;
+use crate::vm::hypervisor::{self, Disk, HypervisorKind};
+use crate::vm::microvm::VmSnapshot;
 use crate::{
     owner_only, Error, GuestArtifacts, MicroVm, Result, Selection, VmConfig, VmSize, WarmSpec,
     WarmVm,
@@ -267,7 +267,7 @@ impl Snapshot {
     }
 
     /// [`Snapshot::restore`] for a caller that sets the copy's identity itself: it must
-    /// send `Reseed` (see [`AgentConn::reseed`]) before anything else, then create the
+    /// send `Reseed` (see [`crate::AgentConn::reseed`]) before anything else, then create the
     /// container with a tmpfs writable layer.
     pub fn restore_vm(
         &self,

@@ -95,7 +95,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::hypervisor::{Disk, NetBackend, NetDevice};
+    use crate::vm::hypervisor::{Disk, NetBackend, NetDevice};
     use crate::GuestArtifacts;
 
     fn with_spec<T>(disks: &[Disk], nets: &[NetDevice], f: impl FnOnce(&LaunchSpec<'_>) -> T) -> T {

@@ -1,5 +1,6 @@
 //! The guest kernel and initramfs every microVM boots.
 
+pub use crate::tools::cache_dir;
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
@@ -18,18 +19,6 @@ fn data_home() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("/var/lib"))
-}
-
-/// skiff's cache (built kernels, tools): `$XDG_CACHE_HOME/skiff` or `~/.cache/skiff`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("SKIFF_CACHE") {
-        return PathBuf::from(d);
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache"))
-        .join("skiff")
 }
 
 const SETUP_HINT: &str =

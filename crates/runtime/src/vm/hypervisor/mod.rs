@@ -19,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::artifacts::GuestArtifacts;
+use crate::vm::artifacts::GuestArtifacts;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +255,7 @@ pub struct LaunchSpec<'a> {
     /// The vsock device's host-side UNIX socket (`CONNECT <port>` convention).
     pub vsock_uds: &'a Path,
     /// Where the guest's serial console goes: a FIFO the host drains (see
-    /// [`crate::console_log`]), opened for writing like a file.
+    /// [`crate::vm::console_log`]), opened for writing like a file.
     pub console: &'a Path,
     /// Private scratch directory for backend sockets and logs.
     pub work_dir: &'a Path,
@@ -325,9 +325,9 @@ fn validate_shares(shares: &[Share]) -> Result<()> {
 
 fn validate_nets(nets: &[NetDevice]) -> Result<()> {
     for n in nets {
-        let mac_ok = crate::network::ipam::valid_mac(&n.mac);
+        let mac_ok = skiff_sys::net::valid_mac(&n.mac);
         let backend_ok = match &n.backend {
-            NetBackend::Tap(tap) => crate::network::link::valid_ifname(tap),
+            NetBackend::Tap(tap) => skiff_sys::net::valid_ifname(tap),
             NetBackend::Stream(path) => path.is_absolute(),
         };
         if !backend_ok || !mac_ok {

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use skiff_proto::{AGENT_PORT, READY_PORT};
 use skiff_sys::fds;
 
-use crate::agent::AgentConn;
-use crate::artifacts::GuestArtifacts;
-use crate::console_log::{self, ConsoleLog};
-use crate::hypervisor::{
+use crate::vm::agent::AgentConn;
+use crate::vm::artifacts::GuestArtifacts;
+use crate::vm::console_log::{self, ConsoleLog};
+use crate::vm::hypervisor::{
     self, Disk, LaunchSpec, NetDevice, Selection, Share, SnapshotRole, VmProcess,
 };
 use crate::{Error, Result};
@@ -209,7 +209,7 @@ impl MicroVm {
         ))
     }
 
-    /// Starts a VM that will be saved (see [`crate::snapshot`]).
+    /// Starts a VM that will be saved (see [`crate::vm::snapshot`]).
     pub(crate) fn launch_template(config: &VmConfig) -> Result<Self> {
         Ok(Self::start(config)?.0)
     }
@@ -498,7 +498,7 @@ fn scratch(config: &VmConfig) -> Result<(tempfile::TempDir, PathBuf, ConsoleLog)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hypervisor::{Accel, HypervisorKind};
+    use crate::vm::hypervisor::{Accel, HypervisorKind};
 
     #[test]
     fn sized_sets_what_every_caller_sets() {

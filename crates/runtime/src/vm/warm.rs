@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use skiff_proto::{ContainerConfig, ExitStatus, ProcessSpec};
 
-use crate::hypervisor::Disk;
-use crate::{writable, AgentConn, Event, GuestArtifacts, MicroVm, Result, Selection, StartOutcome};
+use crate::vm::hypervisor::Disk;
+use crate::vm::writable;
+use crate::{AgentConn, Event, GuestArtifacts, MicroVm, Result, Selection, StartOutcome};
 use crate::{BootTimings, VmConfig, VmSize};
 
 /// The stream number of the one process a warm VM runs.
@@ -99,7 +100,7 @@ impl WarmVm {
         })
     }
 
-    /// A VM restored from a snapshot (see [`crate::snapshot`]); its writable layer is
+    /// A VM restored from a snapshot (see [`crate::vm::snapshot`]); its writable layer is
     /// a tmpfs.
     pub(crate) fn restored(
         vm: MicroVm,
