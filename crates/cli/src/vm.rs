@@ -146,12 +146,7 @@ fn run_vm(args: &RunArgs, global: &GlobalOpts) -> Result<u8> {
         layers: Disk::layer_serials(args.layers.len()),
         writable: args.writable.as_ref().map(|_| Disk::WRITABLE_SERIAL.into()),
         readonly_rootfs: args.read_only,
-        shares: Vec::new(),
-        root_share: None,
-        masked_paths: Vec::new(),
-        readonly_paths: Vec::new(),
-        network: None,
-        mounts: None,
+        ..ContainerConfig::default()
     };
     let mut session =
         Session::boot(&config, &container).context("boot the microVM and create the container")?;

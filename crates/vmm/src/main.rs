@@ -8,11 +8,10 @@ use skiff_vmm::builder::{RunOptions, RunOutcome};
 use skiff_vmm::cli::{spec_error, Cli, Plan};
 use skiff_vmm::exit::EXIT_VMM_ERROR;
 use skiff_vmm::restore::RestoreConfig;
-use skiff_vmm::vmm_config::{RestorePlan, RunPlan, VmConfig};
+use skiff_vmm::vmm_config::{RestorePlan, RunPlan};
 
 fn run(plan: RunPlan, start: Instant) -> anyhow::Result<i32> {
-    let config = VmConfig::from(&plan);
-    let vm = skiff_vmm::builder::build(&config, start)?;
+    let vm = skiff_vmm::builder::build(&plan, start)?;
     finish(vm.run(RunOptions {
         api_socket: plan.api_socket,
     })?)

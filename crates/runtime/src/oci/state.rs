@@ -4,15 +4,12 @@
 //! is still alive, so a crashed supervisor reads as stopped rather than running.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Read;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{owner_only, Error, Result};
-
-const MAX_RECORD: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -215,14 +212,13 @@ impl Lock {
     /// The record, or "container X does not exist".
     pub fn load(&self) -> Result<Record> {
         let path = self.dir.join("state.json");
-        let f = File::open(&path)
-            .map_err(|_| Error::Config(format!("container {} does not exist", self.id)))?;
-        let mut bytes = Vec::new();
-        f.take(MAX_RECORD)
-            .read_to_end(&mut bytes)
-            .map_err(Error::io(format!("read {}", path.display())))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Config(format!("{}: corrupt record: {e}", path.display())))
+        if !path.is_file() {
+            return Err(Error::Config(format!(
+                "container {} does not exist",
+                self.id
+            )));
+        }
+        crate::owner_only::read_json(&path)
     }
 
     /// Creates the container's directory and first record; refuses an existing ID.

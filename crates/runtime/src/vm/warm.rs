@@ -151,13 +151,7 @@ impl WarmVm {
             hostname: hostname.to_owned(),
             layers,
             writable: self.disk_writable.then(|| Disk::WRITABLE_SERIAL.into()),
-            readonly_rootfs: false,
-            shares: Vec::new(),
-            root_share: None,
-            masked_paths: Vec::new(),
-            readonly_paths: Vec::new(),
-            network: None,
-            mounts: None,
+            ..ContainerConfig::default()
         })?;
         self.hostname = Some(hostname.to_owned());
         Ok(t0.elapsed())

@@ -170,20 +170,7 @@ pub fn launch(accel: Accel, spec: &LaunchSpec<'_>) -> Result<ProcessGroup> {
                 ])
                 .args(["-device", &format!("vhost-user-blk,chardev=blk{i}")]);
             }
-            DeviceModels::QemuBuiltin(_) => {
-                let ro = if d.readonly { ",readonly=on" } else { "" };
-                cmd.args([
-                    "-drive",
-                    &format!(
-                        "id=disk{i},file={},format=raw,if=none,cache=unsafe{ro}",
-                        qemu_escape(&d.path)
-                    ),
-                ])
-                .args([
-                    "-device",
-                    &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
-                ]);
-            }
+            DeviceModels::QemuBuiltin(_) => builtin_disk(&mut cmd, i, d),
         }
     }
     match &devices {
@@ -335,18 +322,7 @@ fn launch_migratable(
         ])
         .args(["-serial", "chardev:agent"]);
     for (i, d) in spec.disks.iter().enumerate() {
-        let ro = if d.readonly { ",readonly=on" } else { "" };
-        cmd.args([
-            "-drive",
-            &format!(
-                "id=disk{i},file={},format=raw,if=none,cache=unsafe{ro}",
-                qemu_escape(&d.path)
-            ),
-        ])
-        .args([
-            "-device",
-            &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
-        ]);
+        builtin_disk(&mut cmd, i, d);
     }
     if let SnapshotRole::Restore { .. } = role {
         // The state is loaded over QMP (see `start_incoming`), once `x-ignore-shared`
@@ -381,6 +357,22 @@ pub(crate) fn start_incoming(qmp: &mut super::qmp::Qmp, state: &Path) -> Result<
         serde_json::json!({"uri": format!("exec:cat {}", shell_quote(state))}),
     )?;
     Ok(())
+}
+
+/// Disk `i` on QEMU's own virtio-blk model (the guest finds it by its serial).
+fn builtin_disk(cmd: &mut Command, i: usize, d: &super::Disk) {
+    let ro = if d.readonly { ",readonly=on" } else { "" };
+    cmd.args([
+        "-drive",
+        &format!(
+            "id=disk{i},file={},format=raw,if=none,cache=unsafe{ro}",
+            qemu_escape(&d.path)
+        ),
+    ])
+    .args([
+        "-device",
+        &format!("virtio-blk-device,drive=disk{i},serial={}", d.serial),
+    ]);
 }
 
 #[cfg(test)]
