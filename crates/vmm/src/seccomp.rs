@@ -13,6 +13,11 @@
 //! - the VMM main thread: waits for the guest to end, flushes, exits.
 //! - the API thread (only with `--api-socket`): accepts control clients, kicks vCPU
 //!   threads, reads VM state and writes snapshot files.
+//! - a vhost-user device daemon (`skiff-vmm vhost-user-blk|vsock`), every thread of it:
+//!   once its disk is open and its host socket bound, it serves one front end over
+//!   its UNIX socket (guest memory and eventfds arrive as passed fds), reads and
+//!   writes the open disk and relays vsock connections; it opens no file and runs no
+//!   program.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +37,19 @@ pub enum ThreadKind {
     Vmm,
     /// Serves the control API (pause, resume, snapshot).
     Api,
+    /// Any thread of a vhost-user device daemon (the filter is inherited by the vring
+    /// workers it starts).
+    VhostUser,
 }
+
+/// Every kind, in the order [`Filters`] keeps their programs.
+const KINDS: [ThreadKind; 5] = [
+    ThreadKind::Vcpu,
+    ThreadKind::Device,
+    ThreadKind::Vmm,
+    ThreadKind::Api,
+    ThreadKind::VhostUser,
+];
 
 /// Errors compiling or installing a filter.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +186,57 @@ const API: &[i64] = &[
     libc::SYS_tgkill,
 ];
 
+/// A vhost-user daemon after set-up: the front end's socket (messages carrying memory
+/// and eventfds), mapping the guest memory it is given, epoll and eventfds, I/O on the
+/// open disk, vsock's host-side UNIX sockets, and the vring worker threads it starts
+/// (`clone` only with CLONE_THREAD, see [`rules`]).
+const VHOST_USER: &[i64] = &[
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_eventfd2,
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
+    libc::SYS_lseek,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_socket,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_connect,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_shutdown,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_dup,
+    libc::SYS_clone3,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_prctl,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_tgkill,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+];
+
 fn ioctl_rule(cmds: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     cmds.iter()
         .map(|&cmd| {
@@ -191,6 +259,7 @@ pub fn rules(
         ThreadKind::Device => DEVICE,
         ThreadKind::Vmm => VMM,
         ThreadKind::Api => API,
+        ThreadKind::VhostUser => VHOST_USER,
     };
     let mut map: BTreeMap<i64, Vec<SeccompRule>> = COMMON
         .iter()
@@ -209,6 +278,19 @@ pub fn rules(
         ThreadKind::Vmm => {}
         ThreadKind::Api => {
             map.insert(libc::SYS_ioctl, ioctl_rule(&KVM_VM_SAVE)?);
+        }
+        ThreadKind::VhostUser => {
+            map.insert(libc::SYS_ioctl, ioctl_rule(&[FIONBIO])?);
+            // Threads, not processes: a `clone` without CLONE_THREAD (a fork) is refused.
+            map.insert(
+                libc::SYS_clone,
+                vec![SeccompRule::new(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
+                    libc::CLONE_THREAD as u64,
+                )?])?],
+            );
         }
     }
     Ok(map)
@@ -230,21 +312,19 @@ pub fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, 
 /// Compiled filters for every thread kind (`None` = seccomp disabled).
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
-    programs: Option<[BpfProgram; 4]>,
+    programs: Option<Vec<BpfProgram>>,
 }
 
 impl Filters {
     /// Filters that end the process on any call outside the thread's list (through
     /// the handler of [`install_violation_reporter`]).
     pub fn strict() -> Result<Self, SeccompError> {
-        let kill = SeccompAction::Trap;
+        let programs = KINDS
+            .iter()
+            .map(|&kind| compile(kind, SeccompAction::Trap))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
-            programs: Some([
-                compile(ThreadKind::Vcpu, kill.clone())?,
-                compile(ThreadKind::Device, kill.clone())?,
-                compile(ThreadKind::Vmm, kill.clone())?,
-                compile(ThreadKind::Api, kill)?,
-            ]),
+            programs: Some(programs),
         })
     }
 
@@ -258,15 +338,21 @@ impl Filters {
         let Some(programs) = &self.programs else {
             return Ok(());
         };
-        let program = match kind {
-            ThreadKind::Vcpu => &programs[0],
-            ThreadKind::Device => &programs[1],
-            ThreadKind::Vmm => &programs[2],
-            ThreadKind::Api => &programs[3],
+        let index = KINDS.iter().position(|&k| k == kind).unwrap_or(0);
+        let Some(program) = programs.get(index) else {
+            return Ok(());
         };
         THREAD_KIND.with(|k| k.set(kind as u8));
         seccompiler::apply_filter(program).map_err(SeccompError::Install)
     }
+}
+
+/// Installs `kind`'s filter alone, for a process whose threads are all of one kind
+/// (a vhost-user daemon): the threads it starts afterwards inherit it.
+pub fn install_process_wide(kind: ThreadKind) -> Result<(), SeccompError> {
+    let program = compile(kind, SeccompAction::Trap)?;
+    PROCESS_KIND.store(kind as u8, std::sync::atomic::Ordering::SeqCst);
+    seccompiler::apply_filter(&program).map_err(SeccompError::Install)
 }
 
 thread_local! {
@@ -274,12 +360,16 @@ thread_local! {
     static THREAD_KIND: std::cell::Cell<u8> = const { std::cell::Cell::new(u8::MAX) };
 }
 
+/// The filter every thread of the process runs under, if one was installed for all.
+static PROCESS_KIND: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
 fn kind_name(kind: u8) -> &'static [u8] {
     match kind {
         k if k == ThreadKind::Vcpu as u8 => b"a vCPU",
         k if k == ThreadKind::Device as u8 => b"the device",
         k if k == ThreadKind::Vmm as u8 => b"the main",
         k if k == ThreadKind::Api as u8 => b"the API",
+        k if k == ThreadKind::VhostUser as u8 => b"a vhost-user",
         _ => b"an unfiltered",
     }
 }
@@ -350,7 +440,10 @@ extern "C" fn on_violation(
             (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSI as usize] as u64
         }
     };
-    let kind = THREAD_KIND.with(|k| k.get());
+    let kind = match THREAD_KIND.with(|k| k.get()) {
+        u8::MAX => PROCESS_KIND.load(std::sync::atomic::Ordering::Relaxed),
+        k => k,
+    };
     let mut buf = [0u8; 160];
     let len = violation_line(&mut buf, kind, i64::from(syscall), arg1);
     // SAFETY: write(2) and _exit(2) are async-signal-safe and allowed by every filter;
@@ -399,12 +492,7 @@ mod tests {
 
     #[test]
     fn every_kind_compiles() {
-        for kind in [
-            ThreadKind::Vcpu,
-            ThreadKind::Device,
-            ThreadKind::Vmm,
-            ThreadKind::Api,
-        ] {
+        for kind in KINDS {
             assert!(!compile(kind, SeccompAction::KillProcess)
                 .unwrap()
                 .is_empty());

@@ -90,6 +90,7 @@ pub fn serve_vsock(guest_cid: u64, socket: &Path, uds_path: &Path) -> anyhow::Re
             )
             .map_err(|e| anyhow::anyhow!("registering vsock sockets: {e}"))?;
     }
+    confine()?;
     daemon
         .serve(socket)
         .map_err(|e| anyhow::anyhow!("vhost-user-vsock on {}: {e:?}", socket.display()))
@@ -104,7 +105,18 @@ pub fn serve_block(socket: &Path, disk: DiskConfig) -> anyhow::Result<()> {
         GuestMemoryAtomic::new(GuestMemoryMmap::new()),
     )
     .map_err(|e| anyhow::anyhow!("vhost-user daemon: {e:?}"))?;
+    confine()?;
     daemon
         .serve(socket)
         .map_err(|e| anyhow::anyhow!("vhost-user-blk on {}: {e:?}", socket.display()))
+}
+
+/// Once the daemon's own files are open: from here on it parses what the guest's
+/// driver puts in the rings, so it runs under the vhost-user filter (no file opens,
+/// no programs, no processes), a refused call reported on stderr.
+fn confine() -> anyhow::Result<()> {
+    crate::seccomp::install_violation_reporter()
+        .map_err(|e| anyhow::anyhow!("install the seccomp violation reporter: {e}"))?;
+    crate::seccomp::install_process_wide(crate::seccomp::ThreadKind::VhostUser)?;
+    Ok(())
 }
