@@ -10,6 +10,7 @@ mod config;
 mod error;
 mod events;
 mod gate;
+mod http;
 mod images;
 mod metrics;
 mod pool;
