@@ -12,6 +12,7 @@ mod events;
 mod gate;
 mod http;
 mod images;
+mod locks;
 mod metrics;
 mod pool;
 mod sandboxes;

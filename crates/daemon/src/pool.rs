@@ -18,7 +18,8 @@ use skiff_runtime::{hypervisor, GuestArtifacts, WarmSpec, WarmVm};
 use crate::admission::{self, Invocation};
 use crate::config::PoolConfig;
 use crate::error::ApiError;
-use crate::sandboxes::{self, lock, OUTPUT_CAP};
+use crate::locks::lock;
+use crate::sandboxes::{self, OUTPUT_CAP};
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 

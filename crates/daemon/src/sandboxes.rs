@@ -21,6 +21,7 @@ use skiff_runtime::container::{
 use skiff_runtime::{AgentConn, Event, StartOutcome};
 
 use crate::error::{printable, ApiError};
+use crate::locks::lock;
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 use skiff_engine::lifecycle::{self, SupervisorCommand};
@@ -746,8 +747,4 @@ pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
     buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

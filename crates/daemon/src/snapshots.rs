@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use skiff_runtime::{HypervisorKind, Snapshot, WarmSpec};
 
 use crate::error::ApiError;
-use crate::sandboxes::lock;
+use crate::locks::lock;
 use crate::state::Daemon;
 
 #[derive(Default)]
