@@ -15,6 +15,7 @@ mod images;
 mod locks;
 mod metrics;
 mod pool;
+mod requests;
 mod sandboxes;
 mod server;
 mod snapshots;

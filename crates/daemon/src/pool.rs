@@ -19,7 +19,8 @@ use crate::admission::{self, Invocation};
 use crate::config::PoolConfig;
 use crate::error::ApiError;
 use crate::locks::lock;
-use crate::sandboxes::{self, OUTPUT_CAP};
+use crate::requests::{self, generated_name, OUTPUT_CAP};
+use crate::sandboxes;
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 
@@ -84,7 +85,7 @@ fn boot_prepared(d: &Daemon, p: &Pool) -> Result<PinnedVm, ApiError> {
     } else {
         boot_pinned(p.spec.clone())?
     };
-    let hostname = format!("sb-{}", sandboxes::random_hex(6));
+    let hostname = generated_name("sb");
     vm.vm
         .create(&hostname)
         .map_err(|e| ApiError::internal(format!("create the warm container: {e}")))?;
@@ -189,7 +190,7 @@ pub fn start(d: &Arc<Daemon>, configs: &[PoolConfig]) {
     for c in configs {
         let made = crate::images::pull(d, &c.image).and_then(|_| {
             let (image, _, layers) = sandboxes::image_for(d, &c.image)?;
-            let (m, v) = sandboxes::size(Some(c.memory_mib), Some(c.vcpus))?;
+            let (m, v) = requests::size(Some(c.memory_mib), Some(c.vcpus))?;
             let spec = warm_spec(d, layers, m, v)?;
             if c.snapshot {
                 crate::snapshots::check_backend(&spec)?;
@@ -315,7 +316,7 @@ pub struct InvokeResult {
     pub duration_ms: u64,
 }
 
-/// Sets the `HOSTNAME=` entry left empty by [`sandboxes::process_for`] (one the image,
+/// Sets the `HOSTNAME=` entry left empty by [`requests::process_for`] (one the image,
 /// the request or a plugin set stays).
 fn fill_hostname(env: &mut [String], hostname: &str) {
     for e in env.iter_mut().filter(|e| e.as_str() == "HOSTNAME=") {
@@ -333,16 +334,16 @@ pub async fn invoke(
     if !(1..=600).contains(&timeout) {
         return Err(ApiError::invalid("timeout_s must be between 1 and 600"));
     }
-    let (m, c) = sandboxes::size(req.memory_mib, req.vcpus)?;
-    sandboxes::check_process_input(&req.cmd, &req.env, req.workdir.as_deref())?;
+    let (m, c) = requests::size(req.memory_mib, req.vcpus)?;
+    requests::check_process_input(&req.cmd, &req.env, req.workdir.as_deref())?;
     let (d2, t2) = (d.clone(), tenant.clone());
     let (image_id, layers, admitted) = tokio::task::spawn_blocking(move || {
         let (image, defaults, layers) = sandboxes::image_for(&d2, &req.image)?;
         // HOSTNAME is filled in once the VM (and with it the hostname) is known.
-        let p = sandboxes::process_for(&defaults, &req.cmd, &req.env, req.workdir.as_deref(), "")?;
+        let p = requests::process_for(&defaults, &req.cmd, &req.env, req.workdir.as_deref(), "")?;
         let image_id = image.id.to_string();
         let admitted = admission::admit(Invocation {
-            id: &format!("inv-{}", sandboxes::random_hex(6)),
+            id: &generated_name("inv"),
             tenant: &t2,
             image_ref: &req.image,
             image_id: &image_id,
@@ -370,7 +371,7 @@ pub async fn invoke(
     let hostname = warm
         .as_ref()
         .and_then(|w| w.vm.hostname().map(str::to_owned))
-        .unwrap_or_else(|| format!("sb-{}", sandboxes::random_hex(6)));
+        .unwrap_or_else(|| generated_name("sb"));
     let mut process = admitted.process;
     fill_hostname(&mut process.env, &hostname);
     if !hit {

@@ -7,13 +7,11 @@
 //! tokio's blocking pool.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
-use skiff_proto::ProcessSpec;
 use skiff_runtime::container::{
     read_log, BootSettings, ContainerSpec, ContainerState, LogStream, Status, MAIN_STREAM,
     STATE_ERROR_GONE,
@@ -22,20 +20,17 @@ use skiff_runtime::{AgentConn, Event, StartOutcome};
 
 use crate::error::{printable, ApiError};
 use crate::locks::lock;
+use crate::requests::{
+    check_process_input, generated_name, process_for, size, validate_name, SANDBOX_LABEL,
+    TENANT_LABEL,
+};
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 use skiff_engine::lifecycle::{self, SupervisorCommand};
 use skiff_engine::run_config::{self, ImageDefaults};
 
-/// The label plugins read the tenant from (see plugins/examples/tenant-limits).
-pub const TENANT_LABEL: &str = "tenant";
-/// Marks the containers that are sandboxes of this API.
-pub const SANDBOX_LABEL: &str = "io.skiff.sandbox";
 /// Writable layer of every sandbox.
 const WRITABLE_BYTES: u64 = 1 << 30;
-/// Output kept per stream by non-streaming calls.
-pub const OUTPUT_CAP: usize = 1 << 20;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSandbox {
@@ -221,72 +216,6 @@ pub fn usage(d: &Daemon, tenant: &str) -> Result<Usage, ApiError> {
     Ok(u)
 }
 
-pub fn validate_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "name: 1-64 of [a-zA-Z0-9_.-], starting with a letter or digit",
-        ))
-    }
-}
-
-/// Memory and vCPUs of a request, defaulted and bounded.
-pub fn size(memory_mib: Option<u32>, vcpus: Option<u32>) -> Result<(u32, u32), ApiError> {
-    let m = memory_mib.unwrap_or(256);
-    let c = vcpus.unwrap_or(1);
-    if !(64..=65_536).contains(&m) {
-        return Err(ApiError::invalid("memory_mib must be between 64 and 65536"));
-    }
-    if !(1..=64).contains(&c) {
-        return Err(ApiError::invalid("vcpus must be between 1 and 64"));
-    }
-    Ok((m, c))
-}
-
-/// Command, environment and working directory a client sent: bounded, `KEY=VALUE`
-/// only (a bare `KEY` would copy the daemon's own environment), no NUL bytes.
-pub fn check_process_input(
-    cmd: &[String],
-    env: &[String],
-    workdir: Option<&str>,
-) -> Result<(), ApiError> {
-    if cmd.len() > 1024 || env.len() > 1024 {
-        return Err(ApiError::invalid("at most 1024 cmd and 1024 env entries"));
-    }
-    if cmd.iter().chain(env).any(|s| s.contains('\0')) || workdir.is_some_and(|w| w.contains('\0'))
-    {
-        return Err(ApiError::invalid(
-            "cmd, env and workdir must not contain NUL bytes",
-        ));
-    }
-    for e in env {
-        match e.split_once('=') {
-            Some((k, _)) if !k.is_empty() => {}
-            _ => {
-                return Err(ApiError::invalid(format!(
-                    "env entry {:?} is not KEY=VALUE",
-                    printable(e)
-                )))
-            }
-        }
-    }
-    if let Some(w) = workdir {
-        if !w.starts_with('/') {
-            return Err(ApiError::invalid("workdir must be an absolute path"));
-        }
-    }
-    Ok(())
-}
-
 /// The image's defaults and read-only layer disks; 404 when it is not in the store.
 pub fn image_for(
     d: &Daemon,
@@ -313,30 +242,6 @@ pub fn image_for(
     Ok((image, defaults, layers))
 }
 
-/// The process a sandbox or invocation runs: the image's Entrypoint/Cmd/Env/WorkingDir
-/// with the request's overrides.
-pub fn process_for(
-    defaults: &ImageDefaults,
-    cmd: &[String],
-    env: &[String],
-    workdir: Option<&str>,
-    hostname: &str,
-) -> Result<ProcessSpec, ApiError> {
-    check_process_input(cmd, env, workdir)?;
-    let (entrypoint, cmd) = run_config::entrypoint_and_cmd(defaults, None, cmd)
-        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
-    let mut p = ProcessSpec::new([entrypoint, cmd].concat());
-    p.env = run_config::process_env(defaults, hostname, env, false)
-        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
-    p.cwd = run_config::working_dir(defaults, workdir)
-        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
-    let (user, user_name) = run_config::parse_user(&defaults.user)
-        .map_err(|e| ApiError::invalid(format!("image user: {e:#}")))?;
-    p.user = user;
-    p.user_name = user_name;
-    Ok(p)
-}
-
 pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxView, ApiError> {
     let (memory_mib, vcpus) = size(req.memory_mib, req.vcpus)?;
     let name = match &req.name {
@@ -344,7 +249,7 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
             validate_name(n)?;
             n.clone()
         }
-        None => format!("sb-{}", random_hex(6)),
+        None => generated_name("sb"),
     };
     let cmd = req.cmd.clone().unwrap_or_default();
     check_process_input(&cmd, &req.env, req.workdir.as_deref())?;
@@ -741,10 +646,4 @@ pub fn pump_exec(
         };
     }
     code
-}
-
-pub fn random_hex(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
-    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
