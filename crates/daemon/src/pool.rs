@@ -18,6 +18,7 @@ use skiff_runtime::{hypervisor, GuestArtifacts, WarmSpec, WarmVm};
 use crate::admission::{self, Invocation};
 use crate::config::PoolConfig;
 use crate::error::ApiError;
+use crate::images;
 use crate::locks::lock;
 use crate::requests::{self, generated_name, OUTPUT_CAP};
 use crate::sandboxes;
@@ -188,8 +189,8 @@ pub fn warm_spec(
 pub fn start(d: &Arc<Daemon>, configs: &[PoolConfig]) {
     let mut pools = Vec::new();
     for c in configs {
-        let made = crate::images::pull(d, &c.image).and_then(|_| {
-            let (image, _, layers) = sandboxes::image_for(d, &c.image)?;
+        let made = images::pull(d, &c.image).and_then(|_| {
+            let (image, _, layers) = images::image_for(d, &c.image)?;
             let (m, v) = requests::size(Some(c.memory_mib), Some(c.vcpus))?;
             let spec = warm_spec(d, layers, m, v)?;
             if c.snapshot {
@@ -338,7 +339,7 @@ pub async fn invoke(
     requests::check_process_input(&req.cmd, &req.env, req.workdir.as_deref())?;
     let (d2, t2) = (d.clone(), tenant.clone());
     let (image_id, layers, admitted) = tokio::task::spawn_blocking(move || {
-        let (image, defaults, layers) = sandboxes::image_for(&d2, &req.image)?;
+        let (image, defaults, layers) = images::image_for(&d2, &req.image)?;
         // HOSTNAME is filled in once the VM (and with it the hostname) is known.
         let p = requests::process_for(&defaults, &req.cmd, &req.env, req.workdir.as_deref(), "")?;
         let image_id = image.id.to_string();

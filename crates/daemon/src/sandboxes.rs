@@ -18,7 +18,8 @@ use skiff_runtime::container::{
 };
 use skiff_runtime::{AgentConn, Event, StartOutcome};
 
-use crate::error::{printable, ApiError};
+use crate::error::ApiError;
+use crate::images;
 use crate::locks::lock;
 use crate::requests::{
     check_process_input, generated_name, process_for, size, validate_name, SANDBOX_LABEL,
@@ -27,7 +28,7 @@ use crate::requests::{
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 use skiff_engine::lifecycle::{self, SupervisorCommand};
-use skiff_engine::run_config::{self, ImageDefaults};
+use skiff_engine::run_config;
 
 /// Writable layer of every sandbox.
 const WRITABLE_BYTES: u64 = 1 << 30;
@@ -216,32 +217,6 @@ pub fn usage(d: &Daemon, tenant: &str) -> Result<Usage, ApiError> {
     Ok(u)
 }
 
-/// The image's defaults and read-only layer disks; 404 when it is not in the store.
-pub fn image_for(
-    d: &Daemon,
-    reference: &str,
-) -> Result<(skiff_image::Image, ImageDefaults, Vec<std::path::PathBuf>), ApiError> {
-    if reference.is_empty() || reference.len() > 512 {
-        return Err(ApiError::invalid("image: 1-512 characters"));
-    }
-    let image = d.store.image(reference).map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "image_not_found",
-            format!(
-                "no image {:?} in the store; pull it first (POST /v1/images/pull)",
-                printable(reference)
-            ),
-        )
-    })?;
-    let defaults = ImageDefaults::from_config_json(&image.config_json);
-    let layers = d
-        .store
-        .layer_disks(&image)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok((image, defaults, layers))
-}
-
 pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxView, ApiError> {
     let (memory_mib, vcpus) = size(req.memory_mib, req.vcpus)?;
     let name = match &req.name {
@@ -253,7 +228,7 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
     };
     let cmd = req.cmd.clone().unwrap_or_default();
     check_process_input(&cmd, &req.env, req.workdir.as_deref())?;
-    let (image, defaults, layers) = image_for(d, &req.image)?;
+    let (image, defaults, layers) = images::image_for(d, &req.image)?;
     // The hostname is filled in by the store (the short ID), as for `skiff run`.
     let process = process_for(&defaults, &cmd, &req.env, req.workdir.as_deref(), "")?;
     let mut labels: BTreeMap<String, String> = defaults.labels.clone();
