@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::Config;
 use crate::server::Transport;
+use crate::snapshots::Snapshots;
 use crate::state::Daemon;
 
 #[derive(Parser)]
@@ -146,7 +147,8 @@ async fn run(args: Args) -> Result<()> {
     let store = Store::open(&root).with_context(|| format!("open the store {}", root.display()))?;
     let containers = Containers::open(&root)?;
     // Snapshots hold guest memory; an older daemon made this directory 0755.
-    skiff_runtime::owner_only::dir(&root.join("snapshots"))?;
+    let snapshots = root.join("snapshots");
+    skiff_runtime::owner_only::dir(&snapshots)?;
     // Load the plugins now: a broken plugin config is a startup error, not a 500 later.
     skiff_engine::policy::get()?;
     let pools_config = config.pools.clone();
@@ -162,7 +164,7 @@ async fn run(args: Args) -> Result<()> {
         rate: Default::default(),
         reservations: Default::default(),
         pools: Default::default(),
-        snapshots: Default::default(),
+        snapshots: Snapshots::new(snapshots),
     });
     let seen = recover(&d).await?;
     tokio::spawn(watch(d.clone(), seen));

@@ -72,7 +72,7 @@ fn pinned(
 
 /// Starts a VM from the snapshot of `spec`'s image and size (made first if needed).
 fn restore_pinned(d: &Daemon, image_id: &str, spec: WarmSpec) -> Result<PinnedVm, ApiError> {
-    let snap = d.snapshots.get(d, image_id, &spec)?;
+    let snap = d.snapshots.get(image_id, &spec)?;
     pinned(move || snap.restore(&spec.selection, spec.scratch_parent.clone(), BOOT_TIMEOUT))
 }
 

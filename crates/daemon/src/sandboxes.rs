@@ -273,7 +273,7 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         tenants::check(&quota, usage(d, tenant)?, Usage::one(memory_mib, vcpus))?;
         let warm = crate::pool::warm_spec(d, spec.layers.clone(), memory_mib, vcpus)?;
         crate::snapshots::check_backend(&warm)?;
-        Some(d.snapshots.get(d, &spec.image_id, &warm)?)
+        Some(d.snapshots.get(&spec.image_id, &warm)?)
     } else {
         None
     };
