@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::error::{printable, ApiError};
 use crate::http::{self, Body};
 use crate::images::{self, PullRequest};
-use crate::pool::{self, InvokeRequest};
+use crate::invocations::{self, InvokeRequest};
 use crate::sandboxes::{self, CreateSandbox, ExecRequest, StopSandbox};
 use crate::state::Daemon;
 
@@ -93,7 +93,7 @@ pub async fn dispatch(
         ["v1", "invoke"] => {
             allow(&method, &[Method::POST])?;
             let r: InvokeRequest = body_json(&d, req).await?;
-            let v = pool::invoke(d, tenant, r).await?;
+            let v = invocations::invoke(d, tenant, r).await?;
             Ok(http::json(StatusCode::OK, &v))
         }
         ["v1", "events"] => {

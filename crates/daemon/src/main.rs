@@ -12,6 +12,7 @@ mod events;
 mod gate;
 mod http;
 mod images;
+mod invocations;
 mod locks;
 mod metrics;
 mod pool;
@@ -182,7 +183,7 @@ async fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    pool::start(&d, &pools_config);
+    invocations::start(&d, &pools_config);
 
     let gate = gate::Gate::new(d.config.connections);
     let d_unix = d.clone();

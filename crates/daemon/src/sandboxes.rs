@@ -21,10 +21,12 @@ use skiff_runtime::{AgentConn, Event, StartOutcome};
 use crate::error::ApiError;
 use crate::images;
 use crate::locks::lock;
+use crate::pool;
 use crate::requests::{
     check_process_input, generated_name, process_for, size, validate_name, SANDBOX_LABEL,
     TENANT_LABEL,
 };
+use crate::snapshots;
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 use skiff_engine::lifecycle::{self, SupervisorCommand};
@@ -271,8 +273,13 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         // Quota first: making a snapshot boots a VM.
         let quota = d.config.quota_of(tenant);
         tenants::check(&quota, usage(d, tenant)?, Usage::one(memory_mib, vcpus))?;
-        let warm = crate::pool::warm_spec(d, spec.layers.clone(), memory_mib, vcpus)?;
-        crate::snapshots::check_backend(&warm)?;
+        let warm = pool::warm_spec(
+            d.containers.run_dir(),
+            spec.layers.clone(),
+            memory_mib,
+            vcpus,
+        )?;
+        snapshots::check_backend(&warm)?;
         Some(d.snapshots.get(&spec.image_id, &warm)?)
     } else {
         None
