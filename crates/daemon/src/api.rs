@@ -16,7 +16,8 @@ use crate::error::{printable, ApiError};
 use crate::http::{self, Body};
 use crate::images::{self, PullRequest};
 use crate::invocations::{self, InvokeRequest};
-use crate::sandboxes::{self, CreateSandbox, ExecRequest, StopSandbox};
+use crate::sandbox_exec::{self, ExecRequest};
+use crate::sandboxes::{self, CreateSandbox, StopSandbox};
 use crate::state::Daemon;
 
 pub fn healthz(_req: &Request<Incoming>) -> Response<Body> {
@@ -169,11 +170,11 @@ async fn exec(
     let timeout = r.timeout_s.map(Duration::from_secs);
     let d2 = d.clone();
     let t2 = tenant.clone();
-    let (id, agent, failed) = blocking(move || sandboxes::exec_start(&d2, &t2, &id, &r)).await?;
+    let (id, agent, failed) = blocking(move || sandbox_exec::start(&d2, &t2, &id, &r)).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let gone = tx.clone();
     tokio::task::spawn_blocking(move || {
-        let code = sandboxes::pump_exec(
+        let code = sandbox_exec::pump(
             agent,
             failed,
             timeout,

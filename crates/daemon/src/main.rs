@@ -17,6 +17,7 @@ mod locks;
 mod metrics;
 mod pool;
 mod requests;
+mod sandbox_exec;
 mod sandboxes;
 mod server;
 mod snapshots;
