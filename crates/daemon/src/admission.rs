@@ -11,7 +11,7 @@ use skiff_proto::ProcessSpec;
 use skiff_runtime::container::{BootSettings, ContainerSpec};
 
 use crate::error::ApiError;
-use crate::sandboxes::{self, SANDBOX_LABEL, TENANT_LABEL};
+use crate::requests::{self, SANDBOX_LABEL, TENANT_LABEL};
 use skiff_engine::run_config::ImageDefaults;
 
 /// Marks the container plugins see as an invocation (a throw-away VM, no record).
@@ -102,7 +102,7 @@ fn check(spec: ContainerSpec) -> Result<Admitted, ApiError> {
         ));
     }
     let (memory_mib, vcpus) =
-        sandboxes::size(Some(spec.memory_mib), Some(spec.vcpus)).map_err(|e| {
+        requests::size(Some(spec.memory_mib), Some(spec.vcpus)).map_err(|e| {
             denied(format!(
                 "a plugin sized the microVM out of bounds: {}",
                 e.message

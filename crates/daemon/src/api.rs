@@ -13,14 +13,15 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{printable, ApiError};
+use crate::http::{self, Body};
 use crate::images::{self, PullRequest};
-use crate::pool::{self, InvokeRequest};
-use crate::sandboxes::{self, CreateSandbox, ExecRequest, StopSandbox};
-use crate::server::{self, Body};
+use crate::invocations::{self, InvokeRequest};
+use crate::sandbox_exec::{self, ExecRequest};
+use crate::sandboxes::{self, CreateSandbox, StopSandbox};
 use crate::state::Daemon;
 
 pub fn healthz(_req: &Request<Incoming>) -> Response<Body> {
-    server::json(StatusCode::OK, &json!({"status": "ok"}))
+    http::json(StatusCode::OK, &json!({"status": "ok"}))
 }
 
 /// Runs blocking work off the async threads.
@@ -53,38 +54,38 @@ pub async fn dispatch(
         ["v1", "images"] => {
             allow(&method, &[Method::GET])?;
             let list = blocking(move || images::list(&d)).await?;
-            Ok(server::json(StatusCode::OK, &json!({"images": list})))
+            Ok(http::json(StatusCode::OK, &json!({"images": list})))
         }
         ["v1", "images", "pull"] if method == Method::POST => {
             let r: PullRequest = body_json(&d, req).await?;
             let v = blocking(move || images::pull(&d, &r.reference)).await?;
-            Ok(server::json(StatusCode::OK, &v))
+            Ok(http::json(StatusCode::OK, &v))
         }
         ["v1", "images", reference] => {
             allow(&method, &[Method::GET])?;
             let reference = percent_decode(reference)?;
             let v = blocking(move || images::inspect(&d, &reference)).await?;
-            Ok(server::json(StatusCode::OK, &v))
+            Ok(http::json(StatusCode::OK, &v))
         }
         ["v1", "sandboxes"] => {
             allow(&method, &[Method::GET, Method::POST])?;
             if method == Method::GET {
                 let list = blocking(move || sandboxes::list(&d, &t)).await?;
-                return Ok(server::json(StatusCode::OK, &json!({"sandboxes": list})));
+                return Ok(http::json(StatusCode::OK, &json!({"sandboxes": list})));
             }
             let r: CreateSandbox = body_json(&d, req).await?;
             let v = blocking(move || sandboxes::create(&d, &t, r)).await?;
-            Ok(server::json(StatusCode::CREATED, &v))
+            Ok(http::json(StatusCode::CREATED, &v))
         }
         ["v1", "sandboxes", id] => {
             allow(&method, &[Method::GET, Method::DELETE])?;
             let id = (*id).to_owned();
             if method == Method::GET {
                 let v = blocking(move || sandboxes::get(&d, &t, &id)).await?;
-                return Ok(server::json(StatusCode::OK, &v));
+                return Ok(http::json(StatusCode::OK, &v));
             }
             blocking(move || sandboxes::delete(&d, &t, &id)).await?;
-            Ok(server::json(StatusCode::OK, &json!({"deleted": true})))
+            Ok(http::json(StatusCode::OK, &json!({"deleted": true})))
         }
         ["v1", "sandboxes", id, action] => {
             let id = (*id).to_owned();
@@ -93,8 +94,8 @@ pub async fn dispatch(
         ["v1", "invoke"] => {
             allow(&method, &[Method::POST])?;
             let r: InvokeRequest = body_json(&d, req).await?;
-            let v = pool::invoke(d, tenant, r).await?;
-            Ok(server::json(StatusCode::OK, &v))
+            let v = invocations::invoke(d, tenant, r).await?;
+            Ok(http::json(StatusCode::OK, &v))
         }
         ["v1", "events"] => {
             allow(&method, &[Method::GET])?;
@@ -120,13 +121,13 @@ async fn sandbox_action(
         "start" => {
             allow(method, &[Method::POST])?;
             let v = blocking(move || sandboxes::start(&d, &tenant, &id)).await?;
-            Ok(server::json(StatusCode::OK, &v))
+            Ok(http::json(StatusCode::OK, &v))
         }
         "stop" => {
             allow(method, &[Method::POST])?;
             let r: StopSandbox = body_json_or_default(&d, req).await?;
             let v = blocking(move || sandboxes::stop(&d, &tenant, &id, &r)).await?;
-            Ok(server::json(StatusCode::OK, &v))
+            Ok(http::json(StatusCode::OK, &v))
         }
         "exec" => {
             allow(method, &[Method::POST])?;
@@ -143,12 +144,12 @@ async fn sandbox_action(
                 ),
             };
             let v = blocking(move || sandboxes::logs(&d, &tenant, &id, tail)).await?;
-            Ok(server::json(StatusCode::OK, &json!({"entries": v})))
+            Ok(http::json(StatusCode::OK, &json!({"entries": v})))
         }
         "stats" => {
             allow(method, &[Method::GET])?;
             let v = blocking(move || sandboxes::stats(&d, &tenant, &id)).await?;
-            Ok(server::json(StatusCode::OK, &v))
+            Ok(http::json(StatusCode::OK, &v))
         }
         _ => Err(ApiError::not_found("no such sandbox action")),
     }
@@ -169,11 +170,11 @@ async fn exec(
     let timeout = r.timeout_s.map(Duration::from_secs);
     let d2 = d.clone();
     let t2 = tenant.clone();
-    let (id, agent, failed) = blocking(move || sandboxes::exec_start(&d2, &t2, &id, &r)).await?;
+    let (id, agent, failed) = blocking(move || sandbox_exec::start(&d2, &t2, &id, &r)).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let gone = tx.clone();
     tokio::task::spawn_blocking(move || {
-        let code = sandboxes::pump_exec(
+        let code = sandbox_exec::pump(
             agent,
             failed,
             timeout,
@@ -182,7 +183,7 @@ async fn exec(
         );
         d.events.publish(&tenant, "exec.exited", Some(&id), code);
     });
-    Ok(server::stream(rx))
+    Ok(http::stream(rx))
 }
 
 fn events(d: &Daemon, tenant: String) -> Response<Body> {
@@ -204,7 +205,7 @@ fn events(d: &Daemon, tenant: String) -> Response<Body> {
             }
         }
     });
-    server::stream(rx)
+    http::stream(rx)
 }
 
 async fn metrics(d: Arc<Daemon>) -> Result<Response<Body>, ApiError> {
@@ -224,7 +225,7 @@ async fn metrics(d: Arc<Daemon>) -> Result<Response<Body>, ApiError> {
         Ok(d.metrics.render(&counts, d.pools.ready()))
     })
     .await?;
-    Ok(server::text(
+    Ok(http::text(
         StatusCode::OK,
         "text/plain; version=0.0.4",
         text,

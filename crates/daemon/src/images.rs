@@ -1,10 +1,12 @@
 //! Images: the store the CLI uses, shared by every tenant (layers are content-addressed
-//! and read-only; what a tenant runs stays its own). Pull, list, inspect.
+//! and read-only; what a tenant runs stays its own). Pull, list, inspect, and look up
+//! what a sandbox or invocation runs from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
+use skiff_engine::run_config::ImageDefaults;
 use skiff_image::{busybox, registry, Image, Reference};
 
 use crate::error::{printable, ApiError};
@@ -115,4 +117,30 @@ pub fn pull(d: &Daemon, reference: &str) -> Result<ImageView, ApiError> {
         ));
     }
     Ok(view(&image))
+}
+
+/// The image's defaults and read-only layer disks; 404 when it is not in the store.
+pub fn image_for(
+    d: &Daemon,
+    reference: &str,
+) -> Result<(Image, ImageDefaults, Vec<PathBuf>), ApiError> {
+    if reference.is_empty() || reference.len() > 512 {
+        return Err(ApiError::invalid("image: 1-512 characters"));
+    }
+    let image = d.store.image(reference).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "image_not_found",
+            format!(
+                "no image {:?} in the store; pull it first (POST /v1/images/pull)",
+                printable(reference)
+            ),
+        )
+    })?;
+    let defaults = ImageDefaults::from_config_json(&image.config_json);
+    let layers = d
+        .store
+        .layer_disks(&image)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((image, defaults, layers))
 }

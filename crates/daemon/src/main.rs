@@ -10,9 +10,14 @@ mod config;
 mod error;
 mod events;
 mod gate;
+mod http;
 mod images;
+mod invocations;
+mod locks;
 mod metrics;
 mod pool;
+mod requests;
+mod sandbox_exec;
 mod sandboxes;
 mod server;
 mod snapshots;
@@ -33,6 +38,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::Config;
 use crate::server::Transport;
+use crate::snapshots::Snapshots;
 use crate::state::Daemon;
 
 #[derive(Parser)]
@@ -143,7 +149,8 @@ async fn run(args: Args) -> Result<()> {
     let store = Store::open(&root).with_context(|| format!("open the store {}", root.display()))?;
     let containers = Containers::open(&root)?;
     // Snapshots hold guest memory; an older daemon made this directory 0755.
-    skiff_runtime::owner_only::dir(&root.join("snapshots"))?;
+    let snapshots = root.join("snapshots");
+    skiff_runtime::owner_only::dir(&snapshots)?;
     // Load the plugins now: a broken plugin config is a startup error, not a 500 later.
     skiff_engine::policy::get()?;
     let pools_config = config.pools.clone();
@@ -159,7 +166,7 @@ async fn run(args: Args) -> Result<()> {
         rate: Default::default(),
         reservations: Default::default(),
         pools: Default::default(),
-        snapshots: Default::default(),
+        snapshots: Snapshots::new(snapshots),
     });
     let seen = recover(&d).await?;
     tokio::spawn(watch(d.clone(), seen));
@@ -177,7 +184,7 @@ async fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    pool::start(&d, &pools_config);
+    invocations::start(&d, &pools_config);
 
     let gate = gate::Gate::new(d.config.connections);
     let d_unix = d.clone();

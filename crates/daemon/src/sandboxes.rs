@@ -3,38 +3,36 @@
 //! daemon). Names are scoped per tenant by storing them as `<tenant>.<name>`; a lookup
 //! only ever sees the caller's own sandboxes, so another tenant's ID is "not found".
 //!
-//! Everything here blocks (files, locks, the agent connection): handlers call it on
-//! tokio's blocking pool.
+//! Create, start, stop, delete, list, logs and stats (exec is `sandbox_exec`'s).
+//! Everything here blocks (files, locks, supervisors): handlers call it on tokio's
+//! blocking pool.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
-use skiff_proto::ProcessSpec;
 use skiff_runtime::container::{
-    read_log, BootSettings, ContainerSpec, ContainerState, LogStream, Status, MAIN_STREAM,
-    STATE_ERROR_GONE,
+    read_log, BootSettings, ContainerSpec, ContainerState, LogStream, Status, STATE_ERROR_GONE,
 };
-use skiff_runtime::{AgentConn, Event, StartOutcome};
 
-use crate::error::{printable, ApiError};
+use crate::error::ApiError;
+use crate::images;
+use crate::locks::lock;
+use crate::pool;
+use crate::requests::{
+    check_process_input, generated_name, process_for, size, validate_name, SANDBOX_LABEL,
+    TENANT_LABEL,
+};
+use crate::snapshots;
 use crate::state::Daemon;
 use crate::tenants::{self, Usage};
 use skiff_engine::lifecycle::{self, SupervisorCommand};
-use skiff_engine::run_config::{self, ImageDefaults};
+use skiff_engine::run_config;
 
-/// The label plugins read the tenant from (see plugins/examples/tenant-limits).
-pub const TENANT_LABEL: &str = "tenant";
-/// Marks the containers that are sandboxes of this API.
-pub const SANDBOX_LABEL: &str = "io.skiff.sandbox";
 /// Writable layer of every sandbox.
 const WRITABLE_BYTES: u64 = 1 << 30;
-/// Output kept per stream by non-streaming calls.
-pub const OUTPUT_CAP: usize = 1 << 20;
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSandbox {
@@ -67,19 +65,6 @@ pub struct CreateSandbox {
 #[serde(deny_unknown_fields)]
 pub struct StopSandbox {
     /// Seconds between the stop signal and SIGKILL (default: 10).
-    #[serde(default)]
-    pub timeout_s: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecRequest {
-    pub cmd: Vec<String>,
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default)]
-    pub workdir: Option<String>,
-    /// Kill the process after this many seconds.
     #[serde(default)]
     pub timeout_s: Option<u64>,
 }
@@ -202,7 +187,8 @@ pub fn get(d: &Daemon, tenant: &str, key: &str) -> Result<SandboxView, ApiError>
     Ok(view(&spec, &state(d, &spec.id)?))
 }
 
-fn state(d: &Daemon, id: &str) -> Result<ContainerState, ApiError> {
+/// The state of the sandbox `id` (a 404 when its record is gone).
+pub fn state(d: &Daemon, id: &str) -> Result<ContainerState, ApiError> {
     d.containers
         .state(id)
         .map_err(|_| ApiError::sandbox_not_found(id))
@@ -220,122 +206,6 @@ pub fn usage(d: &Daemon, tenant: &str) -> Result<Usage, ApiError> {
     Ok(u)
 }
 
-pub fn validate_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "name: 1-64 of [a-zA-Z0-9_.-], starting with a letter or digit",
-        ))
-    }
-}
-
-/// Memory and vCPUs of a request, defaulted and bounded.
-pub fn size(memory_mib: Option<u32>, vcpus: Option<u32>) -> Result<(u32, u32), ApiError> {
-    let m = memory_mib.unwrap_or(256);
-    let c = vcpus.unwrap_or(1);
-    if !(64..=65_536).contains(&m) {
-        return Err(ApiError::invalid("memory_mib must be between 64 and 65536"));
-    }
-    if !(1..=64).contains(&c) {
-        return Err(ApiError::invalid("vcpus must be between 1 and 64"));
-    }
-    Ok((m, c))
-}
-
-/// Command, environment and working directory a client sent: bounded, `KEY=VALUE`
-/// only (a bare `KEY` would copy the daemon's own environment), no NUL bytes.
-pub fn check_process_input(
-    cmd: &[String],
-    env: &[String],
-    workdir: Option<&str>,
-) -> Result<(), ApiError> {
-    if cmd.len() > 1024 || env.len() > 1024 {
-        return Err(ApiError::invalid("at most 1024 cmd and 1024 env entries"));
-    }
-    if cmd.iter().chain(env).any(|s| s.contains('\0')) || workdir.is_some_and(|w| w.contains('\0'))
-    {
-        return Err(ApiError::invalid(
-            "cmd, env and workdir must not contain NUL bytes",
-        ));
-    }
-    for e in env {
-        match e.split_once('=') {
-            Some((k, _)) if !k.is_empty() => {}
-            _ => {
-                return Err(ApiError::invalid(format!(
-                    "env entry {:?} is not KEY=VALUE",
-                    printable(e)
-                )))
-            }
-        }
-    }
-    if let Some(w) = workdir {
-        if !w.starts_with('/') {
-            return Err(ApiError::invalid("workdir must be an absolute path"));
-        }
-    }
-    Ok(())
-}
-
-/// The image's defaults and read-only layer disks; 404 when it is not in the store.
-pub fn image_for(
-    d: &Daemon,
-    reference: &str,
-) -> Result<(skiff_image::Image, ImageDefaults, Vec<std::path::PathBuf>), ApiError> {
-    if reference.is_empty() || reference.len() > 512 {
-        return Err(ApiError::invalid("image: 1-512 characters"));
-    }
-    let image = d.store.image(reference).map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "image_not_found",
-            format!(
-                "no image {:?} in the store; pull it first (POST /v1/images/pull)",
-                printable(reference)
-            ),
-        )
-    })?;
-    let defaults = ImageDefaults::from_config_json(&image.config_json);
-    let layers = d
-        .store
-        .layer_disks(&image)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok((image, defaults, layers))
-}
-
-/// The process a sandbox or invocation runs: the image's Entrypoint/Cmd/Env/WorkingDir
-/// with the request's overrides.
-pub fn process_for(
-    defaults: &ImageDefaults,
-    cmd: &[String],
-    env: &[String],
-    workdir: Option<&str>,
-    hostname: &str,
-) -> Result<ProcessSpec, ApiError> {
-    check_process_input(cmd, env, workdir)?;
-    let (entrypoint, cmd) = run_config::entrypoint_and_cmd(defaults, None, cmd)
-        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
-    let mut p = ProcessSpec::new([entrypoint, cmd].concat());
-    p.env = run_config::process_env(defaults, hostname, env, false)
-        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
-    p.cwd = run_config::working_dir(defaults, workdir)
-        .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
-    let (user, user_name) = run_config::parse_user(&defaults.user)
-        .map_err(|e| ApiError::invalid(format!("image user: {e:#}")))?;
-    p.user = user;
-    p.user_name = user_name;
-    Ok(p)
-}
-
 pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxView, ApiError> {
     let (memory_mib, vcpus) = size(req.memory_mib, req.vcpus)?;
     let name = match &req.name {
@@ -343,11 +213,11 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
             validate_name(n)?;
             n.clone()
         }
-        None => format!("sb-{}", random_hex(6)),
+        None => generated_name("sb"),
     };
     let cmd = req.cmd.clone().unwrap_or_default();
     check_process_input(&cmd, &req.env, req.workdir.as_deref())?;
-    let (image, defaults, layers) = image_for(d, &req.image)?;
+    let (image, defaults, layers) = images::image_for(d, &req.image)?;
     // The hostname is filled in by the store (the short ID), as for `skiff run`.
     let process = process_for(&defaults, &cmd, &req.env, req.workdir.as_deref(), "")?;
     let mut labels: BTreeMap<String, String> = defaults.labels.clone();
@@ -390,9 +260,14 @@ pub fn create(d: &Daemon, tenant: &str, req: CreateSandbox) -> Result<SandboxVie
         // Quota first: making a snapshot boots a VM.
         let quota = d.config.quota_of(tenant);
         tenants::check(&quota, usage(d, tenant)?, Usage::one(memory_mib, vcpus))?;
-        let warm = crate::pool::warm_spec(d, spec.layers.clone(), memory_mib, vcpus)?;
-        crate::snapshots::check_backend(&warm)?;
-        Some(d.snapshots.get(d, &spec.image_id, &warm)?)
+        let warm = pool::warm_spec(
+            d.containers.run_dir(),
+            spec.layers.clone(),
+            memory_mib,
+            vcpus,
+        )?;
+        snapshots::check_backend(&warm)?;
+        Some(d.snapshots.get(&spec.image_id, &warm)?)
     } else {
         None
     };
@@ -615,139 +490,4 @@ pub fn stats(d: &Daemon, tenant: &str, key: &str) -> Result<Stats, ApiError> {
         host_pss_bytes: pss,
         cpu_seconds: ticks as f64 / skiff_sys::procfs::clock_ticks() as f64,
     })
-}
-
-/// One NDJSON line of an exec's output stream.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum ExecChunk {
-    Output { stream: &'static str, data: String },
-    Exit { exit_code: i32 },
-    Error { error: serde_json::Value },
-}
-
-/// Connects to the sandbox's agent and starts the process; output then comes from
-/// [`pump_exec`]; returns the sandbox's ID too. Errors here are the request's (404, 409, 422).
-pub fn exec_start(
-    d: &Daemon,
-    tenant: &str,
-    key: &str,
-    req: &ExecRequest,
-) -> Result<(String, AgentConn, Option<i32>), ApiError> {
-    let spec = find(d, tenant, key)?;
-    if req.cmd.is_empty() {
-        return Err(ApiError::invalid("cmd must not be empty"));
-    }
-    check_process_input(&req.cmd, &req.env, req.workdir.as_deref())?;
-    let st = state(d, &spec.id)?;
-    let Some(uds) = st.vsock_uds.clone().filter(|_| st.is_running()) else {
-        return Err(ApiError::conflict(
-            "not_running",
-            "the sandbox is not running",
-        ));
-    };
-    let mut p = spec.process.clone();
-    p.args = req.cmd.clone();
-    p.env =
-        run_config::merge_env(&p.env, &req.env).map_err(|e| ApiError::invalid(format!("{e:#}")))?;
-    if let Some(w) = &req.workdir {
-        p.cwd = w.clone();
-    }
-    p.terminal = false;
-    p.stdin = false;
-    let mut agent = AgentConn::connect(&uds, skiff_proto::AGENT_PORT, Duration::from_secs(10))
-        .map_err(|e| ApiError::conflict("not_running", format!("the sandbox's agent: {e}")))?;
-    let outcome = agent
-        .start(MAIN_STREAM, false, &p)
-        .map_err(|e| ApiError::internal(format!("start the process: {e}")))?;
-    d.events
-        .publish(tenant, "exec.started", Some(&spec.id), None);
-    Ok((
-        spec.id,
-        agent,
-        match outcome {
-            StartOutcome::Failed { status } => Some(status.code()),
-            StartOutcome::Running { .. } => None,
-        },
-    ))
-}
-
-/// Relays the exec'd process's output as NDJSON lines until it exits. When the client
-/// goes away (`send` fails) the process is killed: nothing keeps running for nobody.
-pub fn pump_exec(
-    mut agent: AgentConn,
-    failed: Option<i32>,
-    timeout: Option<Duration>,
-    mut send: impl FnMut(ExecChunk) -> bool,
-    client_gone: impl Fn() -> bool + Send + 'static,
-) -> Option<i32> {
-    if let Some(code) = failed {
-        send(ExecChunk::Exit { exit_code: code });
-        return Some(code);
-    }
-    let sender = agent.sender();
-    let watch_sender = agent.sender();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done2 = done.clone();
-    let deadline = timeout.map(|t| Instant::now() + t);
-    // The agent read blocks; this watcher notices a departed client or the deadline.
-    let watcher = std::thread::spawn(move || {
-        while !done2.load(std::sync::atomic::Ordering::Relaxed) {
-            if client_gone() || deadline.is_some_and(|d| Instant::now() >= d) {
-                let _ = watch_sender.signal(MAIN_STREAM, libc::SIGKILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
-    let mut code = None;
-    let mut connected = true;
-    loop {
-        let chunk = match agent.next_event() {
-            Ok(Some(Event::Stdout { bytes, .. })) => ExecChunk::Output {
-                stream: "stdout",
-                data: String::from_utf8_lossy(&bytes).into_owned(),
-            },
-            Ok(Some(Event::Stderr { bytes, .. })) => ExecChunk::Output {
-                stream: "stderr",
-                data: String::from_utf8_lossy(&bytes).into_owned(),
-            },
-            Ok(Some(Event::Exited { stream, status })) if stream == MAIN_STREAM => {
-                code = Some(status.code());
-                break;
-            }
-            Ok(Some(_)) => continue,
-            Ok(None) | Err(_) => break,
-        };
-        if connected && !send(chunk) {
-            connected = false;
-            let _ = sender.signal(MAIN_STREAM, libc::SIGKILL);
-        }
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = watcher.join();
-    sender.hang_up();
-    if connected {
-        match code {
-            Some(c) => send(ExecChunk::Exit { exit_code: c }),
-            None => send(ExecChunk::Error {
-                error: ApiError::internal(
-                    "the sandbox stopped before the process reported its exit status",
-                )
-                .body()["error"]
-                    .clone(),
-            }),
-        };
-    }
-    code
-}
-
-pub fn random_hex(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf));
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -5,27 +5,21 @@
 //! connection.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
+use crate::api;
 use crate::config::valid_tenant;
 use crate::error::ApiError;
 use crate::gate::{Pass, SHED_RESPONSE};
+use crate::http::{error, Body};
 use crate::state::Daemon;
-
-pub type Body = BoxBody<Bytes, Infallible>;
 
 /// The header that names the tenant on the UNIX socket.
 pub const TENANT_HEADER: &str = "x-skiff-tenant";
@@ -34,60 +28,6 @@ pub const TENANT_HEADER: &str = "x-skiff-tenant";
 pub enum Transport {
     Unix,
     Tcp,
-}
-
-/// A response body fed by a channel (exec output, events): NDJSON lines as they come.
-/// When the client goes away hyper drops the body, the receiver closes, and the
-/// producer sees its sends fail.
-pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let mut bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    bytes.push(b'\n');
-    let mut r = Response::new(Full::new(Bytes::from(bytes)).boxed());
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-pub fn error(e: &ApiError) -> Response<Body> {
-    let mut r = json(e.status, &e.body());
-    if let Some(s) = e.retry_after {
-        if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-            r.headers_mut().insert("retry-after", v);
-        }
-    }
-    r
-}
-
-pub fn stream(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
-    let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    r
-}
-
-pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
 }
 
 /// How long a shed connection may take to take its 503.
@@ -155,7 +95,7 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>, transport: Transport) -> 
     let path = req.uri().path().to_owned();
     // Liveness needs no tenant.
     if path == "/healthz" {
-        return crate::api::healthz(&req);
+        return api::healthz(&req);
     }
     let tenant = match tenant_of(&d, &req, transport) {
         Ok(t) => t,
@@ -176,7 +116,7 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>, transport: Transport) -> 
             return error(&e);
         }
     }
-    match crate::api::dispatch(d, req, tenant).await {
+    match api::dispatch(d, req, tenant).await {
         Ok(r) => r,
         Err(e) => error(&e),
     }

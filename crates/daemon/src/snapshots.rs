@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use skiff_runtime::{HypervisorKind, Snapshot, WarmSpec};
 
 use crate::error::ApiError;
-use crate::sandboxes::lock;
-use crate::state::Daemon;
+use crate::locks::lock;
 
-#[derive(Default)]
 pub struct Snapshots {
+    /// Where they are kept: `<root>/snapshots`, one directory per key.
+    dir: PathBuf,
     /// One slot per key; a slot's lock is held while its snapshot is made, so
     /// concurrent first requests wait for one snapshot instead of making several.
     slots: Mutex<HashMap<String, Arc<Mutex<Option<Snapshot>>>>>,
@@ -44,9 +44,17 @@ pub fn check_backend(spec: &WarmSpec) -> Result<(), ApiError> {
 }
 
 impl Snapshots {
+    /// The snapshots kept under `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            slots: Mutex::default(),
+        }
+    }
+
     /// The snapshot for `spec`'s image and size: the one in memory, else the one on
     /// disk, else a new one (one boot; blocks).
-    pub fn get(&self, d: &Daemon, image_id: &str, spec: &WarmSpec) -> Result<Snapshot, ApiError> {
+    pub fn get(&self, image_id: &str, spec: &WarmSpec) -> Result<Snapshot, ApiError> {
         check_backend(spec)?;
         let k = key(image_id, spec.memory_mib, spec.vcpus);
         let slot = lock(&self.slots).entry(k.clone()).or_default().clone();
@@ -56,7 +64,7 @@ impl Snapshots {
         if let Some(s) = slot.as_ref().filter(|s| s.is_current()) {
             return Ok(s.clone());
         }
-        let dir: PathBuf = d.root.join("snapshots").join(&k);
+        let dir = self.dir.join(&k);
         let snap = match Snapshot::open(&dir) {
             Ok(s) => s,
             Err(e) => {

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::events::Bus;
 use crate::metrics::Metrics;
 use crate::pool::Pools;
+use crate::snapshots::Snapshots;
 use crate::tenants::{RateLimiter, Reservations};
 
 pub struct Daemon {
@@ -25,5 +26,5 @@ pub struct Daemon {
     pub rate: RateLimiter,
     pub reservations: Reservations,
     pub pools: Pools,
-    pub snapshots: crate::snapshots::Snapshots,
+    pub snapshots: Snapshots,
 }
