@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// The overlay upper directory (see `rootfs`), once the container is created.
 pub fn upper_dir() -> io::Result<PathBuf> {
-    crate::rootfs::upper_dir()
+    crate::container::upper_dir()
 }
 
 /// Writes the layer tar of `upper` to `out`.

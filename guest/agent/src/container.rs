@@ -259,3 +259,15 @@ fn any_user_process() -> bool {
             .is_some_and(|ppid| ppid != 2 && pid != 2)
     })
 }
+
+/// The overlay upper directory of the container's writable layer, once assembled.
+pub fn upper_dir() -> io::Result<std::path::PathBuf> {
+    let upper = std::path::Path::new(crate::rootfs::WRITABLE_DIR).join("upper");
+    if rootfs().is_none() || !upper.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the container has no writable layer (not created, or its root is a shared directory)",
+        ));
+    }
+    Ok(upper)
+}

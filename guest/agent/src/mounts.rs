@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use skiff_proto::{MountEntry, MountKind};
 
-use crate::rootfs::share_target;
 use crate::sys::{mount, umount};
 
 /// Where each 9p share is mounted once, in the agent's namespace, for binds to use.
@@ -49,7 +48,7 @@ pub fn stage_shares(entries: &[MountEntry], mounted: &mut Vec<PathBuf>) -> io::R
         }
         let dir = staging(tag)?;
         std::fs::create_dir_all(&dir)?;
-        crate::rootfs::mount_share(tag, &dir, *readonly)
+        mount_share(tag, &dir, *readonly)
             .map_err(|e| io::Error::new(e.kind(), format!("mount the share {tag}: {e}")))?;
         mounted.push(dir);
         done.push(tag);
@@ -214,6 +213,56 @@ pub fn under_procs(paths: &[String], procs: &[ProcMount]) -> Vec<String> {
         })
         .cloned()
         .collect()
+}
+
+/// Mounts the share `tag` at `target` (a container root or a bind): virtio-fs, or
+/// virtio-9p when no virtio-fs device has that tag (`SKIFF_QEMU_DEVICES=qemu`).
+pub(crate) fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Result<()> {
+    let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
+    if readonly {
+        flags |= libc::MS_RDONLY;
+    }
+    let virtiofs = match mount(tag, target, "virtiofs", flags, None) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    mount(
+        tag,
+        target,
+        "9p",
+        flags,
+        Some("trans=virtio,version=9p2000.L,msize=262144,cache=none"),
+    )
+    .map_err(|p9| io::Error::new(p9.kind(), format!("virtiofs: {virtiofs}; 9p: {p9}")))
+}
+
+/// Where a shared directory goes under `rootfs`: an absolute container path without
+/// `..`, and no symlink on the way (it would resolve outside the container's root).
+pub(crate) fn share_target(rootfs: &Path, target: &str) -> io::Result<PathBuf> {
+    let bad = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mount target {target:?}: {why}"),
+        )
+    };
+    let rel = target
+        .strip_prefix('/')
+        .ok_or_else(|| bad("must be absolute"))?;
+    let mut out = rootfs.to_path_buf();
+    for part in Path::new(rel).components() {
+        match part {
+            std::path::Component::Normal(p) => out.push(p),
+            std::path::Component::CurDir => {}
+            _ => return Err(bad("must not contain ..")),
+        }
+        if std::fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(bad("a symlink on the way is not supported"));
+        }
+    }
+    if out == rootfs {
+        return Err(bad("cannot be /"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use skiff_proto::ContainerConfig;
 
 use crate::mounts::ProcMount;
+use crate::mounts::{mount_share, share_target};
 use crate::sys::{self, check, cpath, cstring, mount, umount};
 
 const LAYERS_DIR: &str = "/run/skiff/layers";
-const WRITABLE_DIR: &str = "/run/skiff/writable";
+pub(crate) const WRITABLE_DIR: &str = "/run/skiff/writable";
 const ROOTFS_DIR: &str = "/run/skiff/rootfs";
 
 /// What is mounted in the agent's namespace, so stop can unmount it in order.
@@ -44,39 +45,6 @@ fn mount_readonly(dev: &Path, target: &Path) -> io::Result<()> {
     let flags = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID;
     mount(&src, target, "erofs", flags, None)
         .or_else(|_| mount(&src, target, "ext4", flags, Some("noload")))
-}
-
-/// Mounts the share `tag` at `target` (a container root or a bind): virtio-fs, or
-/// virtio-9p when no virtio-fs device has that tag (`SKIFF_QEMU_DEVICES=qemu`).
-pub(crate) fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Result<()> {
-    let mut flags = libc::MS_NODEV | libc::MS_NOSUID;
-    if readonly {
-        flags |= libc::MS_RDONLY;
-    }
-    let virtiofs = match mount(tag, target, "virtiofs", flags, None) {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
-    };
-    mount(
-        tag,
-        target,
-        "9p",
-        flags,
-        Some("trans=virtio,version=9p2000.L,msize=262144,cache=none"),
-    )
-    .map_err(|p9| io::Error::new(p9.kind(), format!("virtiofs: {virtiofs}; 9p: {p9}")))
-}
-
-/// The overlay upper directory of the container's writable layer, once assembled.
-pub fn upper_dir() -> io::Result<PathBuf> {
-    let upper = Path::new(WRITABLE_DIR).join("upper");
-    if crate::container::rootfs().is_none() || !upper.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "the container has no writable layer (not created, or its root is a shared directory)",
-        ));
-    }
-    Ok(upper)
 }
 
 pub fn assemble(config: &ContainerConfig) -> io::Result<Mounted> {
@@ -183,35 +151,6 @@ fn mount_shares(
         mounts.push(target);
     }
     Ok(())
-}
-
-/// Where a shared directory goes under `rootfs`: an absolute container path without
-/// `..`, and no symlink on the way (it would resolve outside the container's root).
-pub(crate) fn share_target(rootfs: &Path, target: &str) -> io::Result<PathBuf> {
-    let bad = |why: &str| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("mount target {target:?}: {why}"),
-        )
-    };
-    let rel = target
-        .strip_prefix('/')
-        .ok_or_else(|| bad("must be absolute"))?;
-    let mut out = rootfs.to_path_buf();
-    for part in Path::new(rel).components() {
-        match part {
-            std::path::Component::Normal(p) => out.push(p),
-            std::path::Component::CurDir => {}
-            _ => return Err(bad("must not contain ..")),
-        }
-        if std::fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(bad("a symlink on the way is not supported"));
-        }
-    }
-    if out == rootfs {
-        return Err(bad("cannot be /"));
-    }
-    Ok(out)
 }
 
 impl Mounted {
