@@ -108,8 +108,6 @@ impl Daemon {
             .arg(&socket)
             .arg("--config")
             .arg(&cfg)
-            .arg("--skiff-bin")
-            .arg(skiff_bin())
             .args(["--log-level", "warn"])
             .stdin(Stdio::null());
         match plugins {

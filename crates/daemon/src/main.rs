@@ -1,7 +1,7 @@
 //! `skiffd`: skiff's API daemon. It serves an HTTP/JSON API (crates/daemon/openapi.yaml)
 //! on a UNIX socket and optionally on TCP, over the same image store and container
 //! records as the `skiff` CLI: sandboxes are containers labelled with their tenant, run
-//! by `skiff supervise` processes that outlive the daemon, so a restarted daemon finds
+//! by `skiffd supervise` processes that outlive the daemon, so a restarted daemon finds
 //! them again. Warm pools of booted microVMs serve `POST /v1/invoke`.
 
 mod admission;
@@ -62,11 +62,17 @@ struct Args {
     /// Tenants, tokens, quotas and warm pools (TOML; see crates/daemon/README.md).
     #[arg(long, env = "SKIFFD_CONFIG")]
     config: Option<PathBuf>,
-    /// The skiff binary that supervises sandboxes (default: next to skiffd, else PATH).
-    #[arg(long, env = "SKIFF_BIN")]
-    skiff_bin: Option<PathBuf>,
     #[arg(long, env = "SKIFF_LOG", default_value = "info")]
     log_level: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The detached host process of one sandbox (skiffd starts it; it outlives skiffd).
+    #[command(hide = true)]
+    Supervise { id: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +84,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    if let Some(Command::Supervise { id }) = &args.command {
+        return supervise(&args, id);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(256)
@@ -99,23 +108,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn skiff_bin(flag: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(p) = flag {
-        return Ok(p);
+/// `skiffd supervise ID`: the sandbox's supervisor, the same use case as `skiff
+/// supervise` (a sandbox is a skiff container).
+fn supervise(args: &Args, id: &str) -> std::process::ExitCode {
+    let root = args.root.clone().unwrap_or_else(Store::default_root);
+    let run = || -> Result<i32> {
+        let containers = Containers::open(&root)?;
+        let store = Store::open(&root)?;
+        Ok(skiff_engine::lifecycle::supervise(&containers, &store, id)?)
+    };
+    match run() {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("skiffd supervise: {e:#}");
+            std::process::ExitCode::from(125)
+        }
     }
-    let sibling = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("skiff")))
-        .filter(|p| p.is_file());
-    if let Some(p) = sibling {
-        return Ok(p);
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("skiff"))
-        .find(|p| p.is_file())
-        .context("no skiff binary next to skiffd or on PATH; pass --skiff-bin")
 }
 
 /// Binds the UNIX socket, replacing a stale one a previous daemon left behind (but not
@@ -159,7 +167,7 @@ async fn run(args: Args) -> Result<()> {
         containers,
         store,
         config,
-        skiff_bin: skiff_bin(args.skiff_bin)?,
+        exe: std::env::current_exe().context("find skiffd's own executable")?,
         log_level: "warn".into(),
         events: Default::default(),
         metrics: Default::default(),

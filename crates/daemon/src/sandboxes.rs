@@ -1,5 +1,5 @@
 //! Sandboxes are skiff containers: records in the same store the CLI uses, labelled
-//! with their tenant, each run by its own `skiff supervise` process (which outlives the
+//! with their tenant, each run by its own `skiffd supervise` process (which outlives the
 //! daemon). Names are scoped per tenant by storing them as `<tenant>.<name>`; a lookup
 //! only ever sees the caller's own sandboxes, so another tenant's ID is "not found".
 //!
@@ -329,13 +329,13 @@ pub fn start(d: &Daemon, tenant: &str, key: &str) -> Result<SandboxView, ApiErro
     Ok(view(&spec, &state(d, &spec.id)?))
 }
 
-/// Runs `skiff supervise ID` detached (it outlives the daemon) and waits until the main
+/// Runs `skiffd supervise ID` detached (it outlives the daemon) and waits until the main
 /// process runs or the start failed.
 fn start_id(d: &Daemon, tenant: &str, spec: &ContainerSpec) -> Result<(), ApiError> {
     let id = spec.id.as_str();
     let t0 = Instant::now();
     let cmd = SupervisorCommand {
-        exe: &d.skiff_bin,
+        exe: &d.exe,
         root: &d.root,
         log_level: &d.log_level,
     };

@@ -18,8 +18,8 @@ pub struct Daemon {
     pub containers: Containers,
     pub store: Store,
     pub config: Config,
-    /// The `skiff` binary whose hidden `supervise` command runs each sandbox.
-    pub skiff_bin: PathBuf,
+    /// skiffd's own executable, whose hidden `supervise` command runs each sandbox.
+    pub exe: PathBuf,
     pub log_level: String,
     pub events: Bus,
     pub metrics: Metrics,

@@ -2,10 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use skiff_engine::lifecycle::{self, SupervisorCommand};
-use skiff_plugins::EventKind;
-use skiff_runtime::container::{Containers, Supervisor, MAIN_STREAM};
+use skiff_runtime::container::Containers;
 
-use crate::{attach, signals};
+use crate::signals;
 
 use super::*;
 
@@ -45,21 +44,6 @@ pub(super) fn start_detached(ctx: &Ctx, c: &Containers, id: &str) -> Result<()> 
 
 /// The hidden `supervise` command: the detached host process of one container.
 pub(super) fn supervise(ctx: &Ctx, id: &str) -> Result<u8> {
-    signals::block().context("block signals")?;
-    let c = ctx.containers()?;
-    let target = attach::SignalTarget::spawn(MAIN_STREAM, false);
-    let sup = Supervisor::start(&c, id)?;
-    target.set(sup.sender(), MAIN_STREAM);
-    let spec = sup.spec().clone();
-    let auto_remove = spec.auto_remove;
-    let policy = skiff_engine::policy::get()?;
-    if sup.start_failure().is_none() {
-        policy.event(&c, &spec, EventKind::Started);
-    }
-    let code = sup.wait(None)?;
-    policy.event(&c, &spec, EventKind::Exited(code));
-    if auto_remove {
-        remove(&c, &ctx.store()?, id, true)?;
-    }
+    let code = lifecycle::supervise(&ctx.containers()?, &ctx.store()?, id)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }

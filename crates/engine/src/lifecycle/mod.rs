@@ -1,7 +1,8 @@
 //! The container lifecycle every front end drives, written once: [`create()`]
 //! (admission, the image reference and the network lease under one rollback guard),
 //! [`start()`] (a detached supervisor, waited on until the container runs or fails to),
-//! [`stop()`] and [`kill()`], [`remove()`] and [`wait_exited`]. The CLI, skiffd and
+//! [`stop()`] and [`kill()`], [`remove()`] and [`wait_exited`]; [`supervise()`] is the
+//! detached process `start` spawns. The CLI, skiffd and
 //! (next) the containerd shim call these and only turn their typed errors into exit
 //! codes or statuses.
 
@@ -9,6 +10,7 @@ mod create;
 mod remove;
 mod start;
 mod stop;
+mod supervise;
 mod wait;
 
 pub use crate::error::StartFailure;
@@ -16,6 +18,7 @@ pub use create::{create, Create};
 pub use remove::remove;
 pub use start::{spawn_supervisor, start, Starting, SupervisorCommand};
 pub use stop::{kill, stop};
+pub use supervise::supervise;
 pub use wait::wait_exited;
 
 #[cfg(test)]

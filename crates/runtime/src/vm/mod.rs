@@ -11,6 +11,7 @@ pub mod agent;
 pub mod agent_mux;
 pub mod artifacts;
 pub mod console_log;
+pub mod forward;
 pub mod hypervisor;
 pub(crate) mod microvm;
 pub mod relay;
