@@ -196,14 +196,21 @@ fn no_host_process_of_a_vm_can_gain_privileges_and_qemu_is_filtered() {
         helpers.iter().any(|(_, n)| n.starts_with("qemu-system")),
         "no QEMU under the supervisor: {helpers:?}"
     );
+    // QEMU's block and vsock devices are skiff-vmm's models unless asked otherwise.
+    if std::env::var("SKIFF_QEMU_DEVICES").as_deref() != Ok("qemu") {
+        assert!(
+            helpers.iter().any(|(_, n)| n == "skiff-vmm"),
+            "no skiff-vmm device daemon under the supervisor: {helpers:?}"
+        );
+    }
     for (pid, name) in &helpers {
         assert_eq!(
             status_field(*pid, "NoNewPrivs").as_deref(),
             Some("1"),
             "{name} ({pid}) may gain privileges"
         );
-        if name.starts_with("qemu-system") {
-            // QEMU's -sandbox: a seccomp filter (mode 2) on every thread.
+        if name.starts_with("qemu-system") || name == "skiff-vmm" {
+            // QEMU's -sandbox, the vhost-user daemons' own filter: seccomp mode 2.
             assert_eq!(
                 status_field(*pid, "Seccomp").as_deref(),
                 Some("2"),

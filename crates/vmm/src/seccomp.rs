@@ -347,12 +347,13 @@ impl Filters {
     }
 }
 
-/// Installs `kind`'s filter alone, for a process whose threads are all of one kind
-/// (a vhost-user daemon): the threads it starts afterwards inherit it.
+/// Installs `kind`'s filter alone on every thread of the process (TSYNC), for a
+/// process whose threads are all of one kind (a vhost-user daemon); threads it starts
+/// afterwards inherit it.
 pub fn install_process_wide(kind: ThreadKind) -> Result<(), SeccompError> {
     let program = compile(kind, SeccompAction::Trap)?;
     PROCESS_KIND.store(kind as u8, std::sync::atomic::Ordering::SeqCst);
-    seccompiler::apply_filter(&program).map_err(SeccompError::Install)
+    seccompiler::apply_filter_all_threads(&program).map_err(SeccompError::Install)
 }
 
 thread_local! {
@@ -567,5 +568,71 @@ mod tests {
         ] {
             assert!(!rules.contains_key(&nr), "syscall {nr} allowed");
         }
+    }
+
+    /// Set in the child process [`a_vhost_user_daemon_that_opens_a_file_is_stopped`]
+    /// starts: it takes the filter and then breaks it.
+    const CHILD_ENV: &str = "SKIFF_VMM_SECCOMP_CHILD";
+
+    #[test]
+    fn vhost_user_daemon_child() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        install_violation_reporter().unwrap();
+        install_process_wide(ThreadKind::VhostUser).unwrap();
+        // What a daemon does after set-up still works: threads, sockets, eventfds.
+        std::thread::spawn(|| ()).join().unwrap();
+        drop(std::os::unix::net::UnixDatagram::unbound().unwrap());
+        eprintln!("allowed calls ok");
+        // Opening a file is not among them: the process ends with the report.
+        let _ = std::fs::File::open("/etc/hostname");
+        eprintln!("still alive after open");
+    }
+
+    #[test]
+    fn a_vhost_user_daemon_that_opens_a_file_is_stopped() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "seccomp::tests::vhost_user_daemon_child",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(crate::exit::EXIT_VMM_ERROR),
+            "{stderr}"
+        );
+        assert!(stderr.contains("allowed calls ok"), "{stderr}");
+        assert!(
+            stderr.contains("seccomp refused system call 257 on a vhost-user thread"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("still alive"), "{stderr}");
+    }
+
+    #[test]
+    fn vhost_user_daemons_cannot_exec_fork_or_open() {
+        let rules = rules(ThreadKind::VhostUser).unwrap();
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_openat,
+            libc::SYS_open,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_ptrace,
+        ] {
+            assert!(!rules.contains_key(&nr), "{nr}");
+        }
+        assert_eq!(
+            rules[&libc::SYS_clone].len(),
+            1,
+            "clone only with CLONE_THREAD"
+        );
     }
 }

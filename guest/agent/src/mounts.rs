@@ -236,14 +236,31 @@ pub(crate) fn mount_share(tag: &str, target: &Path, readonly: bool) -> io::Resul
     .map_err(|p9| io::Error::new(p9.kind(), format!("virtiofs: {virtiofs}; 9p: {p9}")))
 }
 
+/// Why a mount target was refused: callers treat a symlink on the way (which could
+/// resolve outside the container's root) apart from a malformed path.
+#[derive(Debug)]
+pub(crate) enum TargetError {
+    Invalid(io::Error),
+    Symlink(String),
+}
+
+impl From<TargetError> for io::Error {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::Invalid(e) => e,
+            TargetError::Symlink(m) => io::Error::new(io::ErrorKind::InvalidInput, m),
+        }
+    }
+}
+
 /// Where a shared directory goes under `rootfs`: an absolute container path without
 /// `..`, and no symlink on the way (it would resolve outside the container's root).
-pub(crate) fn share_target(rootfs: &Path, target: &str) -> io::Result<PathBuf> {
+pub(crate) fn share_target(rootfs: &Path, target: &str) -> Result<PathBuf, TargetError> {
     let bad = |why: &str| {
-        io::Error::new(
+        TargetError::Invalid(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("mount target {target:?}: {why}"),
-        )
+        ))
     };
     let rel = target
         .strip_prefix('/')
@@ -256,7 +273,9 @@ pub(crate) fn share_target(rootfs: &Path, target: &str) -> io::Result<PathBuf> {
             _ => return Err(bad("must not contain ..")),
         }
         if std::fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(bad("a symlink on the way is not supported"));
+            return Err(TargetError::Symlink(format!(
+                "mount target {target:?}: a symlink on the way is not supported"
+            )));
         }
     }
     if out == rootfs {

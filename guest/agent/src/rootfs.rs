@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use skiff_proto::ContainerConfig;
 
 use crate::mounts::ProcMount;
-use crate::mounts::{mount_share, share_target};
+use crate::mounts::{mount_share, share_target, TargetError};
 use crate::sys::{self, check, cpath, cstring, mount, umount};
 
 const LAYERS_DIR: &str = "/run/skiff/layers";
@@ -274,8 +274,8 @@ fn bind_etc_file(rootfs: &Path, source: &Path, name: &str) {
 fn existing_under(rootfs: &Path, path: &str) -> io::Result<Option<PathBuf>> {
     match share_target(rootfs, path) {
         Ok(p) => Ok(std::fs::symlink_metadata(&p).is_ok().then_some(p)),
-        Err(e) if e.to_string().contains("symlink") => Ok(None),
-        Err(e) => Err(e),
+        Err(TargetError::Symlink(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -21,15 +21,9 @@ use skiff_runtime::vm::hypervisor;
 use skiff_runtime::vm::relay::Stdio;
 use skiff_runtime::{GuestArtifacts, NetBackend, NetDevice, Share, VmConfig, VmSize};
 
+use crate::commands::hook_list;
 use crate::{console, relay};
 use skiff_runtime::oci::guest_hooks;
-
-fn hook_list(
-    b: &Bundle,
-    pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<oci_spec::runtime::Hook>>,
-) -> Vec<oci_spec::runtime::Hook> {
-    b.spec.hooks().as_ref().and_then(pick).unwrap_or_default()
-}
 
 /// The container's state for a hook, with the status the spec gives at its point.
 fn state_of(store: &Store, id: &str, status: &str) -> serde_json::Value {
