@@ -8,7 +8,8 @@
 //!   cargo build --release -p skiff-cli -p skiff-daemon
 //!   cargo run --release -p skiff-bench --bin daemon [-- RUNS]
 //!
-//! skiffd and skiff are `$SKIFFD_BIN` / `$SKIFF_BIN` or the ones beside this benchmark.
+//! skiffd is `$SKIFFD_BIN` or the one beside this benchmark (it supervises its own
+//! sandboxes: `skiffd supervise`).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -52,8 +53,6 @@ impl Daemon {
             .arg(&socket)
             .arg("--config")
             .arg(&cfg)
-            .arg("--skiff-bin")
-            .arg(sibling("SKIFF_BIN", "skiff"))
             .args(["--log-level", "warn"])
             .stdin(Stdio::null())
             .spawn()

@@ -478,16 +478,13 @@ pub struct Stats {
 pub fn stats(d: &Daemon, tenant: &str, key: &str) -> Result<Stats, ApiError> {
     let spec = find(d, tenant, key)?;
     let st = state(d, &spec.id)?;
-    let (ticks, pss) = st
-        .pid
-        .filter(|_| st.is_running())
-        .map_or((0, 0), skiff_sys::procfs::tree_usage);
+    let usage = lifecycle::usage(&spec, &st);
     Ok(Stats {
         id: spec.id.clone(),
         state: state_name(&st),
         memory_limit_mib: spec.memory_mib,
         vcpus: spec.vcpus,
-        host_pss_bytes: pss,
-        cpu_seconds: ticks as f64 / skiff_sys::procfs::clock_ticks() as f64,
+        host_pss_bytes: usage.pss_bytes,
+        cpu_seconds: usage.cpu_seconds(),
     })
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use skiff_engine::lifecycle;
 use skiff_runtime::container::{ContainerSpec, ContainerState};
 
 use super::*;
@@ -29,11 +30,7 @@ pub(super) fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
         let list = pick()?;
         let before: Vec<u64> = list
             .iter()
-            .map(|(_, st)| {
-                st.pid
-                    .filter(|_| st.is_running())
-                    .map_or(0, |p| skiff_sys::procfs::tree_usage(p).0)
-            })
+            .map(|(spec, st)| lifecycle::usage(spec, st).cpu_ticks)
             .collect();
         let interval = Duration::from_millis(500);
         std::thread::sleep(interval);
@@ -42,12 +39,12 @@ pub(super) fn stats(ctx: &Ctx, a: &StatsArgs) -> Result<u8> {
             "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %"
         );
         for ((spec, st), b) in list.iter().zip(before) {
-            let (ticks, pss) = st
-                .pid
-                .filter(|_| st.is_running())
-                .map_or((0, 0), skiff_sys::procfs::tree_usage);
+            let lifecycle::Usage {
+                cpu_ticks: ticks,
+                pss_bytes: pss,
+                limit_bytes: limit,
+            } = lifecycle::usage(spec, st);
             let cpu = (ticks.saturating_sub(b)) as f64 / hz as f64 / interval.as_secs_f64() * 100.0;
-            let limit = u64::from(spec.memory_mib) << 20;
             let mem_pct = pss as f64 / limit as f64 * 100.0;
             println!(
                 "{:<14}{:<24}{:<10}{:<24}{:<8}",
