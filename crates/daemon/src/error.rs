@@ -61,8 +61,8 @@ impl ApiError {
 }
 
 /// By kind: a denial (or an adjustment skiff cannot honour) is 403 `denied`, a bad
-/// request 400, a sandbox in the wrong state or a name taken 409, anything else ours
-/// (500).
+/// request 400, something missing 404, a sandbox in the wrong state or a name taken
+/// 409, what this host cannot do 422, anything else ours (500).
 impl From<skiff_engine::Error> for ApiError {
     fn from(e: skiff_engine::Error) -> Self {
         use skiff_engine::Error as E;
@@ -78,6 +78,12 @@ impl From<skiff_engine::Error> for ApiError {
                 "name_in_use",
                 format!("the name {:?} is already in use", printable(&name)),
             ),
+            E::Runtime(skiff_runtime::Error::Invalid(m)) => Self::invalid(m),
+            E::Runtime(skiff_runtime::Error::NotFound(m)) => Self::not_found(m),
+            E::Runtime(skiff_runtime::Error::Conflict(m)) => Self::conflict("conflict", m),
+            E::Runtime(skiff_runtime::Error::Unsupported(m)) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported", m)
+            }
             other => Self::internal(other.to_string()),
         }
     }

@@ -21,6 +21,19 @@ pub enum Error {
     },
     #[error("no hypervisor backend can run here: {0}")]
     NoBackend(String),
+    /// What was asked for is malformed or not allowed (a flag, a name, a bundle field).
+    #[error("{0}")]
+    Invalid(String),
+    /// The container, network or record named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists, but its state forbids the request (taken, in use, running, full).
+    #[error("{0}")]
+    Conflict(String),
+    /// This backend or this VM cannot do what is asked.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Anything else that is skiff's own failure (a corrupt record, an unexpected reply).
     #[error("{0}")]
     Config(String),
     /// Another container already has the name.

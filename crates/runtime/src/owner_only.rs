@@ -60,7 +60,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     use std::io::Read;
     let f = File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Config(format!("No such container record: {}", path.display()))
+            Error::NotFound(format!("No such container record: {}", path.display()))
         } else {
             Error::io(format!("open {}", path.display()))(e)
         }

@@ -332,8 +332,8 @@ impl Containers {
             };
         match hits.as_slice() {
             [one] => Ok((*one).clone()),
-            [] => Err(Error::Config(format!("No such container: {input}"))),
-            _ => Err(Error::Config(format!(
+            [] => Err(Error::NotFound(format!("No such container: {input}"))),
+            _ => Err(Error::Invalid(format!(
                 "multiple containers match the prefix {input:?}; use more characters"
             ))),
         }
@@ -342,7 +342,7 @@ impl Containers {
     pub fn lock(&self, id: &str) -> Result<StateLock> {
         let dir = self.dir_of(id);
         if !dir.join("spec.json").is_file() {
-            return Err(Error::Config(format!("No such container: {id}")));
+            return Err(Error::NotFound(format!("No such container: {id}")));
         }
         Ok(StateLock {
             _file: owner_only::lock(&dir.join("lock"))?,
@@ -384,7 +384,7 @@ impl Containers {
     pub fn set_network(&self, id: &str, mode: crate::network::NetworkMode) -> Result<()> {
         let lock = self.lock(id)?;
         if lock.refreshed_state()?.is_running() {
-            return Err(Error::Config(format!(
+            return Err(Error::Conflict(format!(
                 "container {} is running; skiff changes networks of stopped containers only (no hot-plug yet)",
                 &id[..12]
             )));
@@ -435,7 +435,7 @@ fn validate_name(name: &str) -> Result<()> {
     if crate::names::is_valid_name(name, 128) {
         Ok(())
     } else {
-        Err(Error::Config(format!(
+        Err(Error::Invalid(format!(
             "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )))
     }

@@ -95,7 +95,7 @@ fn selection_for(spec: &ContainerSpec) -> Result<crate::Selection> {
         .as_deref()
         .map(str::parse::<HypervisorKind>)
         .transpose()
-        .map_err(Error::Config)?;
+        .map_err(Error::Invalid)?;
     hypervisor::select(requested)
 }
 

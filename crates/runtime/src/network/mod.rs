@@ -70,7 +70,7 @@ impl Egress {
         match s {
             "allow" => Ok(Self::Allow),
             "deny" => Ok(Self::Deny),
-            other => Err(Error::Config(format!(
+            other => Err(Error::Invalid(format!(
                 "invalid --egress {other:?}: expected allow or deny"
             ))),
         }
@@ -94,7 +94,7 @@ impl NetworkMode {
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "none" => Ok(Self::None),
-            "host" => Err(Error::Config(
+            "host" => Err(Error::Invalid(
                 "--network host is not possible: each container has its own kernel".into(),
             )),
             "passt" => Ok(Self::Passt),
@@ -174,7 +174,7 @@ pub fn validate_name(name: &str) -> Result<()> {
     if is_valid_name(name, 64) {
         Ok(())
     } else {
-        Err(Error::Config(format!(
+        Err(Error::Invalid(format!(
             "invalid network name {name:?}: use 1-64 characters of [a-zA-Z0-9_.-], starting with a letter or digit"
         )))
     }
@@ -261,14 +261,14 @@ impl Networks {
     pub fn create(&self, name: &str, subnet: Option<Subnet>, internal: bool) -> Result<Network> {
         validate_name(name)?;
         if matches!(name, "none" | "host" | "passt") {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "{name:?} is a reserved network name"
             )));
         }
         let _lock = self.lock()?;
         self.ensure_default()?;
         if self.read(name)?.is_some() {
-            return Err(Error::Config(format!(
+            return Err(Error::Conflict(format!(
                 "network with name {name} already exists"
             )));
         }
@@ -281,11 +281,11 @@ impl Networks {
                 !used_bridges.contains(&b.as_str())
                     && (subnet.is_some() || overlaps(&Self::indexed_subnet(*n)).is_none())
             })
-            .ok_or_else(|| Error::Config("too many networks (255)".into()))?;
+            .ok_or_else(|| Error::Conflict("too many networks (255)".into()))?;
         let subnet = match subnet {
             Some(s) => {
                 if let Some(other) = overlaps(&s) {
-                    return Err(Error::Config(format!(
+                    return Err(Error::Conflict(format!(
                         "subnet {s} overlaps network {} ({})",
                         other.network.name, other.network.subnet
                     )));
@@ -336,23 +336,23 @@ impl Networks {
         self.list()?
             .into_iter()
             .find(|(n, _)| n.name == name || (name.len() >= 6 && n.id.starts_with(name)))
-            .ok_or_else(|| Error::Config(format!("network {name} not found")))
+            .ok_or_else(|| Error::NotFound(format!("network {name} not found")))
     }
 
     /// `network rm`: refuses the default network and networks with containers.
     pub fn remove(&self, name: &str) -> Result<()> {
         let _lock = self.lock()?;
         if name == DEFAULT_NETWORK {
-            return Err(Error::Config(format!(
+            return Err(Error::Conflict(format!(
                 "{DEFAULT_NETWORK} is a pre-defined network and cannot be removed"
             )));
         }
         let Some(f) = self.read(name)? else {
-            return Err(Error::Config(format!("network {name} not found")));
+            return Err(Error::NotFound(format!("network {name} not found")));
         };
         let live: Vec<&Lease> = f.leases.iter().filter(|l| l.record.exists()).collect();
         if let Some(l) = live.first() {
-            return Err(Error::Config(format!(
+            return Err(Error::Conflict(format!(
                 "network {name} has active endpoints (container {}); remove the containers first",
                 l.container_name
             )));
@@ -376,7 +376,7 @@ impl Networks {
         let _lock = self.lock()?;
         self.ensure_default()?;
         let Some(mut file) = self.read(network)? else {
-            return Err(Error::Config(format!("network {network} not found")));
+            return Err(Error::NotFound(format!("network {network} not found")));
         };
         let everyone = self.all()?;
         let taken: Vec<PortMapping> = everyone
@@ -390,25 +390,25 @@ impl Networks {
                 continue;
             }
             if taken.iter().chain(&ports[..i]).any(|t| t.clashes_with(p)) {
-                return Err(Error::Config(format!(
+                return Err(Error::Conflict(format!(
                     "host port {} is already published by another container",
                     p.host_port
                 )));
             }
             if !ports::host_port_free(*p) {
-                return Err(Error::Config(format!(
+                return Err(Error::Conflict(format!(
                     "host port {}/{} is in use by a host process",
                     p.host_port, p.proto
                 )));
             }
         }
-        ports::assign_host_ports(&mut ports, &taken).map_err(Error::Config)?;
+        ports::assign_host_ports(&mut ports, &taken).map_err(Error::Conflict)?;
         file.leases
             .retain(|l| l.record.exists() && l.container_id != container_id);
         let used: Vec<Ipv4Addr> = file.leases.iter().map(|l| l.ip).collect();
         let ip =
             file.network.subnet.allocate(&used).ok_or_else(|| {
-                Error::Config(format!("network {network} has no free address left"))
+                Error::Conflict(format!("network {network} has no free address left"))
             })?;
         let lease = Lease {
             container_id: container_id.to_owned(),

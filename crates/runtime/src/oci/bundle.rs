@@ -46,7 +46,7 @@ pub struct Bundle {
 }
 
 fn bad(msg: impl Into<String>) -> Error {
-    Error::Config(msg.into())
+    Error::Invalid(msg.into())
 }
 
 impl Bundle {

@@ -33,7 +33,7 @@ impl CpuMax {
     pub fn from_oci(quota: Option<i64>, period: Option<u64>, current: CpuMax) -> Result<Self> {
         let period = period.filter(|p| *p != 0).unwrap_or(current.period);
         if !PERIOD_RANGE.contains(&period) {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "invalid CPU period {period}: expected 1000 to 1000000 microseconds"
             )));
         }
@@ -41,7 +41,7 @@ impl CpuMax {
             None | Some(0) => current.quota,
             Some(q) if q < 0 => None,
             Some(q) if q < 1_000 => {
-                return Err(Error::Config(format!(
+                return Err(Error::Invalid(format!(
                     "invalid CPU quota {q}: at least 1000 microseconds"
                 )))
             }
@@ -98,7 +98,7 @@ pub fn relative_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(n) => out.push(n),
             _ => {
-                return Err(Error::Config(format!(
+                return Err(Error::Invalid(format!(
                     "invalid cgroupsPath {}: `..` is not allowed",
                     p.display()
                 )))

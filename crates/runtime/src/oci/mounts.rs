@@ -33,7 +33,7 @@ pub struct Mounts {
 }
 
 fn bad(msg: impl Into<String>) -> Error {
-    Error::Config(msg.into())
+    Error::Invalid(msg.into())
 }
 
 /// `MS_*` flags and the remaining filesystem options of one mount's option list, as

@@ -10,11 +10,11 @@ use crate::{Error, Result};
 pub fn process_from_oci(p: &oci_spec::runtime::Process) -> Result<ProcessSpec> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() {
-        return Err(Error::Config("process.args must not be empty".into()));
+        return Err(Error::Invalid("process.args must not be empty".into()));
     }
     let cwd = p.cwd().to_string_lossy().into_owned();
     if !cwd.starts_with('/') {
-        return Err(Error::Config(format!(
+        return Err(Error::Invalid(format!(
             "process.cwd {cwd:?} must be an absolute path"
         )));
     }
@@ -121,7 +121,7 @@ fn capabilities(c: &oci_spec::runtime::LinuxCapabilities) -> Result<Capabilities
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
             let n = capability_number(&name).ok_or_else(|| {
-                Error::Config(format!(
+                Error::Invalid(format!(
                     "unknown capability {name:?} in process.capabilities"
                 ))
             })?;
@@ -147,7 +147,7 @@ fn clamp_u16(v: u64) -> u16 {
 /// Parses `-u UID[:GID]` (numeric; names need the image's /etc/passwd, which the
 /// container commands resolve).
 pub fn parse_numeric_user(s: &str) -> Result<User> {
-    let bad = || Error::Config(format!("invalid user {s:?}: expected UID[:GID] as numbers"));
+    let bad = || Error::Invalid(format!("invalid user {s:?}: expected UID[:GID] as numbers"));
     let (uid, gid) = match s.split_once(':') {
         Some((u, g)) => (u.parse().map_err(|_| bad())?, g.parse().map_err(|_| bad())?),
         None => {

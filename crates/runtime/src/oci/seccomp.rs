@@ -44,7 +44,7 @@ const JA: u16 = 0x05; // BPF_JMP | BPF_JA
 type Insn = (u16, u8, u8, u32);
 
 fn bad(msg: impl Into<String>) -> Error {
-    Error::Config(format!("linux.seccomp: {}", msg.into()))
+    Error::Invalid(format!("linux.seccomp: {}", msg.into()))
 }
 
 #[cfg(test)]

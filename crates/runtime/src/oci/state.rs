@@ -140,7 +140,7 @@ pub fn check_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Config(format!("invalid container id {id:?}")))
+        Err(Error::Invalid(format!("invalid container id {id:?}")))
     }
 }
 
@@ -213,7 +213,7 @@ impl Lock {
     pub fn load(&self) -> Result<Record> {
         let path = self.dir.join("state.json");
         if !path.is_file() {
-            return Err(Error::Config(format!(
+            return Err(Error::NotFound(format!(
                 "container {} does not exist",
                 self.id
             )));
@@ -224,7 +224,7 @@ impl Lock {
     /// Creates the container's directory and first record; refuses an existing ID.
     pub fn create(&self, record: &Record) -> Result<()> {
         if self.exists() {
-            return Err(Error::Config(format!(
+            return Err(Error::Conflict(format!(
                 "container with id exists: {}",
                 self.id
             )));

@@ -12,7 +12,7 @@ fn control(rec: &Record) -> Result<VmControl<'_>> {
             balloon: rec.balloon,
         }),
         (None, Some(socket)) => Ok(VmControl::VmmApi { socket }),
-        (None, None) => Err(Error::Config(
+        (None, None) => Err(Error::Unsupported(
             "this container's VM has no control socket to pause or resume it".into(),
         )),
     }

@@ -56,7 +56,7 @@ impl VmControl<'_> {
                     .execute("balloon", serde_json::json!({ "value": bytes }))
                     .map(drop)
             }
-            _ => Err(Error::Config(
+            _ => Err(Error::Unsupported(
                 "this container's VM has no balloon device to change its memory".into(),
             )),
         }

@@ -283,7 +283,7 @@ pub fn launch(selection: &Selection, spec: &LaunchSpec<'_>) -> Result<Box<dyn Vm
     validate_nets(spec.nets)?;
     match selection.kind {
         HypervisorKind::Qemu => Ok(Box::new(qemu::launch(selection.accel, spec)?)),
-        HypervisorKind::Vmm if spec.snapshot.is_some() => Err(Error::Config(
+        HypervisorKind::Vmm if spec.snapshot.is_some() => Err(Error::Unsupported(
             "snapshots of this kind need the QEMU backend (skiff-vmm has its own format)".into(),
         )),
         HypervisorKind::Vmm => {
@@ -308,7 +308,7 @@ fn validate_shares(shares: &[Share]) -> Result<()> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "share tag {:?} must be 1-31 characters of [A-Za-z0-9_-]",
                 sh.tag
             )));
@@ -331,7 +331,7 @@ fn validate_nets(nets: &[NetDevice]) -> Result<()> {
             NetBackend::Stream(path) => path.is_absolute(),
         };
         if !backend_ok || !mac_ok {
-            return Err(Error::Config(format!(
+            return Err(Error::Invalid(format!(
                 "network device {:?} with MAC {:?} is not valid",
                 n.backend, n.mac
             )));

@@ -57,7 +57,7 @@ impl DeviceModels {
         match want.as_str() {
             "" | "skiff" => skiff(),
             "qemu" => builtin(),
-            other => Err(Error::Config(format!(
+            other => Err(Error::Invalid(format!(
                 "SKIFF_QEMU_DEVICES={other:?}: expected skiff or qemu"
             ))),
         }
@@ -291,7 +291,7 @@ fn launch_migratable(
     role: SnapshotRole<'_>,
 ) -> Result<ProcessGroup> {
     if !spec.shares.is_empty() || !spec.nets.is_empty() {
-        return Err(Error::Config(
+        return Err(Error::Unsupported(
             "a VM that is snapshotted can have no shared directories or network devices".into(),
         ));
     }

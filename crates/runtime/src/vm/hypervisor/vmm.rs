@@ -16,7 +16,7 @@ use super::LaunchSpec;
 use crate::{Error, Result};
 
 fn refused(e: SpecError) -> Error {
-    Error::Config(format!("the vmm backend cannot start this VM: {e}"))
+    Error::Unsupported(format!("the vmm backend cannot start this VM: {e}"))
 }
 
 /// What skiff-vmm runs for `spec`, without the shares (their sockets come later).
@@ -26,7 +26,7 @@ fn plan(spec: &LaunchSpec<'_>) -> Result<RunPlan> {
     plan.cmdline = super::kernel_cmdline('k', spec.cmdline_extra);
     plan.memory_mib = spec.memory_mib.into();
     plan.vcpus = u8::try_from(spec.vcpus)
-        .map_err(|_| Error::Config(format!("{} vCPUs is too many for skiff-vmm", spec.vcpus)))?;
+        .map_err(|_| Error::Unsupported(format!("{} vCPUs is too many for skiff-vmm", spec.vcpus)))?;
     plan.vsock = Some(VsockConfig {
         guest_cid: DEFAULT_GUEST_CID,
         uds_path: spec.vsock_uds.to_path_buf(),
@@ -45,7 +45,7 @@ fn plan(spec: &LaunchSpec<'_>) -> Result<RunPlan> {
         .collect();
     for n in spec.nets {
         let super::NetBackend::Tap(tap) = &n.backend else {
-            return Err(Error::Config(
+            return Err(Error::Unsupported(
                 "the vmm backend has no passt (stream) network device; use the QEMU backend".into(),
             ));
         };
