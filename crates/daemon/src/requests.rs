@@ -24,15 +24,8 @@ pub fn generated_name(prefix: &str) -> String {
 
 /// A sandbox name a client chose (stored as `<tenant>.<name>`).
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+    // Docker's rule for names, as for containers and networks.
+    if skiff_runtime::names::is_valid_name(name, 64) {
         Ok(())
     } else {
         Err(ApiError::invalid(

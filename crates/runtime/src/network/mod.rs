@@ -406,10 +406,9 @@ impl Networks {
         file.leases
             .retain(|l| l.record.exists() && l.container_id != container_id);
         let used: Vec<Ipv4Addr> = file.leases.iter().map(|l| l.ip).collect();
-        let ip =
-            file.network.subnet.allocate(&used).ok_or_else(|| {
-                Error::Conflict(format!("network {network} has no free address left"))
-            })?;
+        let ip = file.network.subnet.allocate(&used).ok_or_else(|| {
+            Error::Conflict(format!("network {network} has no free address left"))
+        })?;
         let lease = Lease {
             container_id: container_id.to_owned(),
             container_name: container_name.to_owned(),

@@ -25,8 +25,9 @@ fn plan(spec: &LaunchSpec<'_>) -> Result<RunPlan> {
     plan.initramfs = Some(spec.artifacts.initramfs.clone());
     plan.cmdline = super::kernel_cmdline('k', spec.cmdline_extra);
     plan.memory_mib = spec.memory_mib.into();
-    plan.vcpus = u8::try_from(spec.vcpus)
-        .map_err(|_| Error::Unsupported(format!("{} vCPUs is too many for skiff-vmm", spec.vcpus)))?;
+    plan.vcpus = u8::try_from(spec.vcpus).map_err(|_| {
+        Error::Unsupported(format!("{} vCPUs is too many for skiff-vmm", spec.vcpus))
+    })?;
     plan.vsock = Some(VsockConfig {
         guest_cid: DEFAULT_GUEST_CID,
         uds_path: spec.vsock_uds.to_path_buf(),
