@@ -56,9 +56,12 @@ fn main() -> ExitCode {
         Plan::Run(plan) => run(plan, start),
         Plan::Restore(plan) => restore(plan, start),
         Plan::VhostUserVsock(p) => {
-            skiff_vmm::vhost_user::serve_vsock(p.guest_cid, &p.socket, &p.uds_path).map(|()| 0)
+            skiff_vmm::vhost_user::serve_vsock(p.guest_cid, &p.socket, &p.uds_path, true)
+                .map(|()| 0)
         }
-        Plan::VhostUserBlk(p) => skiff_vmm::vhost_user::serve_block(&p.socket, p.disk).map(|()| 0),
+        Plan::VhostUserBlk(p) => {
+            skiff_vmm::vhost_user::serve_block(&p.socket, p.disk, true).map(|()| 0)
+        }
     };
     match result {
         Ok(code) => {

@@ -371,7 +371,7 @@ mod tests {
             serial: Some("front-end-test".into()),
         };
         let sock = socket.clone();
-        let backend = std::thread::spawn(move || super::super::serve_block(&sock, config));
+        let backend = std::thread::spawn(move || super::super::serve_block(&sock, config, false));
         while !socket.exists() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
