@@ -209,6 +209,16 @@ fn no_host_process_of_a_vm_can_gain_privileges_and_qemu_is_filtered() {
             Some("1"),
             "{name} ({pid}) may gain privileges"
         );
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap_or_default();
+        assert_eq!(
+            core.split_whitespace().nth(4),
+            Some("0"),
+            "{name} ({pid}) may dump the guest's memory: {core}"
+        );
         if name.starts_with("qemu-system") || name == "skiff-vmm" {
             // QEMU's -sandbox, the vhost-user daemons' own filter: seccomp mode 2.
             assert_eq!(

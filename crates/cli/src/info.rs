@@ -30,9 +30,10 @@ struct Info {
 
 /// Kept in step with `skiff_runtime::vm::hypervisor` (where VM processes are spawned);
 /// `skiff inspect` shows each running process's own uid, no_new_privs and seccomp mode.
-const JAIL: &str = "no_new_privs for every VM host process; QEMU under its seccomp \
--sandbox; skiff-vmm run/restore under per-thread seccomp; processes run as the caller \
-(no per-VM uid, namespaces or pivot_root yet; see docs/security.md)";
+const JAIL: &str = "no_new_privs and no core dumps for every VM host process; QEMU under \
+its seccomp -sandbox; skiff-vmm run/restore and its vhost-user device daemons under \
+seccomp; processes run as the caller (no per-VM uid, namespaces or pivot_root yet; see \
+docs/security.md)";
 
 pub fn run(args: &InfoArgs, global: &GlobalOpts) -> Result<u8> {
     let (hv, accel, reason) = match hypervisor::select(global.hypervisor) {

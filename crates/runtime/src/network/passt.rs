@@ -124,10 +124,10 @@ pub fn start(ports: &[PortMapping]) -> Result<Passt> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: both closures only call prctl, which is async-signal-safe.
+    // SAFETY: the closures only call prctl and setrlimit, both async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
-        cmd.pre_exec(skiff_sys::confine::no_new_privs);
+        cmd.pre_exec(skiff_sys::confine::vm_process);
         cmd.pre_exec(skiff_sys::confine::die_with_parent);
     }
     let mut child = cmd.spawn().map_err(Error::io("run passt"))?;

@@ -19,7 +19,8 @@ pub struct ProcessGroup {
 impl ProcessGroup {
     /// Spawns `cmd` with stdout and stderr to `log`, optionally dying with its parent.
     /// Every host process of a VM starts here, and none can gain privileges
-    /// (no_new_privs) whatever the guest makes of it.
+    /// (no_new_privs) or dump a core with the guest's memory in it, whatever the guest
+    /// makes of it.
     pub fn spawn(
         &mut self,
         what: &str,
@@ -32,9 +33,9 @@ impl ProcessGroup {
             .try_clone()
             .map_err(Error::io(format!("open {}", log.display())))?;
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: the closures only call prctl, which is async-signal-safe.
+        // SAFETY: the closures only call prctl and setrlimit, both async-signal-safe.
         unsafe {
-            cmd.pre_exec(skiff_sys::confine::no_new_privs);
+            cmd.pre_exec(skiff_sys::confine::vm_process);
             if die_with_parent {
                 cmd.pre_exec(super::die_with_parent);
             }
