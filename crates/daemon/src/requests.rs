@@ -49,6 +49,11 @@ pub fn size(memory_mib: Option<u32>, vcpus: Option<u32>) -> Result<(u32, u32), A
 
 /// Command, environment and working directory a client sent: bounded, `KEY=VALUE`
 /// only (a bare `KEY` would copy the daemon's own environment), no NUL bytes.
+/// Linux's MAX_ARG_STRLEN: the longest single argument or environment string.
+const MAX_ARG_BYTES: usize = 128 << 10;
+/// Well under what the guest's 8 MiB stack allows for arguments and environment.
+const MAX_ARGS_TOTAL: usize = 1 << 20;
+
 pub fn check_process_input(
     cmd: &[String],
     env: &[String],
@@ -56,6 +61,20 @@ pub fn check_process_input(
 ) -> Result<(), ApiError> {
     if cmd.len() > 1024 || env.len() > 1024 {
         return Err(ApiError::invalid("at most 1024 cmd and 1024 env entries"));
+    }
+    // The guest kernel refuses (E2BIG) one string of MAX_ARG_STRLEN or more, and a
+    // command line and environment larger than a fraction of its stack: say so before
+    // a VM boots, not with a bare exit code 126 after.
+    if cmd.iter().chain(env).any(|s| s.len() >= MAX_ARG_BYTES) {
+        return Err(ApiError::invalid(
+            "each cmd and env entry must be under 128 KiB (the kernel's limit on one argument)",
+        ));
+    }
+    let total: usize = cmd.iter().chain(env).map(|s| s.len() + 1).sum();
+    if total > MAX_ARGS_TOTAL {
+        return Err(ApiError::invalid(
+            "cmd and env together must be at most 1 MiB",
+        ));
     }
     if cmd.iter().chain(env).any(|s| s.contains('\0')) || workdir.is_some_and(|w| w.contains('\0'))
     {
@@ -104,4 +123,21 @@ pub fn process_for(
     p.user = user;
     p.user_name = user_name;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_commands_are_refused_before_a_vm_boots() {
+        let big = "x".repeat(MAX_ARG_BYTES);
+        assert!(check_process_input(std::slice::from_ref(&big), &[], None).is_err());
+        assert!(check_process_input(&[], &[format!("K={big}")], None).is_err());
+        let ok = "y".repeat(100 << 10);
+        assert!(check_process_input(std::slice::from_ref(&ok), &[], None).is_ok());
+        let many: Vec<String> = (0..12).map(|i| format!("K{i}={ok}")).collect();
+        assert!(check_process_input(&[], &many, None).is_err());
+        assert!(check_process_input(&["true".into()], &["A=b".into()], Some("/")).is_ok());
+    }
 }
