@@ -26,6 +26,15 @@ pub fn window_size(fd: i32) -> Option<(u16, u16)> {
     with_stdio(fd, |f| tty::window_size(f)).flatten()
 }
 
+/// The size a process's pty starts with: our stdout's, when it gets a terminal (`-t`).
+pub fn console_size(tty: bool) -> Option<(u16, u16)> {
+    if tty {
+        window_size(1)
+    } else {
+        None
+    }
+}
+
 /// Puts the terminal on stdin into raw mode until dropped.
 pub struct RawMode {
     _guard: tty::RawMode,

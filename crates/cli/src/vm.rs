@@ -94,11 +94,7 @@ fn build_process(args: &RunArgs) -> Result<ProcessSpec> {
     p.user = skiff_runtime::oci::process::parse_numeric_user(&args.user)?;
     p.terminal = args.tty;
     p.stdin = args.interactive;
-    p.console_size = if args.tty {
-        terminal::window_size(1)
-    } else {
-        None
-    };
+    p.console_size = terminal::console_size(args.tty);
     Ok(p)
 }
 

@@ -338,10 +338,10 @@ impl Filters {
         let Some(programs) = &self.programs else {
             return Ok(());
         };
-        let index = KINDS.iter().position(|&k| k == kind).unwrap_or(0);
-        let Some(program) = programs.get(index) else {
-            return Ok(());
-        };
+        // Compiled in KINDS order, which is the enum's.
+        let program = programs
+            .get(kind as usize)
+            .ok_or_else(|| SeccompError::Compile(kind, "not compiled".into()))?;
         THREAD_KIND.with(|k| k.set(kind as u8));
         seccompiler::apply_filter(program).map_err(SeccompError::Install)
     }
@@ -499,6 +499,10 @@ mod tests {
                 .is_empty());
         }
         Filters::strict().unwrap();
+        // Filters::install finds a kind's program by its discriminant.
+        for (i, kind) in KINDS.iter().enumerate() {
+            assert_eq!(*kind as usize, i);
+        }
     }
 
     #[test]

@@ -133,11 +133,7 @@ pub(super) fn create(ctx: &Ctx, a: &CreateArgs, auto_remove: bool) -> Result<Con
     process.user_name = user_name;
     process.terminal = a.tty;
     process.stdin = a.interactive;
-    process.console_size = if a.tty {
-        terminal::window_size(1)
-    } else {
-        None
-    };
+    process.console_size = terminal::console_size(a.tty);
 
     let spec = ContainerSpec {
         id: String::new(),

@@ -43,11 +43,7 @@ pub(super) fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<u8> {
     }
     p.terminal = a.tty;
     p.stdin = a.interactive;
-    p.console_size = if a.tty {
-        terminal::window_size(1)
-    } else {
-        None
-    };
+    p.console_size = terminal::console_size(a.tty);
     let mut agent = agent_of(&c, &spec.id)?;
     let target = attach::SignalTarget::spawn(MAIN_STREAM, a.tty);
     let _raw = if a.tty && terminal::is_tty(0) {

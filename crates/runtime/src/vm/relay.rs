@@ -34,8 +34,6 @@ pub struct Relayed {
     pub status: Option<ExitStatus>,
     /// The last error the agent (or its connection) reported.
     pub error: Option<String>,
-    /// The agent said the VM powers off.
-    pub powered_off: bool,
 }
 
 /// Relays `stream`'s output to `out` until `until` (or the connection ends).
@@ -55,10 +53,7 @@ pub fn relay(agent: &mut AgentConn, stream: u32, until: Until, out: &mut dyn Out
                 out.agent_error(&message);
                 r.error = Some(message);
             }
-            Ok(Some(Event::PoweringOff)) => {
-                r.powered_off = true;
-                break;
-            }
+            Ok(Some(Event::PoweringOff)) => break,
             Ok(Some(_)) => {}
             Ok(None) => break,
             Err(e) => {
